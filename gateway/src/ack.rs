@@ -1,0 +1,138 @@
+//! Acknowledgement bodies and the one mapping from failures to client error codes.
+//! Internal causes are logged here and never sent to clients.
+
+use serde_json::{Value, json};
+
+/// A client-visible failure: `{ ok: false, error: { code, message } }`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct AckError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidPayload,
+    PayloadTooLarge,
+    NotRegistered,
+    AlreadyRegistered,
+    CallExists,
+    CallNotFound,
+    NotInCall,
+    UserOffline,
+    Overloaded,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidPayload => "invalid-payload",
+            ErrorCode::PayloadTooLarge => "payload-too-large",
+            ErrorCode::NotRegistered => "not-registered",
+            ErrorCode::AlreadyRegistered => "already-registered",
+            ErrorCode::CallExists => "call-exists",
+            ErrorCode::CallNotFound => "call-not-found",
+            ErrorCode::NotInCall => "not-in-call",
+            ErrorCode::UserOffline => "user-offline",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl AckError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        AckError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        AckError::new(ErrorCode::InvalidPayload, message)
+    }
+
+    pub fn not_registered() -> Self {
+        AckError::new(
+            ErrorCode::NotRegistered,
+            "send user-joined before anything else",
+        )
+    }
+
+    pub fn body(&self) -> Value {
+        json!({ "ok": false, "error": { "code": self.code.as_str(), "message": self.message } })
+    }
+
+    /// Maps a failed call to a backing service. `context` names the action for
+    /// the log; expected codes (not found, already exists) are handled by callers.
+    pub fn from_status(status: &tonic::Status, context: &'static str) -> Self {
+        use tonic::Code;
+        match status.code() {
+            Code::InvalidArgument => AckError::invalid(status.message().to_owned()),
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
+                tracing::warn!(action = context, code = ?status.code(), error = status.message(), "backing service unavailable");
+                AckError::new(
+                    ErrorCode::Unavailable,
+                    "a backing service is unavailable; nothing changed, try again",
+                )
+            }
+            code => {
+                tracing::error!(
+                    action = context,
+                    ?code,
+                    error = status.message(),
+                    "backing service failed"
+                );
+                AckError::new(ErrorCode::Internal, "internal error")
+            }
+        }
+    }
+}
+
+/// `{ ok: true, ...fields }`.
+pub fn ok(fields: Value) -> Value {
+    let mut body = json!({ "ok": true });
+    if let (Some(body), Value::Object(fields)) = (body.as_object_mut(), fields) {
+        body.extend(fields);
+    }
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_have_the_documented_shape() {
+        let e = AckError::new(ErrorCode::CallExists, "taken");
+        assert_eq!(
+            e.body(),
+            json!({"ok": false, "error": {"code": "call-exists", "message": "taken"}})
+        );
+        assert_eq!(
+            ok(json!({"callId": "c"})),
+            json!({"ok": true, "callId": "c"})
+        );
+        assert_eq!(ok(json!({})), json!({"ok": true}));
+    }
+
+    #[test]
+    fn unreachable_services_are_unavailable_and_the_rest_internal() {
+        let e = AckError::from_status(&tonic::Status::unavailable("conn refused"), "test");
+        assert_eq!(e.code, ErrorCode::Unavailable);
+        assert!(!e.message.contains("refused"), "no internals leak");
+        let e = AckError::from_status(&tonic::Status::internal("db on fire"), "test");
+        assert_eq!(e.code, ErrorCode::Internal);
+        assert!(!e.message.contains("fire"));
+    }
+}

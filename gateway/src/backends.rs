@@ -1,0 +1,122 @@
+//! The presence and call services as the gateway reaches them: remote processes
+//! (`PRESENCE_URL`, `CALLS_URL`) or services started in this process, each still
+//! serving its gRPC API so that other internal services can call it.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::Context;
+use meetup_proto::calls::v1::call_service_client::CallServiceClient;
+use meetup_proto::presence::v1::presence_service_client::PresenceServiceClient;
+use meetup_runtime::{Bus, OrderedPublisher};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::config::Config;
+
+pub struct Backends {
+    pub presence: PresenceServiceClient<Channel>,
+    pub calls: CallServiceClient<Channel>,
+    pub bus: Bus,
+    embedded: Vec<JoinHandle<()>>,
+    stop_embedded: watch::Sender<bool>,
+}
+
+impl Backends {
+    pub async fn start(config: &Config) -> anyhow::Result<Self> {
+        let bus = match &config.nats_url {
+            Some(url) => Bus::connect_nats(url, "meetup-gateway", Duration::from_secs(10)).await?,
+            None => Bus::local(),
+        };
+        let (stop_embedded, stop) = watch::channel(false);
+        let mut embedded = Vec::new();
+        let presence_url = match &config.presence_url {
+            Some(url) => url.clone(),
+            None => {
+                let listener = bind(config.presence_listen, "PRESENCE_LISTEN").await?;
+                let url = local_url(listener.local_addr()?);
+                tracing::info!(service = "presence", addr = %listener.local_addr()?, "listening");
+                let store =
+                    meetup_presence::PresenceStore::new(OrderedPublisher::start(bus.clone()));
+                embedded.push(tokio::spawn(serve_embedded(
+                    "presence",
+                    meetup_presence::run(listener, store, stopped(stop.clone())),
+                )));
+                url
+            }
+        };
+        let calls_url = match &config.calls_url {
+            Some(url) => url.clone(),
+            None => {
+                let listener = bind(config.calls_listen, "CALLS_LISTEN").await?;
+                let url = local_url(listener.local_addr()?);
+                tracing::info!(service = "calls", addr = %listener.local_addr()?, "listening");
+                let registry =
+                    meetup_calls::CallRegistry::new(OrderedPublisher::start(bus.clone()));
+                embedded.push(tokio::spawn(serve_embedded(
+                    "calls",
+                    meetup_calls::run(listener, registry, stopped(stop.clone())),
+                )));
+                url
+            }
+        };
+        let presence = PresenceServiceClient::new(channel(&presence_url, config)?);
+        let calls = CallServiceClient::new(channel(&calls_url, config)?);
+        Ok(Backends {
+            presence,
+            calls,
+            bus,
+            embedded,
+            stop_embedded,
+        })
+    }
+
+    /// Stops the in-process services, if any, after the gateway is done with them.
+    pub async fn stop(self) {
+        let _ = self.stop_embedded.send(true);
+        for handle in self.embedded {
+            let _ = handle.await;
+        }
+        self.bus.drain().await;
+    }
+}
+
+async fn bind(addr: SocketAddr, name: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {name}={addr} for the in-process service"))
+}
+
+async fn serve_embedded(name: &'static str, server: impl Future<Output = anyhow::Result<()>>) {
+    if let Err(error) = server.await {
+        tracing::error!(service = name, %error, "in-process service failed");
+    }
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// The address to reach a listener of this process from this process.
+fn local_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
+fn channel(url: &str, config: &Config) -> anyhow::Result<Channel> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .with_context(|| format!("invalid service address {url:?}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(config.rpc_timeout())
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_while_idle(true);
+    // Lazy: the gateway starts even while a service is down, and reconnects by itself.
+    Ok(endpoint.connect_lazy())
+}

@@ -1,0 +1,192 @@
+//! The gateway's configuration: read once at start from flags and environment
+//! variables, then checked as a whole so that a set-up that cannot work fails at
+//! once with one line saying why.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use clap::Parser;
+use meetup_runtime::subjects;
+use meetup_runtime::telemetry::LogFormat;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "meetup-gateway",
+    about = "MeetUp Socket.IO edge gateway. With nothing configured it runs the whole system in one process.",
+    version
+)]
+pub struct Config {
+    /// Interface of the HTTP + Socket.IO server.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+    /// Port of the HTTP + Socket.IO server (0 picks a free one).
+    #[arg(long, env = "PORT", default_value_t = 3001)]
+    pub port: u16,
+    /// Origins allowed by CORS, comma-separated.
+    #[arg(
+        long,
+        env = "CLIENT_URL",
+        default_value = "http://localhost:3000",
+        value_delimiter = ','
+    )]
+    pub client_urls: Vec<String>,
+    /// gRPC address of a remote presence service; unset runs one in-process.
+    #[arg(long, env = "PRESENCE_URL")]
+    pub presence_url: Option<String>,
+    /// gRPC address of a remote call service; unset runs one in-process.
+    #[arg(long, env = "CALLS_URL")]
+    pub calls_url: Option<String>,
+    /// NATS server; unset uses an in-process bus (one gateway only).
+    #[arg(long, env = "NATS_URL")]
+    pub nats_url: Option<String>,
+    /// This gateway's id, unique in the cluster (letters, digits, - and _).
+    #[arg(long, env = "GATEWAY_ID")]
+    pub gateway_id: Option<String>,
+    /// Where the in-process presence service serves its gRPC API.
+    #[arg(long, env = "PRESENCE_LISTEN", default_value = "0.0.0.0:50051")]
+    pub presence_listen: SocketAddr,
+    /// Where the in-process call service serves its gRPC API.
+    #[arg(long, env = "CALLS_LISTEN", default_value = "0.0.0.0:50052")]
+    pub calls_listen: SocketAddr,
+    /// Largest client event payload accepted, in bytes of JSON.
+    #[arg(long, env = "MAX_PAYLOAD_BYTES", default_value_t = 65_536)]
+    pub max_payload_bytes: usize,
+    /// Largest Engine.IO message; a larger one closes the connection.
+    #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 1_048_576)]
+    pub max_message_bytes: u64,
+    /// Events a socket may have waiting to be handled; more are refused.
+    #[arg(long, env = "SOCKET_QUEUE", default_value_t = 1024)]
+    pub socket_queue: usize,
+    /// Packets buffered per socket on their way out.
+    #[arg(long, env = "SOCKET_BUFFER", default_value_t = 8192)]
+    pub socket_buffer: usize,
+    /// Deadline of each call to the presence and call services, in milliseconds.
+    #[arg(long, env = "RPC_TIMEOUT_MS", default_value_t = 5000)]
+    pub rpc_timeout_ms: u64,
+    /// How long shutdown may take before the process exits anyway, in seconds.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+    /// `text` or `json`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "{0} is set but NATS_URL is not: remote services publish their events on NATS, set NATS_URL too"
+    )]
+    RemoteWithoutNats(&'static str),
+    #[error("GATEWAY_ID {0:?} must be 1 to 64 letters, digits, '-' or '_'")]
+    BadGatewayId(String),
+    #[error("CLIENT_URL entry {0:?} is not a valid origin")]
+    BadOrigin(String),
+    #[error("{0} must be greater than zero")]
+    Zero(&'static str),
+}
+
+impl Config {
+    /// Checks the configuration as a whole.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.nats_url.is_none() {
+            if self.presence_url.is_some() {
+                return Err(ConfigError::RemoteWithoutNats("PRESENCE_URL"));
+            }
+            if self.calls_url.is_some() {
+                return Err(ConfigError::RemoteWithoutNats("CALLS_URL"));
+            }
+        }
+        if let Some(id) = &self.gateway_id
+            && !subjects::is_valid_token(id)
+        {
+            return Err(ConfigError::BadGatewayId(id.clone()));
+        }
+        for origin in &self.client_urls {
+            if origin.parse::<axum::http::HeaderValue>().is_err() || origin.trim().is_empty() {
+                return Err(ConfigError::BadOrigin(origin.clone()));
+            }
+        }
+        for (name, value) in [
+            ("MAX_PAYLOAD_BYTES", self.max_payload_bytes as u64),
+            ("MAX_MESSAGE_BYTES", self.max_message_bytes),
+            ("SOCKET_QUEUE", self.socket_queue as u64),
+            ("SOCKET_BUFFER", self.socket_buffer as u64),
+            ("RPC_TIMEOUT_MS", self.rpc_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        Ok(())
+    }
+
+    /// The configured gateway id, or a fresh random one.
+    pub fn gateway_id(&self) -> String {
+        self.gateway_id
+            .clone()
+            .unwrap_or_else(|| format!("gw-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff))
+    }
+
+    pub fn rpc_timeout(&self) -> Duration {
+        Duration::from_millis(self.rpc_timeout_ms)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.port)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        let mut all = vec!["meetup-gateway"];
+        all.extend_from_slice(args);
+        Config::try_parse_from(all).expect("parses")
+    }
+
+    #[test]
+    fn defaults_run_embedded() {
+        let config = parse(&[]);
+        assert!(config.validate().is_ok());
+        assert_eq!(config.port, 3001);
+        assert_eq!(
+            config.client_urls,
+            vec!["http://localhost:3000".to_string()]
+        );
+    }
+
+    #[test]
+    fn remote_services_need_nats() {
+        let err = parse(&["--presence-url", "http://p:50051"])
+            .validate()
+            .expect_err("must fail");
+        assert!(err.to_string().contains("NATS_URL"));
+        assert!(
+            parse(&[
+                "--calls-url",
+                "http://c:50052",
+                "--nats-url",
+                "nats://n:4222"
+            ])
+            .validate()
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn gateway_ids_and_origins_are_checked() {
+        assert!(parse(&["--gateway-id", "a.b"]).validate().is_err());
+        assert!(parse(&["--gateway-id", "gw-1"]).validate().is_ok());
+        let config = parse(&["--client-urls", "http://a.test,http://b.test"]);
+        assert_eq!(config.client_urls.len(), 2);
+        assert!(config.validate().is_ok());
+        assert!(parse(&["--max-payload-bytes", "0"]).validate().is_err());
+    }
+}

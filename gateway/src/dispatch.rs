@@ -1,0 +1,241 @@
+//! The bus dispatcher: one task per gateway that applies the services' events to
+//! the mirror and tells this gateway's sockets, and delivers relays addressed to them.
+//!
+//! One task keeps one order: events are handled before relays that arrived after
+//! them, so a peer never gets an offer before it has heard of the joiner.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use meetup_proto::bus::v1::{
+    CallEvent, LeaveReason, PresenceEvent, Relay, RelayKind, call_event, presence_event,
+};
+use meetup_proto::calls::v1::{Call, ListCallsRequest};
+use meetup_proto::presence::v1::ListUsersRequest;
+use meetup_runtime::{BusMessage, Subscription, subjects};
+use prost::Message;
+use serde_json::json;
+use serde_json::value::RawValue;
+use tokio::sync::watch;
+
+use crate::gateway::Gateway;
+use crate::replica::{Applied, public_participants, public_user};
+
+/// Runs until `stop` turns true.
+pub async fn run(
+    gw: Gateway,
+    mut events: Subscription,
+    mut relays: Subscription,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut resync = tokio::time::interval(Duration::from_millis(500));
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            Some(message) = events.next() => {
+                handle_event(&gw, message).await;
+                gw.replica().publish_progress();
+            }
+            Some(message) = relays.next() => deliver_relay(&gw, message),
+            _ = resync.tick() => {
+                if gw.replica().needs_presence_sync() {
+                    sync_presence(&gw).await;
+                }
+                if gw.replica().needs_calls_sync() {
+                    sync_calls(&gw).await;
+                }
+            }
+        }
+    }
+    tracing::debug!("dispatcher stopped");
+}
+
+/// Replaces the presence mirror with a fresh snapshot and tells every socket.
+async fn sync_presence(gw: &Gateway) {
+    match gw.presence().list_users(ListUsersRequest {}).await {
+        Ok(snapshot) => {
+            let snapshot = snapshot.into_inner();
+            tracing::info!(
+                version = snapshot.version,
+                users = snapshot.users.len(),
+                "presence mirror synced"
+            );
+            gw.replica().reset_presence(snapshot);
+            let list = gw.replica().users_list();
+            gw.emit_all("users-list", &*list, None).await;
+        }
+        Err(status) => {
+            tracing::warn!(code = ?status.code(), error = status.message(), "presence snapshot failed")
+        }
+    }
+}
+
+async fn sync_calls(gw: &Gateway) {
+    match gw.calls().list_calls(ListCallsRequest {}).await {
+        Ok(snapshot) => {
+            let snapshot = snapshot.into_inner();
+            tracing::info!(
+                sequence = snapshot.sequence,
+                calls = snapshot.calls.len(),
+                "calls mirror synced"
+            );
+            gw.replica().reset_calls(snapshot);
+        }
+        Err(status) => {
+            tracing::warn!(code = ?status.code(), error = status.message(), "calls snapshot failed")
+        }
+    }
+}
+
+async fn handle_event(gw: &Gateway, message: BusMessage) {
+    match message.subject.as_str() {
+        subjects::PRESENCE_EVENTS => match PresenceEvent::decode(message.payload) {
+            Ok(event) => match gw.replica().apply_presence(&event) {
+                Applied::Yes => announce_presence(gw, &event).await,
+                Applied::Stale => {}
+                Applied::Gap => {
+                    tracing::warn!(version = event.version, "presence events missed; resyncing");
+                    sync_presence(gw).await;
+                }
+            },
+            Err(error) => tracing::warn!(%error, "undecodable presence event"),
+        },
+        subjects::CALL_EVENTS => match CallEvent::decode(message.payload) {
+            Ok(event) => match gw.replica().apply_calls(&event) {
+                Applied::Yes => announce_call(gw, &event),
+                Applied::Stale => {}
+                Applied::Gap => {
+                    tracing::warn!(sequence = event.sequence, "call events missed; resyncing");
+                    sync_calls(gw).await;
+                }
+            },
+            Err(error) => tracing::warn!(%error, "undecodable call event"),
+        },
+        other => tracing::debug!(subject = other, "ignoring bus message"),
+    }
+}
+
+async fn announce_presence(gw: &Gateway, event: &PresenceEvent) {
+    match &event.change {
+        Some(presence_event::Change::Registered(r)) => {
+            let list = gw.replica().users_list();
+            gw.emit_all("users-list", &*list, None).await;
+            if r.first_session
+                && let (Some(user), Some(session)) = (&r.user, &r.session)
+            {
+                let sender = gw.local_sid(&session.session_id, &session.gateway_id);
+                gw.emit_all("user-joined", &public_user(user), sender).await;
+            }
+        }
+        Some(presence_event::Change::Unregistered(u)) if u.last_session => {
+            let list = gw.replica().users_list();
+            gw.emit_all("users-list", &*list, None).await;
+            gw.emit_all("user-left", &u.user_id, None).await;
+        }
+        _ => {}
+    }
+}
+
+fn user_of(p: &meetup_proto::calls::v1::Participant) -> &str {
+    p.user.as_ref().map(|u| u.id.as_str()).unwrap_or_default()
+}
+
+/// This gateway's sessions in `call`, except those of `except_user`.
+fn local_sessions<'a>(
+    gw: &'a Gateway,
+    call: &'a Call,
+    except_user: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
+    call.participants
+        .iter()
+        .filter(move |p| p.gateway_id == gw.id() && user_of(p) != except_user)
+        .map(|p| p.session_id.as_str())
+}
+
+fn announce_call(gw: &Gateway, event: &CallEvent) {
+    let Some(call) = &event.call else { return };
+    match &event.change {
+        Some(call_event::Change::Started(_)) => {
+            let initiator = call
+                .initiator
+                .as_ref()
+                .map(|u| json!({ "id": u.id, "username": u.username }));
+            let payload =
+                json!({ "callId": call.id, "initiator": initiator, "isVideo": call.is_video });
+            for user_id in &call.invited_user_ids {
+                for session_id in gw.replica().sessions_on(user_id, gw.id()) {
+                    gw.emit_to_session(&session_id, "incoming-call", &payload);
+                }
+            }
+        }
+        Some(call_event::Change::Joined(joined)) => {
+            let Some(p) = &joined.participant else { return };
+            let joiner = user_of(p);
+            // A second socket of a user already in the call tells nobody.
+            if call
+                .participants
+                .iter()
+                .filter(|q| user_of(q) == joiner)
+                .count()
+                > 1
+            {
+                return;
+            }
+            let user = p
+                .user
+                .as_ref()
+                .map(|u| json!({ "id": u.id, "username": u.username }));
+            let payload = json!({ "callId": call.id, "user": user, "participants": public_participants(call) });
+            for session_id in local_sessions(gw, call, joiner) {
+                gw.emit_to_session(session_id, "user-joined-call", &payload);
+            }
+        }
+        Some(call_event::Change::Left(left)) => {
+            let Some(p) = &left.participant else { return };
+            let leaver = user_of(p);
+            if left.reason == LeaveReason::Removed as i32 && p.gateway_id == gw.id() {
+                gw.emit_to_session(&p.session_id, "call-left", &json!({ "callId": call.id }));
+            }
+            if call.participants.iter().any(|q| user_of(q) == leaver) {
+                return;
+            }
+            let payload = json!({ "callId": call.id, "userId": leaver, "participants": public_participants(call) });
+            for session_id in local_sessions(gw, call, leaver) {
+                gw.emit_to_session(session_id, "user-left-call", &payload);
+            }
+        }
+        Some(call_event::Change::Ended(_)) => {
+            let payload = json!({ "callId": call.id });
+            for session_id in local_sessions(gw, call, "") {
+                gw.emit_to_session(session_id, "call-ended", &payload);
+            }
+        }
+        None => {}
+    }
+}
+
+/// Delivers a relay that another gateway routed to one of this gateway's sockets.
+fn deliver_relay(gw: &Gateway, message: BusMessage) {
+    let relay = match Relay::decode(message.payload) {
+        Ok(relay) => relay,
+        Err(error) => {
+            tracing::warn!(%error, "undecodable relay");
+            return;
+        }
+    };
+    let event = match RelayKind::try_from(relay.kind) {
+        Ok(RelayKind::Offer) => "webrtc-offer",
+        Ok(RelayKind::Answer) => "webrtc-answer",
+        Ok(RelayKind::IceCandidate) => "webrtc-ice-candidate",
+        _ => {
+            tracing::warn!(kind = relay.kind, "relay of unknown kind");
+            return;
+        }
+    };
+    match RawValue::from_string(relay.payload_json) {
+        Ok(raw) => gw.emit_to_session(&relay.target_session_id, event, &*raw),
+        Err(error) => tracing::warn!(%error, "relay payload is not JSON"),
+    }
+}

@@ -1,0 +1,140 @@
+//! The MeetUp edge gateway: serves browsers over Socket.IO, turns their events into
+//! gRPC calls on the presence and call services, and relays WebRTC signaling over
+//! the bus to whichever gateway holds the target socket.
+//!
+//! Where to look: `session` handles one socket's events, `payload` checks what
+//! browsers send, `replica` mirrors the services' state from the bus, `dispatch`
+//! turns bus traffic into socket events, `backends` reaches (or embeds) the services.
+
+#![forbid(unsafe_code)]
+
+pub mod ack;
+pub mod backends;
+pub mod config;
+pub mod dispatch;
+pub mod gateway;
+pub mod http;
+pub mod payload;
+pub mod replica;
+pub mod session;
+
+use std::future::Future;
+use std::time::Duration;
+
+use meetup_proto::calls::v1::RemoveGatewayRequest;
+use meetup_proto::presence::v1::UnregisterGatewayRequest;
+use meetup_runtime::subjects;
+use socketioxide::SocketIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use config::Config;
+
+use crate::backends::Backends;
+use crate::gateway::{Gateway, Limits};
+use crate::replica::Replica;
+
+/// Runs the gateway on `listener` until `shutdown` resolves, then drains: closes
+/// every socket, removes this gateway's users from calls and presence, and stops.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let gateway_id = config.gateway_id();
+    let backends = Backends::start(&config).await?;
+    let (layer, io) = SocketIo::builder()
+        .max_payload(config.max_message_bytes)
+        .max_buffer_size(config.socket_buffer)
+        .build_layer();
+    let gw = Gateway::new(
+        gateway_id.clone(),
+        io.clone(),
+        backends.presence.clone(),
+        backends.calls.clone(),
+        backends.bus.clone(),
+        Replica::default(),
+        Limits {
+            max_payload_bytes: config.max_payload_bytes,
+            socket_queue: config.socket_queue,
+            announce_wait: Duration::from_secs(2),
+        },
+    );
+    // Subscribe before the first snapshot so that no event falls between them.
+    let events = backends
+        .bus
+        .subscribe(subjects::ALL_EVENTS.to_owned())
+        .await?;
+    let relays = backends
+        .bus
+        .subscribe(subjects::gateway_relay(&gateway_id))
+        .await?;
+    let (stop_dispatch, dispatch_stopped) = watch::channel(false);
+    let dispatcher = tokio::spawn(dispatch::run(gw.clone(), events, relays, dispatch_stopped));
+    io.ns("/", session::OnConnect::new(gw.clone()));
+
+    let app = http::router(gw.clone())
+        .layer(layer)
+        .layer(http::cors(&config.client_urls));
+    tracing::info!(
+        service = "gateway",
+        addr = %listener.local_addr()?,
+        gateway_id,
+        bus = backends.bus.kind(),
+        "listening"
+    );
+
+    let grace = config.shutdown_grace();
+    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = server_stopped.await;
+    });
+    let drain = {
+        let gw = gw.clone();
+        async move {
+            shutdown.await;
+            if tokio::time::timeout(grace, drain(&gw)).await.is_err() {
+                tracing::warn!(?grace, "drain did not finish within the grace period");
+            }
+            let _ = stop_server.send(());
+            tokio::time::sleep(grace).await;
+        }
+    };
+    tokio::select! {
+        result = server => result?,
+        () = drain => tracing::warn!("connections still open after the grace period"),
+    }
+    let _ = stop_dispatch.send(true);
+    let _ = dispatcher.await;
+    backends.stop().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Closes every socket so clients reconnect elsewhere, and removes this gateway's
+/// sessions from calls and presence at once (socket tasks do the same one by one;
+/// whichever comes second finds nothing to do).
+async fn drain(gw: &Gateway) {
+    tracing::info!(sockets = gw.io().sockets().len(), "draining");
+    if let Err(error) = gw.io().disconnect().await {
+        tracing::warn!(%error, "closing sockets failed");
+    }
+    let gateway_id = gw.id().to_owned();
+    if let Err(status) = gw
+        .calls()
+        .remove_gateway(RemoveGatewayRequest {
+            gateway_id: gateway_id.clone(),
+        })
+        .await
+    {
+        tracing::warn!(code = ?status.code(), error = status.message(), "calls cleanup failed");
+    }
+    if let Err(status) = gw
+        .presence()
+        .unregister_gateway(UnregisterGatewayRequest { gateway_id })
+        .await
+    {
+        tracing::warn!(code = ?status.code(), error = status.message(), "presence cleanup failed");
+    }
+}

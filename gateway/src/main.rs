@@ -1,0 +1,35 @@
+//! `meetup-gateway`: the Socket.IO edge. With nothing configured it runs the whole
+//! system in this one process.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use meetup_gateway::Config;
+use meetup_runtime::{shutdown, telemetry};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = Config::parse();
+    telemetry::init(config.log_format);
+    if let Err(error) = config.validate() {
+        eprintln!("meetup-gateway: {error}");
+        return ExitCode::from(2);
+    }
+    let listener = match tokio::net::TcpListener::bind(config.http_addr()).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!(
+                "meetup-gateway: cannot listen on {}: {error}",
+                config.http_addr()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match meetup_gateway::run(config, listener, shutdown::signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("meetup-gateway: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,446 @@
+//! Client payloads: the one place where JSON from browsers becomes typed commands.
+//! Every rule of PROTOCOL.md's "Payload rules" is enforced here, and every failure
+//! is an [`AckError`], never a panic.
+
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use crate::ack::{AckError, ErrorCode};
+
+/// Longest id or username, in bytes.
+pub const MAX_FIELD_BYTES: usize = 128;
+/// Most participants one `start-call` may list.
+pub const MAX_PARTICIPANTS: usize = 64;
+
+/// The client events the gateway handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientEvent {
+    UserJoined,
+    StartCall,
+    JoinCall,
+    LeaveCall,
+    Offer,
+    Answer,
+    IceCandidate,
+}
+
+impl ClientEvent {
+    pub const ALL: [ClientEvent; 7] = [
+        ClientEvent::UserJoined,
+        ClientEvent::StartCall,
+        ClientEvent::JoinCall,
+        ClientEvent::LeaveCall,
+        ClientEvent::Offer,
+        ClientEvent::Answer,
+        ClientEvent::IceCandidate,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientEvent::UserJoined => "user-joined",
+            ClientEvent::StartCall => "start-call",
+            ClientEvent::JoinCall => "join-call",
+            ClientEvent::LeaveCall => "leave-call",
+            ClientEvent::Offer => "webrtc-offer",
+            ClientEvent::Answer => "webrtc-answer",
+            ClientEvent::IceCandidate => "webrtc-ice-candidate",
+        }
+    }
+}
+
+/// The kinds of relayed WebRTC signaling message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayKind {
+    Offer,
+    Answer,
+    IceCandidate,
+}
+
+impl RelayKind {
+    pub fn event(self) -> &'static str {
+        match self {
+            RelayKind::Offer => "webrtc-offer",
+            RelayKind::Answer => "webrtc-answer",
+            RelayKind::IceCandidate => "webrtc-ice-candidate",
+        }
+    }
+
+    /// The payload field that carries the opaque signaling data.
+    pub fn field(self) -> &'static str {
+        match self {
+            RelayKind::Offer => "offer",
+            RelayKind::Answer => "answer",
+            RelayKind::IceCandidate => "candidate",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserJoined {
+    pub id: String,
+    pub username: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartCall {
+    pub id: String,
+    pub invited_user_ids: Vec<String>,
+    pub is_video: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallRef {
+    pub call_id: String,
+}
+
+#[derive(Debug)]
+pub struct Relay {
+    pub kind: RelayKind,
+    pub call_id: String,
+    pub target_user_id: String,
+    pub data: Box<RawValue>,
+}
+
+/// Splits a Socket.IO event packet (`["name", payload, ...]`) and returns its
+/// payload, refusing what is too large before parsing any of it.
+pub fn event_payload(packet: &str, max_bytes: usize) -> Result<Box<RawValue>, AckError> {
+    if packet.len() > max_bytes {
+        return Err(AckError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("payload is larger than {max_bytes} bytes"),
+        ));
+    }
+    let mut args: Vec<Box<RawValue>> =
+        serde_json::from_str(packet).map_err(|_| AckError::invalid("payload is not valid JSON"))?;
+    if args.len() < 2 {
+        return Err(AckError::invalid("payload is missing"));
+    }
+    Ok(args.swap_remove(1))
+}
+
+fn object(raw: &RawValue) -> Result<Map<String, Value>, AckError> {
+    match serde_json::from_str::<Value>(raw.get()) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(AckError::invalid("payload must be an object")),
+    }
+}
+
+fn check_len(field: &str, s: &str) -> Result<(), AckError> {
+    if s.is_empty() || s.len() > MAX_FIELD_BYTES {
+        return Err(AckError::invalid(format!(
+            "`{field}` must be 1 to {MAX_FIELD_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn string(map: &Map<String, Value>, field: &str) -> Result<String, AckError> {
+    match map.get(field) {
+        Some(Value::String(s)) => {
+            check_len(field, s)?;
+            Ok(s.clone())
+        }
+        Some(_) => Err(AckError::invalid(format!("`{field}` must be a string"))),
+        None => Err(AckError::invalid(format!("`{field}` is required"))),
+    }
+}
+
+fn require_object(map: &Map<String, Value>, field: &str) -> Result<(), AckError> {
+    match map.get(field) {
+        Some(Value::Object(_)) => Ok(()),
+        Some(_) => Err(AckError::invalid(format!("`{field}` must be an object"))),
+        None => Err(AckError::invalid(format!("`{field}` is required"))),
+    }
+}
+
+pub fn user_joined(raw: &RawValue) -> Result<UserJoined, AckError> {
+    let map = object(raw)?;
+    Ok(UserJoined {
+        id: string(&map, "id")?,
+        username: string(&map, "username")?,
+    })
+}
+
+pub fn start_call(raw: &RawValue) -> Result<StartCall, AckError> {
+    let map = object(raw)?;
+    let id = string(&map, "id")?;
+    require_object(&map, "initiator")?;
+    let participants = match map.get("participants") {
+        Some(Value::Array(list)) => list,
+        Some(_) => return Err(AckError::invalid("`participants` must be an array")),
+        None => return Err(AckError::invalid("`participants` is required")),
+    };
+    if participants.len() > MAX_PARTICIPANTS {
+        return Err(AckError::invalid(format!(
+            "`participants` lists more than {MAX_PARTICIPANTS} users"
+        )));
+    }
+    let mut invited_user_ids = Vec::with_capacity(participants.len());
+    for p in participants {
+        let Value::Object(p) = p else {
+            return Err(AckError::invalid("each participant must be an object"));
+        };
+        invited_user_ids.push(
+            string(p, "id")
+                .map_err(|e| AckError::invalid(format!("participants[]: {}", e.message)))?,
+        );
+    }
+    let is_video = match map.get("isVideo") {
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(AckError::invalid("`isVideo` must be a boolean")),
+        None => return Err(AckError::invalid("`isVideo` is required")),
+    };
+    Ok(StartCall {
+        id,
+        invited_user_ids,
+        is_video,
+    })
+}
+
+pub fn join_call(raw: &RawValue) -> Result<CallRef, AckError> {
+    let map = object(raw)?;
+    let call_id = string(&map, "callId")?;
+    require_object(&map, "user")?;
+    Ok(CallRef { call_id })
+}
+
+pub fn leave_call(raw: &RawValue) -> Result<CallRef, AckError> {
+    let map = object(raw)?;
+    let call_id = string(&map, "callId")?;
+    string(&map, "userId")?;
+    Ok(CallRef { call_id })
+}
+
+/// Parses a relay without touching the opaque data, which is forwarded as written.
+pub fn relay(kind: RelayKind, raw: &RawValue) -> Result<Relay, AckError> {
+    #[derive(serde::Deserialize)]
+    struct Fields {
+        #[serde(rename = "callId")]
+        call_id: Option<Box<RawValue>>,
+        #[serde(rename = "targetUserId")]
+        target_user_id: Option<Box<RawValue>>,
+        offer: Option<Box<RawValue>>,
+        answer: Option<Box<RawValue>>,
+        candidate: Option<Box<RawValue>>,
+    }
+    let trimmed = raw.get().trim_start();
+    if !trimmed.starts_with('{') {
+        return Err(AckError::invalid("payload must be an object"));
+    }
+    let fields: Fields = serde_json::from_str(raw.get())
+        .map_err(|_| AckError::invalid("payload must be an object"))?;
+    let text = |field: &str, value: Option<Box<RawValue>>| -> Result<String, AckError> {
+        let value = value.ok_or_else(|| AckError::invalid(format!("`{field}` is required")))?;
+        let s: String = serde_json::from_str(value.get())
+            .map_err(|_| AckError::invalid(format!("`{field}` must be a string")))?;
+        check_len(field, &s)?;
+        Ok(s)
+    };
+    let call_id = text("callId", fields.call_id)?;
+    let target_user_id = text("targetUserId", fields.target_user_id)?;
+    let data = match kind {
+        RelayKind::Offer => fields.offer,
+        RelayKind::Answer => fields.answer,
+        RelayKind::IceCandidate => fields.candidate,
+    };
+    // serde maps a JSON `null` to `None`; the field is present, so keep it as null.
+    let data = match data {
+        Some(data) => data,
+        None if has_key(raw.get(), kind.field()) => RawValue::from_string("null".into())
+            .map_err(|_| AckError::new(ErrorCode::Internal, "internal error"))?,
+        None => return Err(AckError::invalid(format!("`{}` is required", kind.field()))),
+    };
+    Ok(Relay {
+        kind,
+        call_id,
+        target_user_id,
+        data,
+    })
+}
+
+/// True when the top level of a JSON object has `key` (only called on the rare
+/// `null` signaling data, so the second parse is acceptable).
+fn has_key(object: &str, key: &str) -> bool {
+    serde_json::from_str::<std::collections::HashMap<String, serde::de::IgnoredAny>>(object)
+        .map(|m| m.contains_key(key))
+        .unwrap_or(false)
+}
+
+/// The payload a relay's target receives: `{ callId, fromUserId, <field>: data }`.
+pub fn relay_out(relay: &Relay, from_user_id: &str) -> String {
+    let mut out = String::with_capacity(relay.data.get().len() + 96);
+    out.push_str("{\"callId\":");
+    out.push_str(&Value::from(relay.call_id.as_str()).to_string());
+    out.push_str(",\"fromUserId\":");
+    out.push_str(&Value::from(from_user_id).to_string());
+    out.push_str(",\"");
+    out.push_str(relay.kind.field());
+    out.push_str("\":");
+    out.push_str(relay.data.get());
+    out.push('}');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn raw(v: Value) -> Box<RawValue> {
+        RawValue::from_string(v.to_string()).expect("valid json")
+    }
+
+    fn code<T: std::fmt::Debug>(r: Result<T, AckError>) -> ErrorCode {
+        r.expect_err("must fail").code
+    }
+
+    #[test]
+    fn packet_splitting_checks_size_first() {
+        let p = event_payload(r#"["user-joined",{"id":"1"}]"#, 100).expect("fits");
+        assert_eq!(p.get(), r#"{"id":"1"}"#);
+        assert_eq!(
+            code(event_payload(r#"["x",{"id":"1"}]"#, 5)),
+            ErrorCode::PayloadTooLarge
+        );
+        assert_eq!(
+            code(event_payload(r#"["x"]"#, 100)),
+            ErrorCode::InvalidPayload
+        );
+    }
+
+    #[test]
+    fn user_joined_requires_string_id_and_username() {
+        let ok = user_joined(&raw(json!({"id": "1", "username": "Ann", "joinedAt": "x"})));
+        assert_eq!(
+            ok.expect("valid"),
+            UserJoined {
+                id: "1".into(),
+                username: "Ann".into()
+            }
+        );
+        for bad in [
+            json!(null),
+            json!(1),
+            json!("s"),
+            json!([]),
+            json!({}),
+            json!({"id": "1"}),
+            json!({"username": "Ann"}),
+            json!({"id": 1, "username": "Ann"}),
+            json!({"id": "1", "username": ["Ann"]}),
+            json!({"id": "", "username": "Ann"}),
+            json!({"id": "x".repeat(129), "username": "Ann"}),
+        ] {
+            assert_eq!(
+                code(user_joined(&raw(bad.clone()))),
+                ErrorCode::InvalidPayload,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn start_call_checks_every_field() {
+        let good = json!({"id": "c", "initiator": {"id": "1"}, "participants": [{"id": "2"}], "isVideo": true});
+        let parsed = start_call(&raw(good.clone())).expect("valid");
+        assert_eq!(parsed.invited_user_ids, vec!["2".to_string()]);
+        assert!(parsed.is_video);
+        for field in ["id", "initiator", "participants", "isVideo"] {
+            let mut missing = good.clone();
+            missing.as_object_mut().expect("object").remove(field);
+            assert_eq!(
+                code(start_call(&raw(missing))),
+                ErrorCode::InvalidPayload,
+                "{field}"
+            );
+            let mut mistyped = good.clone();
+            mistyped[field] = json!(12);
+            assert_eq!(
+                code(start_call(&raw(mistyped))),
+                ErrorCode::InvalidPayload,
+                "{field}"
+            );
+        }
+        let mut bad_participant = good.clone();
+        bad_participant["participants"] = json!([{"name": "no id"}]);
+        assert_eq!(
+            code(start_call(&raw(bad_participant))),
+            ErrorCode::InvalidPayload
+        );
+        let mut too_many = good;
+        too_many["participants"] = json!(
+            (0..65)
+                .map(|i| json!({"id": i.to_string()}))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(code(start_call(&raw(too_many))), ErrorCode::InvalidPayload);
+    }
+
+    #[test]
+    fn join_and_leave_need_call_id_and_identity_shape() {
+        assert!(join_call(&raw(json!({"callId": "c", "user": {"id": "1"}}))).is_ok());
+        assert_eq!(
+            code(join_call(&raw(json!({"callId": "c"})))),
+            ErrorCode::InvalidPayload
+        );
+        assert_eq!(
+            code(join_call(&raw(json!({"callId": 3, "user": {}})))),
+            ErrorCode::InvalidPayload
+        );
+        assert!(leave_call(&raw(json!({"callId": "c", "userId": "1"}))).is_ok());
+        assert_eq!(
+            code(leave_call(&raw(json!({"callId": "c", "userId": 1})))),
+            ErrorCode::InvalidPayload
+        );
+    }
+
+    #[test]
+    fn relays_keep_opaque_data_verbatim() {
+        let body = r#"{"callId":"c","targetUserId":"2","offer":{"sdp":"v=0\r\n","type":"offer","n":1.50}}"#;
+        let r = relay(
+            RelayKind::Offer,
+            &RawValue::from_string(body.into()).expect("json"),
+        )
+        .expect("valid");
+        assert_eq!(r.data.get(), r#"{"sdp":"v=0\r\n","type":"offer","n":1.50}"#);
+        let out: Value = serde_json::from_str(&relay_out(&r, "1\"x")).expect("valid output");
+        assert_eq!(
+            out,
+            json!({"callId": "c", "fromUserId": "1\"x", "offer": {"sdp": "v=0\r\n", "type": "offer", "n": 1.50}})
+        );
+
+        let null = relay(
+            RelayKind::IceCandidate,
+            &raw(json!({"callId": "c", "targetUserId": "2", "candidate": null})),
+        )
+        .expect("null is data");
+        assert_eq!(null.data.get(), "null");
+        assert_eq!(
+            code(relay(
+                RelayKind::Answer,
+                &raw(json!({"callId": "c", "targetUserId": "2"}))
+            )),
+            ErrorCode::InvalidPayload
+        );
+        assert_eq!(
+            code(relay(
+                RelayKind::Answer,
+                &raw(json!({"callId": "c", "targetUserId": 2, "answer": {}}))
+            )),
+            ErrorCode::InvalidPayload
+        );
+        assert_eq!(
+            code(relay(RelayKind::Answer, &raw(json!([1, 2])))),
+            ErrorCode::InvalidPayload
+        );
+        assert_eq!(
+            code(relay(RelayKind::Answer, &raw(json!("s")))),
+            ErrorCode::InvalidPayload
+        );
+        assert_eq!(
+            code(relay(RelayKind::Answer, &raw(json!(null)))),
+            ErrorCode::InvalidPayload
+        );
+    }
+}

@@ -1,0 +1,162 @@
+//! The event bus between the services and the gateways: NATS in a cluster, or an
+//! in-process bus when everything runs in one process (the embedded default).
+//!
+//! Both deliver messages of one publisher in the order they were published, which
+//! is what the signaling ordering guarantees rest on.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Stream;
+use tokio::sync::mpsc;
+
+pub use crate::local::LocalBus;
+
+/// One message received from the bus.
+#[derive(Debug, Clone)]
+pub struct BusMessage {
+    pub subject: String,
+    pub payload: Bytes,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("cannot connect to NATS at {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("bus publish failed: {0}")]
+    Publish(String),
+    #[error("bus subscribe failed: {0}")]
+    Subscribe(String),
+    #[error("bus flush failed: {0}")]
+    Flush(String),
+}
+
+/// A cheap-to-clone handle on the bus.
+#[derive(Clone, Debug)]
+pub enum Bus {
+    Local(LocalBus),
+    Nats(async_nats::Client),
+}
+
+impl Bus {
+    /// An in-process bus (embedded mode).
+    pub fn local() -> Self {
+        Bus::Local(LocalBus::default())
+    }
+
+    /// Connects to NATS. The client reconnects by itself for ever after the first
+    /// connection; the first one is retried until `timeout`.
+    pub async fn connect_nats(url: &str, name: &str, timeout: Duration) -> Result<Self, BusError> {
+        let options = async_nats::ConnectOptions::new()
+            .name(name)
+            .connection_timeout(timeout)
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Connected => tracing::info!("nats connected"),
+                    async_nats::Event::Disconnected => tracing::warn!("nats disconnected"),
+                    other => tracing::info!(event = %other, "nats event"),
+                }
+            });
+        let connect = async_nats::connect_with_options(url, options);
+        let client = tokio::time::timeout(timeout, connect)
+            .await
+            .map_err(|_| BusError::Connect {
+                url: url.to_owned(),
+                reason: format!("no connection within {timeout:?}"),
+            })?
+            .map_err(|e| BusError::Connect {
+                url: url.to_owned(),
+                reason: e.to_string(),
+            })?;
+        Ok(Bus::Nats(client))
+    }
+
+    pub async fn publish(&self, subject: String, payload: Bytes) -> Result<(), BusError> {
+        match self {
+            Bus::Local(bus) => {
+                bus.publish(subject, payload);
+                Ok(())
+            }
+            Bus::Nats(client) => client
+                .publish(subject, payload)
+                .await
+                .map_err(|e| BusError::Publish(e.to_string())),
+        }
+    }
+
+    /// Waits until everything published so far has reached the server.
+    pub async fn flush(&self) -> Result<(), BusError> {
+        match self {
+            Bus::Local(_) => Ok(()),
+            Bus::Nats(client) => client
+                .flush()
+                .await
+                .map_err(|e| BusError::Flush(e.to_string())),
+        }
+    }
+
+    /// Subscribes to a subject; NATS wildcards (`*`, `>`) work on both buses.
+    pub async fn subscribe(&self, subject: String) -> Result<Subscription, BusError> {
+        match self {
+            Bus::Local(bus) => Ok(Subscription::Local(bus.subscribe(subject))),
+            Bus::Nats(client) => client
+                .subscribe(subject)
+                .await
+                .map(|s| Subscription::Nats(Box::new(s)))
+                .map_err(|e| BusError::Subscribe(e.to_string())),
+        }
+    }
+
+    /// True while the bus can carry messages.
+    pub fn is_connected(&self) -> bool {
+        match self {
+            Bus::Local(_) => true,
+            Bus::Nats(client) => {
+                client.connection_state() == async_nats::connection::State::Connected
+            }
+        }
+    }
+
+    /// Sends what is buffered and stops; used on shutdown.
+    pub async fn drain(&self) {
+        if let Bus::Nats(client) = self
+            && let Err(error) = client.drain().await
+        {
+            tracing::warn!(%error, "nats drain failed");
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Bus::Local(_) => "in-process",
+            Bus::Nats(_) => "nats",
+        }
+    }
+}
+
+/// A stream of the messages of one subscription.
+#[derive(Debug)]
+pub enum Subscription {
+    Local(mpsc::UnboundedReceiver<BusMessage>),
+    Nats(Box<async_nats::Subscriber>),
+}
+
+impl Stream for Subscription {
+    type Item = BusMessage;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.get_mut() {
+            Subscription::Local(rx) => rx.poll_recv(cx),
+            Subscription::Nats(sub) => Pin::new(sub.as_mut()).poll_next(cx).map(|m| {
+                m.map(|m| BusMessage {
+                    subject: m.subject.to_string(),
+                    payload: m.payload,
+                })
+            }),
+        }
+    }
+}
