@@ -63,6 +63,13 @@ pub struct Config {
     /// Deadline of each call to the presence and call services, in milliseconds.
     #[arg(long, env = "RPC_TIMEOUT_MS", default_value_t = 5000)]
     pub rpc_timeout_ms: u64,
+    /// How often this gateway publishes its heartbeat and probes the services, in ms.
+    #[arg(long, env = "GATEWAY_HEARTBEAT_MS", default_value_t = 1000)]
+    pub gateway_heartbeat_ms: u64,
+    /// Silence after which another gateway is taken as dead and its users are
+    /// removed, in ms. Must be more than twice the heartbeat.
+    #[arg(long, env = "GATEWAY_TIMEOUT_MS", default_value_t = 3000)]
+    pub gateway_timeout_ms: u64,
     /// How long shutdown may take before the process exits anyway, in seconds.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
@@ -84,6 +91,8 @@ pub enum ConfigError {
     BadOrigin(String),
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
+    #[error("GATEWAY_TIMEOUT_MS must be more than twice GATEWAY_HEARTBEAT_MS")]
+    TimeoutTooShort,
 }
 
 impl Config {
@@ -113,10 +122,14 @@ impl Config {
             ("SOCKET_QUEUE", self.socket_queue as u64),
             ("SOCKET_BUFFER", self.socket_buffer as u64),
             ("RPC_TIMEOUT_MS", self.rpc_timeout_ms),
+            ("GATEWAY_HEARTBEAT_MS", self.gateway_heartbeat_ms),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));
             }
+        }
+        if self.gateway_timeout_ms <= 2 * self.gateway_heartbeat_ms {
+            return Err(ConfigError::TimeoutTooShort);
         }
         Ok(())
     }
@@ -130,6 +143,13 @@ impl Config {
 
     pub fn rpc_timeout(&self) -> Duration {
         Duration::from_millis(self.rpc_timeout_ms)
+    }
+
+    pub fn liveness(&self) -> crate::cluster::Liveness {
+        crate::cluster::Liveness {
+            heartbeat: Duration::from_millis(self.gateway_heartbeat_ms),
+            timeout: Duration::from_millis(self.gateway_timeout_ms),
+        }
     }
 
     pub fn shutdown_grace(&self) -> Duration {
@@ -188,5 +208,15 @@ mod tests {
         assert_eq!(config.client_urls.len(), 2);
         assert!(config.validate().is_ok());
         assert!(parse(&["--max-payload-bytes", "0"]).validate().is_err());
+        assert!(
+            parse(&[
+                "--gateway-heartbeat-ms",
+                "1000",
+                "--gateway-timeout-ms",
+                "2000"
+            ])
+            .validate()
+            .is_err()
+        );
     }
 }

@@ -10,15 +10,15 @@ use futures::StreamExt;
 use meetup_proto::bus::v1::{
     CallEvent, LeaveReason, PresenceEvent, Relay, RelayKind, call_event, presence_event,
 };
-use meetup_proto::calls::v1::{Call, ListCallsRequest};
-use meetup_proto::presence::v1::ListUsersRequest;
+use meetup_proto::calls::v1::{Call, ListCallsRequest, ListCallsResponse, RestoreCallRequest};
+use meetup_proto::presence::v1::{ListUsersRequest, ListUsersResponse, RegisterSessionRequest};
 use meetup_runtime::{BusMessage, Subscription, subjects};
 use prost::Message;
 use serde_json::json;
 use serde_json::value::RawValue;
 use tokio::sync::watch;
 
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, LocalSession};
 use crate::replica::{Applied, public_participants, public_user};
 
 /// Runs until `stop` turns true.
@@ -53,38 +53,106 @@ pub async fn run(
 }
 
 /// Replaces the presence mirror with a fresh snapshot and tells every socket.
+/// When the service restarted (another instance), this gateway first registers
+/// its live sockets again, so that no online user is lost.
 async fn sync_presence(gw: &Gateway) {
+    let Some(mut snapshot) = presence_snapshot(gw).await else {
+        return;
+    };
+    let (previous, _) = gw.replica().presence_position();
+    if !previous.is_empty() && previous != snapshot.instance_id {
+        tracing::warn!(instance_id = %snapshot.instance_id, "presence service restarted; registering this gateway's sockets again");
+        restore_presence(gw).await;
+        let Some(fresh) = presence_snapshot(gw).await else {
+            return;
+        };
+        snapshot = fresh;
+    }
+    tracing::info!(
+        version = snapshot.version,
+        users = snapshot.users.len(),
+        "presence mirror synced"
+    );
+    gw.replica().reset_presence(snapshot);
+    let list = gw.replica().users_list();
+    gw.emit_all("users-list", &*list, None).await;
+}
+
+async fn presence_snapshot(gw: &Gateway) -> Option<ListUsersResponse> {
     match gw.presence().list_users(ListUsersRequest {}).await {
-        Ok(snapshot) => {
-            let snapshot = snapshot.into_inner();
-            tracing::info!(
-                version = snapshot.version,
-                users = snapshot.users.len(),
-                "presence mirror synced"
-            );
-            gw.replica().reset_presence(snapshot);
-            let list = gw.replica().users_list();
-            gw.emit_all("users-list", &*list, None).await;
-        }
+        Ok(snapshot) => Some(snapshot.into_inner()),
         Err(status) => {
-            tracing::warn!(code = ?status.code(), error = status.message(), "presence snapshot failed")
+            tracing::warn!(code = ?status.code(), error = status.message(), "presence snapshot failed");
+            None
         }
     }
 }
 
-async fn sync_calls(gw: &Gateway) {
-    match gw.calls().list_calls(ListCallsRequest {}).await {
-        Ok(snapshot) => {
-            let snapshot = snapshot.into_inner();
-            tracing::info!(
-                sequence = snapshot.sequence,
-                calls = snapshot.calls.len(),
-                "calls mirror synced"
-            );
-            gw.replica().reset_calls(snapshot);
+/// Registers every live registered socket of this gateway again.
+pub async fn restore_presence(gw: &Gateway) {
+    for (session_id, session) in gw.local_sessions() {
+        if session.registered {
+            register_again(gw, session_id, session).await;
         }
+    }
+}
+
+pub async fn register_again(gw: &Gateway, session_id: String, session: LocalSession) {
+    let request = RegisterSessionRequest {
+        user_id: session.user_id,
+        username: session.username,
+        gateway_id: gw.id().to_owned(),
+        session_id,
+        joined_at: session.joined_at,
+    };
+    if let Err(status) = gw.presence().register_session(request).await {
+        tracing::warn!(code = ?status.code(), error = status.message(), "registering a socket again failed");
+    }
+}
+
+/// Replaces the calls mirror with a fresh snapshot. When the service restarted,
+/// this gateway first puts back the calls its live sockets take part in, from
+/// the mirror of the previous run.
+async fn sync_calls(gw: &Gateway) {
+    let Some(mut snapshot) = calls_snapshot(gw).await else {
+        return;
+    };
+    let (previous, _) = gw.replica().calls_position();
+    if !previous.is_empty() && previous != snapshot.instance_id {
+        tracing::warn!(instance_id = %snapshot.instance_id, "call service restarted; restoring this gateway's calls");
+        for mut call in gw.replica().all_calls() {
+            call.participants
+                .retain(|p| p.gateway_id == gw.id() && gw.is_local_session(&p.session_id));
+            if call.participants.is_empty() {
+                continue;
+            }
+            if let Err(status) = gw
+                .calls()
+                .restore_call(RestoreCallRequest { call: Some(call) })
+                .await
+            {
+                tracing::warn!(code = ?status.code(), error = status.message(), "restoring a call failed");
+            }
+        }
+        let Some(fresh) = calls_snapshot(gw).await else {
+            return;
+        };
+        snapshot = fresh;
+    }
+    tracing::info!(
+        sequence = snapshot.sequence,
+        calls = snapshot.calls.len(),
+        "calls mirror synced"
+    );
+    gw.replica().reset_calls(snapshot);
+}
+
+async fn calls_snapshot(gw: &Gateway) -> Option<ListCallsResponse> {
+    match gw.calls().list_calls(ListCallsRequest {}).await {
+        Ok(snapshot) => Some(snapshot.into_inner()),
         Err(status) => {
-            tracing::warn!(code = ?status.code(), error = status.message(), "calls snapshot failed")
+            tracing::warn!(code = ?status.code(), error = status.message(), "calls snapshot failed");
+            None
         }
     }
 }
@@ -212,7 +280,7 @@ fn announce_call(gw: &Gateway, event: &CallEvent) {
                 gw.emit_to_session(session_id, "call-ended", &payload);
             }
         }
-        None => {}
+        Some(call_event::Change::Restored(_)) | None => {}
     }
 }
 

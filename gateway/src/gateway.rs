@@ -1,8 +1,10 @@
 //! The gateway's shared state: a cheap-to-clone handle given to every socket task,
 //! the bus dispatcher and the HTTP handlers.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use meetup_proto::calls::v1::call_service_client::CallServiceClient;
 use meetup_proto::presence::v1::presence_service_client::PresenceServiceClient;
@@ -28,6 +30,22 @@ struct Shared {
     bus: Bus,
     replica: Replica,
     limits: Limits,
+    // A std Mutex is fine: never held across an `.await`.
+    local: Mutex<HashMap<String, LocalSession>>,
+    presence_up: AtomicBool,
+    calls_up: AtomicBool,
+}
+
+/// A registered socket of this gateway: what is needed to register it again
+/// after the presence service restarted.
+#[derive(Debug, Clone)]
+pub struct LocalSession {
+    pub user_id: String,
+    pub username: String,
+    pub joined_at: Option<prost_types::Timestamp>,
+    /// False while its registration is in flight.
+    pub registered: bool,
+    pub since: Instant,
 }
 
 /// Per-socket limits and waits.
@@ -59,8 +77,58 @@ impl Gateway {
                 bus,
                 replica,
                 limits,
+                local: Mutex::new(HashMap::new()),
+                presence_up: AtomicBool::new(false),
+                calls_up: AtomicBool::new(false),
             }),
         }
+    }
+
+    fn local(&self) -> std::sync::MutexGuard<'_, HashMap<String, LocalSession>> {
+        self.shared.local.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a socket's identity (before its registration, so that the
+    /// reconciler never takes it for a ghost). Returns the previous record.
+    pub fn set_local(&self, session_id: &str, session: LocalSession) -> Option<LocalSession> {
+        self.local().insert(session_id.to_owned(), session)
+    }
+
+    pub fn forget_local(&self, session_id: &str) -> Option<LocalSession> {
+        self.local().remove(session_id)
+    }
+
+    /// Marks a local session as registered, with the user's online time.
+    pub fn confirm_local(&self, session_id: &str, joined_at: Option<prost_types::Timestamp>) {
+        if let Some(s) = self.local().get_mut(session_id) {
+            s.registered = true;
+            s.joined_at = joined_at;
+            s.since = Instant::now();
+        }
+    }
+
+    pub fn local_sessions(&self) -> Vec<(String, LocalSession)> {
+        self.local()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    pub fn is_local_session(&self, session_id: &str) -> bool {
+        self.local().contains_key(session_id)
+    }
+
+    pub fn set_backends_up(&self, presence: bool, calls: bool) {
+        self.shared.presence_up.store(presence, Ordering::Relaxed);
+        self.shared.calls_up.store(calls, Ordering::Relaxed);
+    }
+
+    /// Whether the last probe reached each service.
+    pub fn backends_up(&self) -> (bool, bool) {
+        (
+            self.shared.presence_up.load(Ordering::Relaxed),
+            self.shared.calls_up.load(Ordering::Relaxed),
+        )
     }
 
     pub fn id(&self) -> &str {

@@ -34,8 +34,13 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 async fn readyz(State(gw): State<Gateway>) -> impl IntoResponse {
+    let (presence_up, calls_up) = gw.backends_up();
     let reason = if !gw.bus().is_connected() {
         Some("message bus disconnected")
+    } else if !presence_up {
+        Some("presence service unreachable")
+    } else if !calls_up {
+        Some("call service unreachable")
     } else if !gw.replica().is_synced() {
         Some("presence or call service not reachable yet")
     } else {

@@ -10,6 +10,7 @@
 
 pub mod ack;
 pub mod backends;
+pub mod cluster;
 pub mod config;
 pub mod dispatch;
 pub mod gateway;
@@ -46,6 +47,8 @@ pub async fn run(
     let backends = Backends::start(&config).await?;
     let (layer, io) = SocketIo::builder()
         .max_payload(config.max_message_bytes)
+        .ws_max_message_size(config.max_message_bytes as usize)
+        .ws_max_frame_size(config.max_message_bytes as usize)
         .max_buffer_size(config.socket_buffer)
         .build_layer();
     let gw = Gateway::new(
@@ -70,8 +73,30 @@ pub async fn run(
         .bus
         .subscribe(subjects::gateway_relay(&gateway_id))
         .await?;
-    let (stop_dispatch, dispatch_stopped) = watch::channel(false);
-    let dispatcher = tokio::spawn(dispatch::run(gw.clone(), events, relays, dispatch_stopped));
+    let heartbeats = backends
+        .bus
+        .subscribe(subjects::GATEWAY_HEARTBEATS.to_owned())
+        .await?;
+    let (stop_tasks, tasks_stopped) = watch::channel(false);
+    let tasks = [
+        tokio::spawn(dispatch::run(
+            gw.clone(),
+            events,
+            relays,
+            tasks_stopped.clone(),
+        )),
+        tokio::spawn(cluster::heartbeat(
+            gw.clone(),
+            config.liveness().heartbeat,
+            tasks_stopped.clone(),
+        )),
+        tokio::spawn(cluster::watch(
+            gw.clone(),
+            heartbeats,
+            config.liveness(),
+            tasks_stopped,
+        )),
+    ];
     io.ns("/", session::OnConnect::new(gw.clone()));
 
     let app = http::router(gw.clone())
@@ -105,8 +130,10 @@ pub async fn run(
         result = server => result?,
         () = drain => tracing::warn!("connections still open after the grace period"),
     }
-    let _ = stop_dispatch.send(true);
-    let _ = dispatcher.await;
+    let _ = stop_tasks.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
     backends.stop().await;
     tracing::info!("stopped");
     Ok(())

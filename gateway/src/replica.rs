@@ -262,11 +262,67 @@ impl Replica {
         self.shared.progress.send_replace(progress);
     }
 
-    /// Marks the mirror as needing a snapshot (its service restarted, or events were lost).
-    pub fn mark_unsynced(&self) {
-        let mut state = self.write();
-        state.presence_synced = false;
-        state.calls_synced = false;
+    /// Marks the presence mirror as needing a snapshot (its service restarted,
+    /// or events were lost).
+    pub fn mark_presence_unsynced(&self) {
+        self.write().presence_synced = false;
+        self.publish_progress();
+    }
+
+    pub fn mark_calls_unsynced(&self) {
+        self.write().calls_synced = false;
+        self.publish_progress();
+    }
+
+    /// The run of the presence service the mirror follows ("" before the first snapshot).
+    pub fn presence_position(&self) -> (String, u64) {
+        let state = self.read();
+        (state.presence_instance.clone(), state.presence_version)
+    }
+
+    pub fn calls_position(&self) -> (String, u64) {
+        let state = self.read();
+        (state.calls_instance.clone(), state.calls_sequence)
+    }
+
+    pub fn all_calls(&self) -> Vec<Call> {
+        self.read().calls.values().cloned().collect()
+    }
+
+    /// Every gateway that holds a session, in presence or in a call.
+    pub fn gateway_ids(&self) -> std::collections::HashSet<String> {
+        let state = self.read();
+        let in_presence = state
+            .users
+            .values()
+            .flat_map(|u| u.sessions.iter().map(|s| s.gateway_id.clone()));
+        let in_calls = state
+            .calls
+            .values()
+            .flat_map(|c| c.participants.iter().map(|p| p.gateway_id.clone()));
+        in_presence.chain(in_calls).collect()
+    }
+
+    /// Sessions of `gateway_id` known to presence.
+    pub fn presence_sessions_on(&self, gateway_id: &str) -> Vec<String> {
+        self.read()
+            .users
+            .values()
+            .flat_map(|u| u.sessions.iter())
+            .filter(|s| s.gateway_id == gateway_id)
+            .map(|s| s.session_id.clone())
+            .collect()
+    }
+
+    /// Sessions of `gateway_id` taking part in a call.
+    pub fn call_sessions_on(&self, gateway_id: &str) -> std::collections::HashSet<String> {
+        self.read()
+            .calls
+            .values()
+            .flat_map(|c| c.participants.iter())
+            .filter(|p| p.gateway_id == gateway_id)
+            .map(|p| p.session_id.clone())
+            .collect()
     }
 
     pub fn is_synced(&self) -> bool {

@@ -3,6 +3,7 @@
 //! acknowledgements. Disconnect cleanup runs last, after every queued event.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use meetup_proto::bus::v1 as busv1;
 use meetup_proto::calls::v1::{
@@ -24,7 +25,7 @@ use tokio::sync::mpsc;
 use tonic::Code;
 
 use crate::ack::{AckError, ErrorCode, ok};
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, LocalSession};
 use crate::payload::{self, ClientEvent, RelayKind};
 use crate::replica::{public_participants, public_user};
 
@@ -58,6 +59,8 @@ impl ConnectHandler<LocalAdapter, Synchronous> for OnConnect {
     // socket's first packet can be read.
     fn call(&self, s: Arc<Socket<LocalAdapter>>, _auth: Option<PacketValue>) {
         let socket = SocketRef::from(s);
+        // Its own room, so that broadcasts can leave the sender out.
+        socket.join(socket.id);
         let (tx, rx) = mpsc::channel(self.gw.limits().socket_queue);
         for event in ClientEvent::ALL {
             socket.on(
@@ -205,7 +208,17 @@ impl SessionWorker {
                 "this socket is registered as another user; reconnect to change identity",
             ));
         }
-        let response = self
+        let previous = self.gw.set_local(
+            &self.session_id,
+            LocalSession {
+                user_id: cmd.id.clone(),
+                username: cmd.username.clone(),
+                joined_at: None,
+                registered: false,
+                since: Instant::now(),
+            },
+        );
+        let result = self
             .gw
             .presence()
             .register_session(RegisterSessionRequest {
@@ -213,8 +226,16 @@ impl SessionWorker {
                 username: cmd.username.clone(),
                 gateway_id: self.gw.id().to_owned(),
                 session_id: self.session_id.clone(),
+                joined_at: None,
             })
-            .await
+            .await;
+        if result.is_err() {
+            match previous {
+                Some(previous) => self.gw.set_local(&self.session_id, previous),
+                None => self.gw.forget_local(&self.session_id),
+            };
+        }
+        let response = result
             .map_err(|status| match status.code() {
                 Code::AlreadyExists => AckError::new(
                     ErrorCode::AlreadyRegistered,
@@ -224,6 +245,7 @@ impl SessionWorker {
             })?
             .into_inner();
         let user = response.user.unwrap_or_default();
+        self.gw.confirm_local(&self.session_id, user.joined_at);
         self.identity = Some(Identity {
             user_id: cmd.id,
             username: cmd.username,
@@ -336,6 +358,12 @@ impl SessionWorker {
             self.gw
                 .emit_to_session(&route.session_id, kind.event(), &*raw);
         } else {
+            if !self.gw.bus().is_connected() {
+                return Err(AckError::new(
+                    ErrorCode::Unavailable,
+                    "the message bus is unavailable; try again",
+                ));
+            }
             let message = busv1::Relay {
                 target_session_id: route.session_id,
                 kind: match kind {
@@ -371,6 +399,9 @@ impl SessionWorker {
             return;
         };
         let session_id = self.session_id.clone();
+        // Forgotten first: were the calls below to fail, the reconciler removes
+        // what is left of this session once the services are back.
+        self.gw.forget_local(&session_id);
         match self
             .gw
             .calls()

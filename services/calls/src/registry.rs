@@ -6,7 +6,8 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use meetup_proto::bus::v1::{
-    CallEnded, CallEvent, CallStarted, LeaveReason, ParticipantJoined, ParticipantLeft, call_event,
+    CallEnded, CallEvent, CallRestored, CallStarted, LeaveReason, ParticipantJoined,
+    ParticipantLeft, call_event,
 };
 use meetup_proto::calls::v1::{Call, CallUser, Participant};
 use meetup_runtime::{OrderedPublisher, Receipt, subjects};
@@ -62,6 +63,7 @@ pub struct Left {
 pub struct Counts {
     pub active_calls: u32,
     pub participants: u32,
+    pub sequence: u64,
 }
 
 fn validate_participant(p: &Participant) -> Result<(), CallError> {
@@ -394,6 +396,79 @@ impl CallRegistry {
         Ok((call, receipt))
     }
 
+    /// Puts back a call after a restart: creates it when missing, else adds the
+    /// participants whose sessions it lacks. `None` when nothing changed.
+    pub fn restore(&self, call: Call) -> Result<(Call, Option<Announcement>), CallError> {
+        require("call.id", &call.id)?;
+        let initiator = call
+            .initiator
+            .as_ref()
+            .ok_or_else(|| CallError::InvalidArgument("call.initiator is required".into()))?;
+        require("call.initiator.id", &initiator.id)?;
+        if call.participants.is_empty() {
+            return Err(CallError::InvalidArgument(
+                "a restored call needs at least one participant".into(),
+            ));
+        }
+        for p in &call.participants {
+            validate_participant(p)?;
+        }
+        if call.invited_user_ids.len() > MAX_INVITED {
+            return Err(CallError::InvalidArgument(format!(
+                "at most {MAX_INVITED} users can be invited"
+            )));
+        }
+        let mut state = self.lock();
+        let state = &mut *state;
+        let sessions: Vec<String> = call
+            .participants
+            .iter()
+            .map(|p| p.session_id.clone())
+            .collect();
+        let merged = match state.calls.get_mut(&call.id) {
+            None => {
+                let restored = Call {
+                    version: 1,
+                    created_at: call.created_at.or_else(|| Some(SystemTime::now().into())),
+                    ..call
+                };
+                state.calls.insert(restored.id.clone(), restored.clone());
+                restored
+            }
+            Some(existing) => {
+                let before = existing.participants.len();
+                for p in call.participants {
+                    if !existing
+                        .participants
+                        .iter()
+                        .any(|q| q.session_id == p.session_id)
+                    {
+                        existing.participants.push(p);
+                    }
+                }
+                if existing.participants.len() == before {
+                    return Ok((existing.clone(), None));
+                }
+                existing.version += 1;
+                existing.clone()
+            }
+        };
+        for session_id in sessions {
+            state
+                .session_calls
+                .entry(session_id)
+                .or_default()
+                .insert(merged.id.clone());
+        }
+        tracing::info!(call_id = %merged.id, participants = merged.participants.len(), "call restored");
+        let announcement = self.publish(
+            state,
+            merged.clone(),
+            call_event::Change::Restored(CallRestored {}),
+        );
+        Ok((merged, Some(announcement)))
+    }
+
     pub fn get(&self, call_id: &str) -> Result<Call, CallError> {
         require("call_id", call_id)?;
         self.lock()
@@ -423,6 +498,7 @@ impl CallRegistry {
                 .values()
                 .map(|c| c.participants.len() as u32)
                 .sum(),
+            sequence: state.sequence,
         }
     }
 }
@@ -551,7 +627,7 @@ mod tests {
         );
         let (removed, _) = calls.remove_gateway("gw2").expect("remove");
         assert_eq!(removed, 1);
-        assert_eq!(calls.counts(), Counts::default());
+        assert_eq!(calls.counts().active_calls, 0);
     }
 
     #[tokio::test]
@@ -575,7 +651,35 @@ mod tests {
         let (call, _) = calls.end("c1").expect("end");
         assert_eq!(call.participants.len(), 1);
         assert!(matches!(calls.end("c1"), Err(CallError::CallNotFound(_))));
-        assert_eq!(calls.counts(), Counts::default());
+        assert_eq!(calls.counts().active_calls, 0);
+    }
+
+    #[tokio::test]
+    async fn restore_creates_missing_calls_and_merges_participants() {
+        let (calls, _events) = registry_with_events().await;
+        let (original, _) = calls
+            .start(
+                "c1",
+                participant("a", "Ann", "s1", "gw1"),
+                true,
+                vec!["b".into()],
+            )
+            .expect("start");
+        // A fresh registry, as after a restart, gets the call back from two gateways.
+        let (restarted, _events) = registry_with_events().await;
+        let mut from_gw2 = original.clone();
+        from_gw2.participants = vec![participant("b", "Bob", "s2", "gw2")];
+        let (call, announced) = restarted.restore(from_gw2).expect("restore");
+        assert!(announced.is_some());
+        assert_eq!(call.invited_user_ids, vec!["b".to_string()]);
+        assert!(call.is_video);
+        let (call, announced) = restarted.restore(original.clone()).expect("restore");
+        assert!(announced.is_some());
+        assert_eq!(call.participants.len(), 2);
+        let (_, announced) = restarted.restore(original).expect("restore");
+        assert!(announced.is_none(), "nothing new");
+        let (left, _) = restarted.remove_session("s2").expect("remove");
+        assert_eq!(left, vec!["c1".to_string()], "sessions are indexed");
     }
 
     #[tokio::test]
@@ -600,6 +704,6 @@ mod tests {
             calls.join("c", no_user),
             Err(CallError::InvalidArgument(_))
         ));
-        assert_eq!(calls.counts(), Counts::default());
+        assert_eq!(calls.counts().active_calls, 0);
     }
 }

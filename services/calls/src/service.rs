@@ -7,7 +7,8 @@ use meetup_proto::calls::v1::{
     GetCountsResponse, JoinCallRequest, JoinCallResponse, LeaveCallRequest, LeaveCallResponse,
     ListCallsRequest, ListCallsResponse, RemoveGatewayRequest, RemoveGatewayResponse,
     RemoveParticipantRequest, RemoveParticipantResponse, RemoveSessionRequest,
-    RemoveSessionResponse, StartCallRequest, StartCallResponse, call_service_server::CallService,
+    RemoveSessionResponse, RestoreCallRequest, RestoreCallResponse, StartCallRequest,
+    StartCallResponse, call_service_server::CallService,
 };
 
 use tonic::{Request, Response, Status};
@@ -173,6 +174,24 @@ impl CallService for CallGrpc {
         Ok(Response::new(GetCountsResponse {
             active_calls: counts.active_calls,
             participants: counts.participants,
+            sequence: counts.sequence,
+            instance_id: self.registry.instance_id().to_owned(),
+        }))
+    }
+
+    async fn restore_call(
+        &self,
+        request: Request<RestoreCallRequest>,
+    ) -> Result<Response<RestoreCallResponse>, Status> {
+        let call = request
+            .into_inner()
+            .call
+            .ok_or_else(|| CallError::InvalidArgument("call is required".into()))?;
+        let (call, announcement) = self.registry.restore(call)?;
+        let sequence = announced(announcement).await;
+        Ok(Response::new(RestoreCallResponse {
+            call: Some(call),
+            sequence,
         }))
     }
 }

@@ -42,9 +42,16 @@ impl PresenceService for PresenceGrpc {
         request: Request<RegisterSessionRequest>,
     ) -> Result<Response<RegisterSessionResponse>, Status> {
         let r = request.into_inner();
-        let (registered, receipt) =
-            self.store
-                .register(&r.user_id, &r.username, &r.gateway_id, &r.session_id)?;
+        let joined_at = r
+            .joined_at
+            .and_then(|t| std::time::SystemTime::try_from(t).ok());
+        let (registered, receipt) = self.store.register(
+            &r.user_id,
+            &r.username,
+            &r.gateway_id,
+            &r.session_id,
+            joined_at,
+        )?;
         announced(receipt).await;
         Ok(Response::new(RegisterSessionResponse {
             user: Some(registered.user),
@@ -111,6 +118,8 @@ impl PresenceService for PresenceGrpc {
             online_users: counts.online_users,
             sessions: counts.sessions,
             gateways: counts.gateways,
+            version: counts.version,
+            instance_id: self.store.instance_id().to_owned(),
         }))
     }
 }

@@ -79,6 +79,7 @@ pub struct Counts {
     pub online_users: u32,
     pub sessions: u32,
     pub gateways: u32,
+    pub version: u64,
 }
 
 impl PresenceStore {
@@ -117,12 +118,14 @@ impl PresenceStore {
 
     /// Registers `session_id` for `user_id`. Registering a session again for the
     /// same user refreshes the username; for another user it is refused.
+    /// `joined_at` restores the original online time of a user after a restart.
     pub fn register(
         &self,
         user_id: &str,
         username: &str,
         gateway_id: &str,
         session_id: &str,
+        joined_at: Option<SystemTime>,
     ) -> Result<(Registered, Receipt), PresenceError> {
         require("user_id", user_id)?;
         require("username", username)?;
@@ -151,7 +154,7 @@ impl PresenceStore {
             .entry(user_id.to_owned())
             .or_insert_with(|| UserEntry {
                 username: username.to_owned(),
-                joined_at: now,
+                joined_at: joined_at.filter(|t| *t < now).unwrap_or(now),
                 online_sequence: sequence,
                 sessions: Vec::new(),
             });
@@ -303,6 +306,7 @@ impl PresenceStore {
             online_users: state.users.len() as u32,
             sessions: state.sessions.len() as u32,
             gateways: gateways.len() as u32,
+            version: state.version,
         }
     }
 }
@@ -331,10 +335,14 @@ mod tests {
     #[tokio::test]
     async fn first_and_last_session_bring_a_user_on_and_off_line() {
         let (store, mut events) = store_with_events().await;
-        let (a, _) = store.register("u1", "Ann", "gw", "s1").expect("register");
+        let (a, _) = store
+            .register("u1", "Ann", "gw", "s1", None)
+            .expect("register");
         assert!(a.first_session);
         assert_eq!(a.version, 1);
-        let (b, _) = store.register("u1", "Annie", "gw", "s2").expect("register");
+        let (b, _) = store
+            .register("u1", "Annie", "gw", "s2", None)
+            .expect("register");
         assert!(!b.first_session);
         assert_eq!(b.user.username, "Annie");
         assert_eq!(b.user.joined_at, a.user.joined_at, "joinedAt stays");
@@ -345,7 +353,10 @@ mod tests {
         assert!(!gone.last_session);
         let (gone, _) = store.unregister("s2").expect("unregister");
         assert!(gone.last_session);
-        assert_eq!(store.counts(), Counts::default());
+        assert_eq!(
+            (store.counts().online_users, store.counts().sessions),
+            (0, 0)
+        );
         assert!(matches!(
             store.unregister("s2"),
             Err(PresenceError::SessionNotFound(_))
@@ -366,9 +377,11 @@ mod tests {
     #[tokio::test]
     async fn a_session_cannot_change_user() {
         let (store, _events) = store_with_events().await;
-        store.register("u1", "Ann", "gw", "s1").expect("register");
+        store
+            .register("u1", "Ann", "gw", "s1", None)
+            .expect("register");
         assert!(matches!(
-            store.register("u2", "Bob", "gw", "s1"),
+            store.register("u2", "Bob", "gw", "s1", None),
             Err(PresenceError::SessionTaken { .. })
         ));
         assert_eq!(store.counts().online_users, 1);
@@ -378,10 +391,12 @@ mod tests {
     async fn list_is_in_coming_online_order() {
         let (store, _events) = store_with_events().await;
         for (user, session) in [("c", "1"), ("a", "2"), ("b", "3")] {
-            store.register(user, user, "gw", session).expect("register");
+            store
+                .register(user, user, "gw", session, None)
+                .expect("register");
         }
         // A later session of "c" does not move it.
-        store.register("c", "c", "gw", "4").expect("register");
+        store.register("c", "c", "gw", "4", None).expect("register");
         let (users, version) = store.list();
         let ids: Vec<_> = users
             .iter()
@@ -394,9 +409,15 @@ mod tests {
     #[tokio::test]
     async fn a_gateway_going_away_takes_its_sessions_only() {
         let (store, _events) = store_with_events().await;
-        store.register("u1", "Ann", "gw1", "s1").expect("register");
-        store.register("u1", "Ann", "gw2", "s2").expect("register");
-        store.register("u2", "Bob", "gw1", "s3").expect("register");
+        store
+            .register("u1", "Ann", "gw1", "s1", None)
+            .expect("register");
+        store
+            .register("u1", "Ann", "gw2", "s2", None)
+            .expect("register");
+        store
+            .register("u2", "Bob", "gw1", "s3", None)
+            .expect("register");
         let (removed, offline, receipt) = store.unregister_gateway("gw1").expect("valid");
         assert_eq!(removed, 2);
         assert_eq!(offline, vec!["u2".to_string()]);
@@ -422,10 +443,13 @@ mod tests {
             (long.as_str(), "n", "g", "s"),
         ] {
             assert!(matches!(
-                store.register(user, name, gw, session),
+                store.register(user, name, gw, session, None),
                 Err(PresenceError::InvalidArgument(_))
             ));
         }
-        assert_eq!(store.counts(), Counts::default());
+        assert_eq!(
+            (store.counts().online_users, store.counts().sessions),
+            (0, 0)
+        );
     }
 }

@@ -5,11 +5,15 @@
 //! | `meetup.v1.events.presence` | presence service | every gateway | `meetup.bus.v1.PresenceEvent` |
 //! | `meetup.v1.events.calls` | call service | every gateway | `meetup.bus.v1.CallEvent` |
 //! | `meetup.v1.gateway.<gateway id>.relay` | any gateway | that gateway | `meetup.bus.v1.Relay` |
+//! | `meetup.v1.gateways.heartbeat` | every gateway | every gateway | `meetup.bus.v1.GatewayHeartbeat` |
 
 /// Both event streams; one subscription keeps their relative order.
 pub const ALL_EVENTS: &str = "meetup.v1.events.>";
 pub const PRESENCE_EVENTS: &str = "meetup.v1.events.presence";
 pub const CALL_EVENTS: &str = "meetup.v1.events.calls";
+
+/// Liveness of the gateways.
+pub const GATEWAY_HEARTBEATS: &str = "meetup.v1.gateways.heartbeat";
 
 /// Where relays for the sessions of one gateway go.
 pub fn gateway_relay(gateway_id: &str) -> String {
