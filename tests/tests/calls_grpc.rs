@@ -1,6 +1,9 @@
 //! The call service binary over gRPC: every RPC, every error code, and the events
 //! it publishes on a real nats-server.
 
+// Tests fail loudly: a failed expectation is the test failing.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -51,16 +54,23 @@ async fn next_event(sub: &mut async_nats::Subscriber) -> CallEvent {
 }
 
 async fn client(service: &ServiceProcess) -> CallServiceClient<Channel> {
-    CallServiceClient::connect(service.url()).await.expect("connects")
+    CallServiceClient::connect(service.url())
+        .await
+        .expect("connects")
 }
 
 #[tokio::test]
 async fn a_call_lives_and_ends_and_every_change_is_published() {
     let nats = NatsServer::start().await.expect("nats-server");
-    let service = ServiceProcess::start("calls", Some(&nats.url())).await.expect("calls");
+    let service = ServiceProcess::start("calls", Some(&nats.url()))
+        .await
+        .expect("calls");
     service.wait_healthy(SERVICE).await.expect("healthy");
     let bus = async_nats::connect(nats.url()).await.expect("nats client");
-    let mut events = bus.subscribe("meetup.v1.events.calls").await.expect("subscribe");
+    let mut events = bus
+        .subscribe("meetup.v1.events.calls")
+        .await
+        .expect("subscribe");
     bus.flush().await.expect("flush");
     let mut calls = client(&service).await;
 
@@ -77,56 +87,105 @@ async fn a_call_lives_and_ends_and_every_change_is_published() {
     assert_eq!(event.sequence, started.sequence);
     assert!(matches!(event.change, Some(call_event::Change::Started(_))));
 
-    let joined = calls.join_call(join("c1", participant("b", "sb", "gw2"))).await.expect("joins").into_inner();
+    let joined = calls
+        .join_call(join("c1", participant("b", "sb", "gw2")))
+        .await
+        .expect("joins")
+        .into_inner();
     assert!(joined.joined);
     assert_eq!(joined.call.as_ref().map(|c| c.participants.len()), Some(2));
     let event = next_event(&mut events).await;
     assert_eq!(event.sequence, joined.sequence);
     assert!(matches!(event.change, Some(call_event::Change::Joined(_))));
 
-    let again = calls.join_call(join("c1", participant("b", "sb", "gw2"))).await.expect("no-op").into_inner();
+    let again = calls
+        .join_call(join("c1", participant("b", "sb", "gw2")))
+        .await
+        .expect("no-op")
+        .into_inner();
     assert!(!again.joined);
     assert_eq!(again.sequence, 0, "nothing published");
 
-    let got = calls.get_call(GetCallRequest { call_id: "c1".into() }).await.expect("get").into_inner();
+    let got = calls
+        .get_call(GetCallRequest {
+            call_id: "c1".into(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
     assert_eq!(got.call.map(|c| c.version), Some(2));
-    let listed = calls.list_calls(ListCallsRequest {}).await.expect("list").into_inner();
+    let listed = calls
+        .list_calls(ListCallsRequest {})
+        .await
+        .expect("list")
+        .into_inner();
     assert_eq!(listed.calls.len(), 1);
     assert_eq!(listed.sequence, 2);
-    let counts = calls.get_counts(GetCountsRequest {}).await.expect("counts").into_inner();
+    let counts = calls
+        .get_counts(GetCountsRequest {})
+        .await
+        .expect("counts")
+        .into_inner();
     assert_eq!((counts.active_calls, counts.participants), (1, 2));
 
     let left = calls
-        .leave_call(LeaveCallRequest { call_id: "c1".into(), session_id: "sb".into() })
+        .leave_call(LeaveCallRequest {
+            call_id: "c1".into(),
+            session_id: "sb".into(),
+        })
         .await
         .expect("leaves")
         .into_inner();
     assert!(left.left && !left.ended);
     let event = next_event(&mut events).await;
-    assert!(matches!(event.change, Some(call_event::Change::Left(ref l)) if l.reason == LeaveReason::Left as i32));
+    assert!(
+        matches!(event.change, Some(call_event::Change::Left(ref l)) if l.reason == LeaveReason::Left as i32)
+    );
     let not_in = calls
-        .leave_call(LeaveCallRequest { call_id: "c1".into(), session_id: "sb".into() })
+        .leave_call(LeaveCallRequest {
+            call_id: "c1".into(),
+            session_id: "sb".into(),
+        })
         .await
         .expect("no-op")
         .into_inner();
     assert!(!not_in.left);
 
-    calls.join_call(join("c1", participant("c", "sc", "gw2"))).await.expect("joins");
+    calls
+        .join_call(join("c1", participant("c", "sc", "gw2")))
+        .await
+        .expect("joins");
     next_event(&mut events).await;
     let removed = calls
-        .remove_participant(RemoveParticipantRequest { call_id: "c1".into(), user_id: "c".into() })
+        .remove_participant(RemoveParticipantRequest {
+            call_id: "c1".into(),
+            user_id: "c".into(),
+        })
         .await
         .expect("removes")
         .into_inner();
     assert_eq!((removed.sessions_removed, removed.ended), (1, false));
     let event = next_event(&mut events).await;
-    assert!(matches!(event.change, Some(call_event::Change::Left(ref l)) if l.reason == LeaveReason::Removed as i32));
+    assert!(
+        matches!(event.change, Some(call_event::Change::Left(ref l)) if l.reason == LeaveReason::Removed as i32)
+    );
 
-    let ended = calls.end_call(EndCallRequest { call_id: "c1".into() }).await.expect("ends").into_inner();
+    let ended = calls
+        .end_call(EndCallRequest {
+            call_id: "c1".into(),
+        })
+        .await
+        .expect("ends")
+        .into_inner();
     assert_eq!(ended.call.map(|c| c.participants.len()), Some(1));
     let event = next_event(&mut events).await;
     assert!(matches!(event.change, Some(call_event::Change::Ended(_))));
-    let gone = calls.get_call(GetCallRequest { call_id: "c1".into() }).await.expect_err("ended");
+    let gone = calls
+        .get_call(GetCallRequest {
+            call_id: "c1".into(),
+        })
+        .await
+        .expect_err("ended");
     assert_eq!(gone.code(), Code::NotFound);
 }
 
@@ -135,29 +194,122 @@ async fn sessions_and_gateways_are_removed_from_every_call() {
     let service = ServiceProcess::start("calls", None).await.expect("calls");
     service.wait_healthy(SERVICE).await.expect("healthy");
     let mut calls = client(&service).await;
-    calls.start_call(start("c1", participant("a", "sa", "gw1"), &[])).await.expect("starts");
-    calls.start_call(start("c2", participant("b", "sb", "gw2"), &[])).await.expect("starts");
-    calls.join_call(join("c2", participant("a", "sa", "gw1"))).await.expect("joins");
-    calls.join_call(join("c2", participant("d", "sd", "gw1"))).await.expect("joins");
+    calls
+        .start_call(start("c1", participant("a", "sa", "gw1"), &[]))
+        .await
+        .expect("starts");
+    calls
+        .start_call(start("c2", participant("b", "sb", "gw2"), &[]))
+        .await
+        .expect("starts");
+    calls
+        .join_call(join("c2", participant("a", "sa", "gw1")))
+        .await
+        .expect("joins");
+    calls
+        .join_call(join("c2", participant("d", "sd", "gw1")))
+        .await
+        .expect("joins");
 
     let removed = calls
-        .remove_session(RemoveSessionRequest { session_id: "sa".into() })
+        .remove_session(RemoveSessionRequest {
+            session_id: "sa".into(),
+        })
         .await
         .expect("removes")
         .into_inner();
     assert_eq!(removed.call_ids, ["c1", "c2"]);
     assert!(removed.sequence > 0);
-    let gone = calls.get_call(GetCallRequest { call_id: "c1".into() }).await.expect_err("left empty");
+    let gone = calls
+        .get_call(GetCallRequest {
+            call_id: "c1".into(),
+        })
+        .await
+        .expect_err("left empty");
     assert_eq!(gone.code(), Code::NotFound);
 
     let swept = calls
-        .remove_gateway(RemoveGatewayRequest { gateway_id: "gw1".into() })
+        .remove_gateway(RemoveGatewayRequest {
+            gateway_id: "gw1".into(),
+        })
         .await
         .expect("sweeps")
         .into_inner();
     assert_eq!(swept.sessions_removed, 1);
-    let counts = calls.get_counts(GetCountsRequest {}).await.expect("counts").into_inner();
+    let counts = calls
+        .get_counts(GetCountsRequest {})
+        .await
+        .expect("counts")
+        .into_inner();
     assert_eq!((counts.active_calls, counts.participants), (1, 1));
+}
+
+#[tokio::test]
+async fn restore_puts_a_call_back_after_a_restart() {
+    let service = ServiceProcess::start("calls", None).await.expect("calls");
+    service.wait_healthy(SERVICE).await.expect("healthy");
+    let mut calls = client(&service).await;
+    let started = calls
+        .start_call(start("c1", participant("a", "sa", "gw1"), &["b"]))
+        .await
+        .expect("starts")
+        .into_inner()
+        .call
+        .expect("call");
+    let counts = calls
+        .get_counts(GetCountsRequest {})
+        .await
+        .expect("counts")
+        .into_inner();
+    assert!(!counts.instance_id.is_empty());
+    assert_eq!(counts.sequence, 1);
+
+    // Another service run gets the call back, one gateway at a time.
+    let fresh = ServiceProcess::start("calls", None).await.expect("calls");
+    fresh.wait_healthy(SERVICE).await.expect("healthy");
+    let mut fresh_client = client(&fresh).await;
+    let fresh_counts = fresh_client
+        .get_counts(GetCountsRequest {})
+        .await
+        .expect("counts")
+        .into_inner();
+    assert_ne!(
+        fresh_counts.instance_id, counts.instance_id,
+        "each run has its own instance id"
+    );
+    let mut from_gw2 = started.clone();
+    from_gw2.participants = vec![participant("b", "sb", "gw2")];
+    fresh_client
+        .restore_call(RestoreCallRequest {
+            call: Some(from_gw2),
+        })
+        .await
+        .expect("restores");
+    let restored = fresh_client
+        .restore_call(RestoreCallRequest {
+            call: Some(started),
+        })
+        .await
+        .expect("restores")
+        .into_inner();
+    let call = restored.call.expect("call");
+    let sessions: Vec<_> = call
+        .participants
+        .iter()
+        .map(|p| p.session_id.as_str())
+        .collect();
+    assert_eq!(sessions, ["sb", "sa"]);
+    assert_eq!(call.invited_user_ids, ["b"]);
+    let empty = fresh_client
+        .restore_call(RestoreCallRequest {
+            call: Some(Call {
+                id: "c2".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect_err("no initiator, no participants");
+    assert_eq!(empty.code(), Code::InvalidArgument);
 }
 
 #[tokio::test]
@@ -171,7 +323,10 @@ async fn each_failure_has_its_precise_code() {
         start("c", participant("", "s", "g"), &[]),
         start("c", participant("a", "", "g"), &[]),
         start("c", participant("a", "s", ""), &[]),
-        StartCallRequest { initiator: None, ..start("c", participant("a", "s", "g"), &[]) },
+        StartCallRequest {
+            initiator: None,
+            ..start("c", participant("a", "s", "g"), &[])
+        },
         start("c", participant("a", "s", "g"), &[""]),
     ];
     for bad in invalid {
@@ -180,41 +335,92 @@ async fn each_failure_has_its_precise_code() {
     }
     let too_many: Vec<String> = (0..65).map(|i| i.to_string()).collect();
     let refs: Vec<&str> = too_many.iter().map(String::as_str).collect();
-    let status = calls.start_call(start("c", participant("a", "s", "g"), &refs)).await.expect_err("too many");
+    let status = calls
+        .start_call(start("c", participant("a", "s", "g"), &refs))
+        .await
+        .expect_err("too many");
     assert_eq!(status.code(), Code::InvalidArgument);
 
-    calls.start_call(start("c", participant("a", "s", "g"), &[])).await.expect("starts");
-    let duplicate = calls.start_call(start("c", participant("b", "s2", "g"), &[])).await.expect_err("duplicate");
+    calls
+        .start_call(start("c", participant("a", "s", "g"), &[]))
+        .await
+        .expect("starts");
+    let duplicate = calls
+        .start_call(start("c", participant("b", "s2", "g"), &[]))
+        .await
+        .expect_err("duplicate");
     assert_eq!(duplicate.code(), Code::AlreadyExists);
 
-    let unknown = calls.join_call(join("nope", participant("b", "s2", "g"))).await.expect_err("unknown");
+    let unknown = calls
+        .join_call(join("nope", participant("b", "s2", "g")))
+        .await
+        .expect_err("unknown");
     assert_eq!(unknown.code(), Code::NotFound);
     let no_participant = calls
-        .join_call(JoinCallRequest { call_id: "c".into(), participant: None })
+        .join_call(JoinCallRequest {
+            call_id: "c".into(),
+            participant: None,
+        })
         .await
         .expect_err("missing participant");
     assert_eq!(no_participant.code(), Code::InvalidArgument);
     for status in [
-        calls.get_call(GetCallRequest { call_id: "nope".into() }).await.expect_err("unknown"),
-        calls.end_call(EndCallRequest { call_id: "nope".into() }).await.expect_err("unknown"),
         calls
-            .remove_participant(RemoveParticipantRequest { call_id: "nope".into(), user_id: "a".into() })
+            .get_call(GetCallRequest {
+                call_id: "nope".into(),
+            })
+            .await
+            .expect_err("unknown"),
+        calls
+            .end_call(EndCallRequest {
+                call_id: "nope".into(),
+            })
+            .await
+            .expect_err("unknown"),
+        calls
+            .remove_participant(RemoveParticipantRequest {
+                call_id: "nope".into(),
+                user_id: "a".into(),
+            })
             .await
             .expect_err("unknown call"),
         calls
-            .remove_participant(RemoveParticipantRequest { call_id: "c".into(), user_id: "zed".into() })
+            .remove_participant(RemoveParticipantRequest {
+                call_id: "c".into(),
+                user_id: "zed".into(),
+            })
             .await
             .expect_err("not a participant"),
     ] {
         assert_eq!(status.code(), Code::NotFound, "{}", status.message());
     }
     for status in [
-        calls.leave_call(LeaveCallRequest { call_id: String::new(), session_id: "s".into() }).await.expect_err("empty"),
-        calls.remove_session(RemoveSessionRequest { session_id: String::new() }).await.expect_err("empty"),
-        calls.remove_gateway(RemoveGatewayRequest { gateway_id: String::new() }).await.expect_err("empty"),
+        calls
+            .leave_call(LeaveCallRequest {
+                call_id: String::new(),
+                session_id: "s".into(),
+            })
+            .await
+            .expect_err("empty"),
+        calls
+            .remove_session(RemoveSessionRequest {
+                session_id: String::new(),
+            })
+            .await
+            .expect_err("empty"),
+        calls
+            .remove_gateway(RemoveGatewayRequest {
+                gateway_id: String::new(),
+            })
+            .await
+            .expect_err("empty"),
     ] {
         assert_eq!(status.code(), Code::InvalidArgument);
     }
-    let counts = calls.get_counts(GetCountsRequest {}).await.expect("counts").into_inner();
+    let counts = calls
+        .get_counts(GetCountsRequest {})
+        .await
+        .expect("counts")
+        .into_inner();
     assert_eq!((counts.active_calls, counts.participants), (1, 1));
 }
