@@ -2,6 +2,8 @@
 //! order by one task, which turns them into gRPC calls on the services, relays, and
 //! acknowledgements. Disconnect cleanup runs last, after every queued event.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -55,21 +57,28 @@ impl OnConnect {
 pub struct Synchronous;
 
 impl ConnectHandler<LocalAdapter, Synchronous> for OnConnect {
-    // Synchronous on purpose: the event handlers are in place before the
-    // socket's first packet can be read.
-    fn call(&self, s: Arc<Socket<LocalAdapter>>, _auth: Option<PacketValue>) {
-        let socket = SocketRef::from(s);
+    fn call(&self, _socket: Arc<Socket<LocalAdapter>>, _auth: Option<PacketValue>) {}
+
+    // The socket is wired up in the middleware, which runs before the client is
+    // told it is connected: no event it sends can find the handlers missing.
+    fn call_middleware<'a>(
+        &'a self,
+        s: Arc<Socket<LocalAdapter>>,
+        _auth: &'a Option<PacketValue>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), Box<dyn std::fmt::Display + Send>>> + Send + 'a>>
+    {
+        self.wire(SocketRef::from(s));
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl OnConnect {
+    fn wire(&self, socket: SocketRef) {
         // Its own room, so that broadcasts can leave the sender out.
         socket.join(socket.id);
         let (tx, rx) = mpsc::channel(self.gw.limits().socket_queue);
         for event in ClientEvent::ALL {
-            socket.on(
-                event.name(),
-                Enqueue {
-                    event,
-                    tx: tx.clone(),
-                },
-            );
+            socket.on(event.name(), Enqueue { event, tx: tx.clone() });
         }
         socket.on_disconnect(move || {
             let tx = tx.clone();
