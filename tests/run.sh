@@ -25,5 +25,8 @@ else
   cargo test --workspace --locked --no-fail-fast
 fi
 
-step "protocol suite (socket.io-client against the gateway binary)"
-(cd tests/protocol && MEETUP_BIN_DIR="$PWD/../../target/debug" npm test)
+step "protocol suite, one gateway (socket.io-client against the gateway binary)"
+(cd tests/protocol && MEETUP_BIN_DIR="$PWD/../../target/debug" MEETUP_TOPOLOGY=single npm test)
+
+step "protocol suite, cluster: nats-server, separate services, two gateways"
+(cd tests/protocol && MEETUP_BIN_DIR="$PWD/../../target/debug" MEETUP_TOPOLOGY=cluster npm test)

@@ -56,7 +56,8 @@ pub async fn watch(
 ) {
     let mut last_seen: HashMap<String, Instant> = HashMap::new();
     let mut lag = Lag::default();
-    let mut tick = tokio::time::interval(liveness.heartbeat);
+    // Twice per heartbeat: a dead gateway is noticed at most half a beat late.
+    let mut tick = tokio::time::interval(liveness.heartbeat / 2);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -78,7 +78,13 @@ impl OnConnect {
         socket.join(socket.id);
         let (tx, rx) = mpsc::channel(self.gw.limits().socket_queue);
         for event in ClientEvent::ALL {
-            socket.on(event.name(), Enqueue { event, tx: tx.clone() });
+            socket.on(
+                event.name(),
+                Enqueue {
+                    event,
+                    tx: tx.clone(),
+                },
+            );
         }
         socket.on_disconnect(move || {
             let tx = tx.clone();

@@ -1,5 +1,6 @@
 // The system under test as child processes: spawn, learn ports from the JSON logs, wait for /readyz, stop.
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -40,14 +41,14 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
 
 /** One child process of the system, with its output kept in memory for diagnosis. */
 class ServiceProcess {
-  constructor(name, bin, env) {
+  constructor(name, bin, env, args = []) {
     this.name = name;
     this.bin = bin;
     this.lines = []; // { stream, text, json }
     this.listening = new Map(); // service name -> "host:port", from the "listening" log lines
     this.exit = null; // { code, signal } once exited
     this.waiters = new Set();
-    this.child = spawn(bin, [], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = spawn(bin, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     liveChildren.add(this.child);
     this.exited = new Promise((resolve) => {
       this.child.once('exit', (code, signal) => {
@@ -218,12 +219,78 @@ async function startSingle(env) {
   };
 }
 
+/** `NATS_SERVER_BIN`, else `nats-server` on the PATH, else Debian's. */
+function natsServerBin() {
+  if (process.env.NATS_SERVER_BIN) return process.env.NATS_SERVER_BIN;
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+    const candidate = path.join(dir, 'nats-server');
+    if (dir && existsSync(candidate)) return candidate;
+  }
+  return '/usr/sbin/nats-server';
+}
+
+/** A real nats-server on a free loopback port (`-p -1`), its port read from its log. */
+async function startNats() {
+  const proc = new ServiceProcess('nats', natsServerBin(), childEnv({}), ['-a', '127.0.0.1', '-p', '-1']);
+  const port = await proc.until(
+    () => proc.lines.map((l) => /Listening for client connections on [\d.]+:(\d+)/.exec(l.text)?.[1]).find(Boolean),
+    STARTUP_TIMEOUT_MS,
+    'nats-server listening line',
+  );
+  return { proc, url: `nats://127.0.0.1:${port}` };
+}
+
+async function startService(name, bin, listenVar, natsUrl, env) {
+  const proc = new ServiceProcess(name, path.join(BIN_DIR, bin), childEnv({ ...env, [listenVar]: '127.0.0.1:0', NATS_URL: natsUrl }));
+  const addr = await proc.waitForListening(name, STARTUP_TIMEOUT_MS);
+  return { proc, addr };
+}
+
 /**
- * Hook for MEETUP_TOPOLOGY=cluster: nats-server, separate presence and call services, and two
- * gateways (gatewayUrls[0] and gatewayUrls[1] on different processes).
+ * MEETUP_TOPOLOGY=cluster: a nats-server, the presence and call services as their own
+ * processes, and two gateways (gatewayUrls[0] and gatewayUrls[1] on different processes).
  */
-async function startCluster(_env) {
-  throw new Error('cluster mode not implemented (MEETUP_TOPOLOGY=cluster)');
+async function startCluster(env) {
+  const started = [];
+  try {
+    const nats = await startNats();
+    started.push(nats.proc);
+    const presence = await startService('presence', 'meetup-presence', 'PRESENCE_LISTEN', nats.url, env);
+    started.push(presence.proc);
+    const calls = await startService('calls', 'meetup-calls', 'CALLS_LISTEN', nats.url, env);
+    started.push(calls.proc);
+    const suffix = Math.random().toString(36).slice(2, 8);
+    const gateways = [];
+    for (const name of ['gateway-a', 'gateway-b']) {
+      const gateway = await startGateway(
+        {
+          ...env,
+          NATS_URL: nats.url,
+          PRESENCE_URL: `http://${presence.addr}`,
+          CALLS_URL: `http://${calls.addr}`,
+          GATEWAY_ID: `${name}-${suffix}`,
+        },
+        name,
+      );
+      started.push(gateway.proc);
+      gateways.push(gateway);
+    }
+    // Each gateway must see both gateways' services ready before scenarios start.
+    for (const gateway of gateways) await pollUntilOk(`${gateway.url}/readyz`);
+    return {
+      topology: 'cluster',
+      gatewayUrls: gateways.map((g) => g.url),
+      processes: started,
+      callsGrpcAddr: async () => calls.addr,
+      // Gateways first, so that they drain while the services and NATS are still up.
+      stop: async () => {
+        for (const proc of [...started].reverse()) await proc.stop();
+      },
+    };
+  } catch (err) {
+    for (const proc of [...started].reverse()) await proc.stop();
+    throw err;
+  }
 }
 
 /**

@@ -5,6 +5,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod sio;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -148,6 +150,11 @@ impl Process {
             .lock()
             .map(|l| l.join("\n"))
             .unwrap_or_default()
+    }
+
+    /// True until the process has exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     pub fn pid(&self) -> u32 {
@@ -303,7 +310,9 @@ impl ServiceProcess {
 
     /// Starts the service again on the address it had.
     pub async fn restart(&mut self, nats_url: Option<&str>) -> anyhow::Result<()> {
-        self.process.signal("KILL")?;
+        if self.process.is_running() {
+            self.process.signal("KILL")?;
+        }
         self.process.wait_exit(Duration::from_secs(5)).await?;
         let service = self.process.name.clone();
         let (bin, listen_var) = match service.as_str() {
@@ -373,5 +382,126 @@ pub async fn wait_grpc_health(url: &str, service_name: &str) -> anyhow::Result<(
             bail!("{url} never reported {service_name} as serving");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A `meetup-gateway` process.
+pub struct GatewayProcess {
+    pub process: Process,
+    pub addr: SocketAddr,
+    pub id: String,
+}
+
+impl GatewayProcess {
+    /// Starts a gateway with `env` on top of the test defaults (loopback, free
+    /// ports, JSON logs) and waits until `/readyz` answers 200.
+    pub async fn start(name: &str, env: &[(&str, String)]) -> anyhow::Result<Self> {
+        let mut all = vec![
+            ("HOST", "127.0.0.1".to_owned()),
+            ("PORT", "0".to_owned()),
+            ("PRESENCE_LISTEN", "127.0.0.1:0".to_owned()),
+            ("CALLS_LISTEN", "127.0.0.1:0".to_owned()),
+            ("LOG_FORMAT", "json".to_owned()),
+            ("RUST_LOG", "info".to_owned()),
+            ("GATEWAY_ID", name.to_owned()),
+        ];
+        all.extend(env.iter().cloned());
+        let process = Process::spawn(name, &bin_path("meetup-gateway")?, &[], &all)?;
+        let addr = listening_addrs(&process, &["gateway"]).await?["gateway"];
+        let gateway = GatewayProcess {
+            process,
+            addr,
+            id: name.to_owned(),
+        };
+        gateway.wait_ready(true).await?;
+        Ok(gateway)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Polls `/readyz` until it answers 200 (`ready`) or 503 (`!ready`).
+    pub async fn wait_ready(&self, ready: bool) -> anyhow::Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let want = if ready { 200 } else { 503 };
+        loop {
+            let status = http_get(self.addr, "/readyz")
+                .await
+                .map(|(status, _)| status)
+                .ok();
+            if status == Some(want) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{}: /readyz never answered {want} (last {status:?})\n{}",
+                    self.id,
+                    self.process.output()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A plain HTTP/1.1 GET on loopback; returns the status code and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream =
+        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+            .await??;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await??;
+    let response = String::from_utf8_lossy(&response);
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .context("no HTTP status line")?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// A whole cluster: nats-server, the two services and `n` gateways, each its own process.
+pub struct Cluster {
+    pub nats: NatsServer,
+    pub presence: ServiceProcess,
+    pub calls: ServiceProcess,
+    pub gateways: Vec<GatewayProcess>,
+}
+
+impl Cluster {
+    /// Starts everything and waits until every gateway is ready. `env` goes to
+    /// every gateway.
+    pub async fn start(gateways: usize, env: &[(&str, String)]) -> anyhow::Result<Self> {
+        let nats = NatsServer::start().await?;
+        let presence = ServiceProcess::start("presence", Some(&nats.url())).await?;
+        let calls = ServiceProcess::start("calls", Some(&nats.url())).await?;
+        let mut started = Vec::new();
+        for n in 0..gateways {
+            let mut all = vec![
+                ("NATS_URL", nats.url()),
+                ("PRESENCE_URL", presence.url()),
+                ("CALLS_URL", calls.url()),
+            ];
+            all.extend(env.iter().cloned());
+            started.push(GatewayProcess::start(&format!("gw-{n}"), &all).await?);
+        }
+        Ok(Cluster {
+            nats,
+            presence,
+            calls,
+            gateways: started,
+        })
+    }
+
+    pub fn url(&self, gateway: usize) -> String {
+        self.gateways[gateway].url()
     }
 }

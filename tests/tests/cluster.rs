@@ -1,0 +1,418 @@
+//! The cluster as separate processes (nats-server, presence, calls, gateways) and
+//! what it survives: a gateway killed or stopped, a service restarted, NATS restarted.
+
+// Tests fail loudly: a failed expectation is the test failing.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use meetup_proto::calls::v1::GetCallRequest;
+use meetup_proto::calls::v1::call_service_client::CallServiceClient;
+use meetup_proto::presence::v1::ListUsersRequest;
+use meetup_proto::presence::v1::presence_service_client::PresenceServiceClient;
+use meetup_tests::sio::SioClient;
+use meetup_tests::{Cluster, http_get};
+use serde_json::{Value, json};
+
+const EVENT: Duration = Duration::from_secs(10);
+
+fn id(prefix: &str) -> String {
+    format!("{prefix}-{:08x}", rand_u32())
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(Instant::now()) as u32
+}
+
+async fn user(url: &str, user_id: &str) -> SioClient {
+    let client = SioClient::connect(url).await.expect("connects");
+    let ack = client
+        .emit_ack(
+            "user-joined",
+            &json!({ "id": user_id, "username": user_id }),
+        )
+        .await
+        .expect("ack");
+    assert_eq!(ack["ok"], true, "{ack}");
+    client
+}
+
+/// `a` starts a call inviting `b`, `b` joins, and `a` hears of it.
+async fn call(a: &SioClient, b: &SioClient, call_id: &str, b_id: &str) {
+    let since = a.mark();
+    let ack = a
+        .emit_ack(
+            "start-call",
+            &json!({ "id": call_id, "initiator": {}, "participants": [{ "id": b_id }], "isVideo": true }),
+        )
+        .await
+        .expect("ack");
+    assert_eq!(ack["ok"], true, "{ack}");
+    let ack = b
+        .emit_ack("join-call", &json!({ "callId": call_id, "user": {} }))
+        .await
+        .expect("ack");
+    assert_eq!(ack["ok"], true, "{ack}");
+    a.wait_for("user-joined-call", since, EVENT, |p| {
+        p["user"]["id"] == b_id
+    })
+    .await
+    .expect("a hears b joined");
+}
+
+fn position(client: &SioClient, since: usize, event: &str, pred: impl Fn(&Value) -> bool) -> usize {
+    client
+        .events()
+        .iter()
+        .enumerate()
+        .skip(since)
+        .find(|(_, r)| r.event == event && pred(&r.data))
+        .map(|(i, _)| i)
+        .unwrap_or_else(|| panic!("{event} not received"))
+}
+
+fn list_has(list: &Value, user_id: &str) -> bool {
+    list.as_array()
+        .is_some_and(|l| l.iter().any(|u| u["id"] == user_id))
+}
+
+async fn counts(cluster: &Cluster, gateway: usize) -> Value {
+    let (status, body) = http_get(cluster.gateways[gateway].addr, "/")
+        .await
+        .expect("GET /");
+    assert_eq!(status, 200);
+    serde_json::from_str(&body).expect("json")
+}
+
+#[tokio::test]
+async fn users_on_two_gateways_share_calls_and_counts() {
+    let cluster = Cluster::start(2, &[]).await.expect("cluster");
+    let (a_id, b_id, call_id) = (id("a"), id("b"), id("call"));
+    let a = user(&cluster.url(0), &a_id).await;
+    let b = user(&cluster.url(1), &b_id).await;
+    a.wait_for("users-list", 0, EVENT, |l| list_has(l, &b_id))
+        .await
+        .expect("a sees b");
+    call(&a, &b, &call_id, &b_id).await;
+    let since = b.mark();
+    let offer = json!({ "type": "offer", "sdp": "v=0" });
+    let ack = a
+        .emit_ack(
+            "webrtc-offer",
+            &json!({ "callId": call_id, "targetUserId": b_id, "offer": offer }),
+        )
+        .await
+        .expect("ack");
+    assert_eq!(ack, json!({ "ok": true }));
+    let got = b
+        .wait_for("webrtc-offer", since, EVENT, |_| true)
+        .await
+        .expect("offer crosses gateways");
+    assert_eq!(
+        got,
+        json!({ "callId": call_id, "fromUserId": a_id, "offer": offer })
+    );
+    for gateway in 0..2 {
+        let c = counts(&cluster, gateway).await;
+        assert_eq!(
+            (c["onlineUsers"].as_u64(), c["activeCalls"].as_u64()),
+            (Some(2), Some(1)),
+            "gateway {gateway}: {c}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_killed_gateway_s_users_leave_within_five_seconds() {
+    let mut cluster = Cluster::start(2, &[]).await.expect("cluster");
+    let (a_id, b_id, call_id) = (id("a"), id("b"), id("call"));
+    let a = user(&cluster.url(0), &a_id).await;
+    let b = user(&cluster.url(1), &b_id).await;
+    call(&a, &b, &call_id, &b_id).await;
+
+    let since = a.mark();
+    let killed = Instant::now();
+    cluster.gateways[1].process.signal("KILL").expect("kill");
+    cluster.gateways[1]
+        .process
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("dies");
+    a.wait_for("user-left-call", since, EVENT, |p| {
+        p["userId"] == b_id.as_str() && p["callId"] == call_id.as_str()
+    })
+    .await
+    .expect("user-left-call");
+    a.wait_for("users-list", since, EVENT, |l| {
+        !list_has(l, &b_id) && list_has(l, &a_id)
+    })
+    .await
+    .expect("users-list without b");
+    a.wait_for("user-left", since, EVENT, |u| u == b_id.as_str())
+        .await
+        .expect("user-left");
+    let elapsed = killed.elapsed();
+    println!("SIGKILL of a gateway -> other clients' user-left: {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+    let left_call = position(&a, since, "user-left-call", |p| {
+        p["userId"] == b_id.as_str()
+    });
+    let left = position(&a, since, "user-left", |u| u == b_id.as_str());
+    assert!(left_call < left, "user-left-call comes before user-left");
+    let c = counts(&cluster, 0).await;
+    assert_eq!(
+        (c["onlineUsers"].as_u64(), c["activeCalls"].as_u64()),
+        (Some(1), Some(1)),
+        "{c}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_closes_sockets_cleans_up_at_once_and_exits_within_grace() {
+    // A long timeout: only the drain itself can explain a fast cleanup.
+    let env = [
+        ("GATEWAY_TIMEOUT_MS", "60000".to_owned()),
+        ("SHUTDOWN_GRACE_SECS", "5".to_owned()),
+    ];
+    let mut cluster = Cluster::start(2, &env).await.expect("cluster");
+    let (a_id, b_id, call_id) = (id("a"), id("b"), id("call"));
+    let a = user(&cluster.url(0), &a_id).await;
+    let b = user(&cluster.url(1), &b_id).await;
+    call(&a, &b, &call_id, &b_id).await;
+
+    let since = a.mark();
+    let stopped = Instant::now();
+    cluster.gateways[1].process.signal("TERM").expect("term");
+    b.wait_closed(Duration::from_secs(5))
+        .await
+        .expect("b's socket is closed");
+    a.wait_for("user-left-call", since, EVENT, |p| {
+        p["userId"] == b_id.as_str()
+    })
+    .await
+    .expect("user-left-call");
+    a.wait_for("user-left", since, EVENT, |u| u == b_id.as_str())
+        .await
+        .expect("user-left");
+    let cleaned = stopped.elapsed();
+    println!("SIGTERM of a gateway -> other clients' user-left: {cleaned:?}");
+    assert!(cleaned < Duration::from_secs(3), "took {cleaned:?}");
+    let status = cluster.gateways[1]
+        .process
+        .wait_exit(Duration::from_secs(6))
+        .await
+        .expect("exits within grace");
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test]
+async fn a_restarted_presence_service_loses_no_online_user() {
+    let mut cluster = Cluster::start(2, &[]).await.expect("cluster");
+    let (a_id, b_id, c_id) = (id("a"), id("b"), id("c"));
+    let a = user(&cluster.url(0), &a_id).await;
+    let _b = user(&cluster.url(1), &b_id).await;
+
+    cluster.presence.process.signal("KILL").expect("kill");
+    cluster
+        .presence
+        .process
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("dies");
+    for gateway in &cluster.gateways {
+        gateway
+            .wait_ready(false)
+            .await
+            .expect("not ready while presence is down");
+    }
+    let c = SioClient::connect(&cluster.url(0)).await.expect("connects");
+    let refused = c
+        .emit_ack("user-joined", &json!({ "id": c_id, "username": "c" }))
+        .await
+        .expect("ack");
+    assert_eq!(refused["error"]["code"], "unavailable", "{refused}");
+
+    let since = a.mark();
+    let nats_url = cluster.nats.url();
+    cluster
+        .presence
+        .restart(Some(&nats_url))
+        .await
+        .expect("restarts");
+    for gateway in &cluster.gateways {
+        gateway.wait_ready(true).await.expect("ready again");
+    }
+    a.wait_for("users-list", since, EVENT, |l| {
+        list_has(l, &a_id) && list_has(l, &b_id)
+    })
+    .await
+    .expect("a gets the full list back");
+    let mut presence = PresenceServiceClient::connect(cluster.presence.url())
+        .await
+        .expect("connects");
+    let deadline = Instant::now() + EVENT;
+    loop {
+        let users = presence
+            .list_users(ListUsersRequest {})
+            .await
+            .expect("lists")
+            .into_inner()
+            .users;
+        let ids: Vec<String> = users
+            .into_iter()
+            .filter_map(|u| u.user.map(|u| u.id))
+            .collect();
+        if ids.contains(&a_id) && ids.contains(&b_id) {
+            assert!(
+                !ids.contains(&c_id),
+                "the refused registration stayed refused"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "users not restored: {ids:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ack = c
+        .emit_ack("user-joined", &json!({ "id": c_id, "username": "c" }))
+        .await
+        .expect("ack");
+    assert_eq!(ack["ok"], true, "{ack}");
+}
+
+#[tokio::test]
+async fn a_restarted_call_service_loses_no_live_call() {
+    let mut cluster = Cluster::start(2, &[]).await.expect("cluster");
+    let (a_id, b_id, call_id) = (id("a"), id("b"), id("call"));
+    let a = user(&cluster.url(0), &a_id).await;
+    let b = user(&cluster.url(1), &b_id).await;
+    call(&a, &b, &call_id, &b_id).await;
+
+    cluster.calls.process.signal("KILL").expect("kill");
+    cluster
+        .calls
+        .process
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("dies");
+    cluster.gateways[0]
+        .wait_ready(false)
+        .await
+        .expect("not ready while calls is down");
+    let refused = a
+        .emit_ack(
+            "start-call",
+            &json!({ "id": id("other"), "initiator": {}, "participants": [], "isVideo": false }),
+        )
+        .await
+        .expect("ack");
+    assert_eq!(refused["error"]["code"], "unavailable", "{refused}");
+
+    let nats_url = cluster.nats.url();
+    cluster
+        .calls
+        .restart(Some(&nats_url))
+        .await
+        .expect("restarts");
+    for gateway in &cluster.gateways {
+        gateway.wait_ready(true).await.expect("ready again");
+    }
+    let mut calls = CallServiceClient::connect(cluster.calls.url())
+        .await
+        .expect("connects");
+    let deadline = Instant::now() + EVENT;
+    loop {
+        let users: Vec<String> = match calls
+            .get_call(GetCallRequest {
+                call_id: call_id.clone(),
+            })
+            .await
+        {
+            Ok(call) => call
+                .into_inner()
+                .call
+                .map(|c| {
+                    c.participants
+                        .into_iter()
+                        .filter_map(|p| p.user.map(|u| u.id))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        if users.contains(&a_id) && users.contains(&b_id) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "call not restored: {users:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The call works as before: relays, and leaving.
+    let since = b.mark();
+    let ack = a
+        .emit_ack(
+            "webrtc-ice-candidate",
+            &json!({ "callId": call_id, "targetUserId": b_id, "candidate": { "c": 1 } }),
+        )
+        .await
+        .expect("ack");
+    assert_eq!(ack["ok"], true, "{ack}");
+    b.wait_for("webrtc-ice-candidate", since, EVENT, |_| true)
+        .await
+        .expect("relay");
+    let since = a.mark();
+    b.emit_ack("leave-call", &json!({ "callId": call_id, "userId": b_id }))
+        .await
+        .expect("ack");
+    a.wait_for("user-left-call", since, EVENT, |p| {
+        p["userId"] == b_id.as_str()
+    })
+    .await
+    .expect("user-left-call");
+}
+
+#[tokio::test]
+async fn after_nats_restarts_relays_and_events_flow_again() {
+    let mut cluster = Cluster::start(2, &[]).await.expect("cluster");
+    let (a_id, b_id, c_id, call_id) = (id("a"), id("b"), id("c"), id("call"));
+    let a = user(&cluster.url(0), &a_id).await;
+    let b = user(&cluster.url(1), &b_id).await;
+    call(&a, &b, &call_id, &b_id).await;
+
+    cluster.nats.restart().await.expect("nats restarts");
+    // Relays flow again by themselves: retry until one crosses, within a bound.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut n = 0;
+    loop {
+        n += 1;
+        let since = b.mark();
+        let ack = a
+            .emit_ack(
+                "webrtc-offer",
+                &json!({ "callId": call_id, "targetUserId": b_id, "offer": { "n": n } }),
+            )
+            .await
+            .expect("ack");
+        if ack["ok"] == true
+            && b.wait_for("webrtc-offer", since, Duration::from_millis(500), |p| {
+                p["offer"]["n"] == n
+            })
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "relays did not recover: last ack {ack}"
+        );
+    }
+    for gateway in &cluster.gateways {
+        gateway.wait_ready(true).await.expect("ready");
+    }
+    // Events cross the bus again too.
+    let since = a.mark();
+    let _c = user(&cluster.url(1), &c_id).await;
+    a.wait_for("user-joined", since, EVENT, |u| u["id"] == c_id.as_str())
+        .await
+        .expect("user-joined from the other gateway");
+}
