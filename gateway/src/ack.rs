@@ -17,11 +17,16 @@ pub enum ErrorCode {
     PayloadTooLarge,
     NotRegistered,
     AlreadyRegistered,
+    Forbidden,
     CallExists,
     CallNotFound,
     NotInCall,
     UserOffline,
     Overloaded,
+    RateLimited,
+    TooManySockets,
+    TooManyCalls,
+    CallFull,
     Unavailable,
     Internal,
 }
@@ -33,11 +38,16 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload-too-large",
             ErrorCode::NotRegistered => "not-registered",
             ErrorCode::AlreadyRegistered => "already-registered",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::CallExists => "call-exists",
             ErrorCode::CallNotFound => "call-not-found",
             ErrorCode::NotInCall => "not-in-call",
             ErrorCode::UserOffline => "user-offline",
             ErrorCode::Overloaded => "overloaded",
+            ErrorCode::RateLimited => "rate-limited",
+            ErrorCode::TooManySockets => "too-many-sockets",
+            ErrorCode::TooManyCalls => "too-many-calls",
+            ErrorCode::CallFull => "call-full",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
@@ -77,6 +87,7 @@ impl AckError {
     /// the log; expected codes (not found, already exists) are handled by callers.
     pub fn from_status(status: &tonic::Status, context: &'static str) -> Self {
         use tonic::Code;
+        crate::metrics::get().grpc_error(context, status.code());
         match status.code() {
             Code::InvalidArgument => AckError::invalid(status.message().to_owned()),
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {

@@ -8,17 +8,23 @@ use std::time::Duration;
 use anyhow::Context;
 use meetup_proto::calls::v1::call_service_client::CallServiceClient;
 use meetup_proto::presence::v1::presence_service_client::PresenceServiceClient;
+use meetup_runtime::grpc::AttachBearer;
 use meetup_runtime::{Bus, OrderedPublisher};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::config::Config;
 
+/// gRPC clients that carry `INTERNAL_API_TOKEN` when one is set.
+pub type PresenceClient = PresenceServiceClient<InterceptedService<Channel, AttachBearer>>;
+pub type CallsClient = CallServiceClient<InterceptedService<Channel, AttachBearer>>;
+
 pub struct Backends {
-    pub presence: PresenceServiceClient<Channel>,
-    pub calls: CallServiceClient<Channel>,
+    pub presence: PresenceClient,
+    pub calls: CallsClient,
     pub bus: Bus,
     embedded: Vec<JoinHandle<()>>,
     stop_embedded: watch::Sender<bool>,
@@ -38,11 +44,19 @@ impl Backends {
                 let listener = bind(config.presence_listen, "PRESENCE_LISTEN").await?;
                 let url = local_url(listener.local_addr()?);
                 tracing::info!(service = "presence", addr = %listener.local_addr()?, "listening");
-                let store =
-                    meetup_presence::PresenceStore::new(OrderedPublisher::start(bus.clone()));
+                let store = meetup_presence::PresenceStore::new(
+                    OrderedPublisher::start(bus.clone()),
+                    config.max_sockets_per_user,
+                );
+                meetup_presence::register_metrics(&store);
                 embedded.push(tokio::spawn(serve_embedded(
                     "presence",
-                    meetup_presence::run(listener, store, stopped(stop.clone())),
+                    meetup_presence::run(
+                        listener,
+                        store,
+                        config.internal_api_token.clone(),
+                        stopped(stop.clone()),
+                    ),
                 )));
                 url
             }
@@ -53,17 +67,32 @@ impl Backends {
                 let listener = bind(config.calls_listen, "CALLS_LISTEN").await?;
                 let url = local_url(listener.local_addr()?);
                 tracing::info!(service = "calls", addr = %listener.local_addr()?, "listening");
-                let registry =
-                    meetup_calls::CallRegistry::new(OrderedPublisher::start(bus.clone()));
+                let registry = meetup_calls::CallRegistry::new(
+                    OrderedPublisher::start(bus.clone()),
+                    meetup_calls::CallLimits {
+                        max_participants: config.max_call_participants,
+                        max_calls_per_user: config.max_calls_per_user,
+                    },
+                );
+                meetup_calls::register_metrics(&registry);
                 embedded.push(tokio::spawn(serve_embedded(
                     "calls",
-                    meetup_calls::run(listener, registry, stopped(stop.clone())),
+                    meetup_calls::run(
+                        listener,
+                        registry,
+                        config.internal_api_token.clone(),
+                        stopped(stop.clone()),
+                    ),
                 )));
                 url
             }
         };
-        let presence = PresenceServiceClient::new(channel(&presence_url, config)?);
-        let calls = CallServiceClient::new(channel(&calls_url, config)?);
+        let bearer = AttachBearer::new(config.internal_api_token.clone())?;
+        let presence = PresenceServiceClient::with_interceptor(
+            channel(&presence_url, config)?,
+            bearer.clone(),
+        );
+        let calls = CallServiceClient::with_interceptor(channel(&calls_url, config)?, bearer);
         Ok(Backends {
             presence,
             calls,

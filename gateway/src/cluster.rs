@@ -40,6 +40,7 @@ pub async fn heartbeat(gw: Gateway, every: Duration, mut stop: watch::Receiver<b
             _ = tick.tick() => {
                 let beat = GatewayHeartbeat { gateway_id: gw.id().to_owned(), sockets: gw.io().sockets().len() as u32 };
                 if let Err(error) = gw.bus().publish(subjects::GATEWAY_HEARTBEATS.to_owned(), beat.encode_to_vec().into()).await {
+                    crate::metrics::get().bus_error("publish heartbeat");
                     tracing::warn!(%error, "heartbeat not published");
                 }
             }

@@ -60,6 +60,49 @@ pub struct Config {
     /// Packets buffered per socket on their way out.
     #[arg(long, env = "SOCKET_BUFFER", default_value_t = 8192)]
     pub socket_buffer: usize,
+    /// Events a socket may send per second on average.
+    #[arg(long, env = "EVENTS_PER_SEC", default_value_t = 100)]
+    pub events_per_sec: u32,
+    /// Events a socket may send in a burst.
+    #[arg(long, env = "EVENTS_BURST", default_value_t = 400)]
+    pub events_burst: u32,
+    /// Refused events within 10 s after which the socket is disconnected.
+    #[arg(long, env = "ABUSE_DISCONNECT_AFTER", default_value_t = 200)]
+    pub abuse_disconnect_after: u32,
+    /// New Socket.IO connections per second per client IP (twice that in a burst).
+    #[arg(long, env = "CONNECTIONS_PER_IP_PER_SEC", default_value_t = 20)]
+    pub connections_per_ip_per_sec: u32,
+    /// Take the client IP from `X-Forwarded-For` (behind a trusted load balancer).
+    #[arg(long, env = "TRUST_FORWARDED_FOR", default_value_t = false)]
+    pub trust_forwarded_for: bool,
+    /// In-process presence service: most sockets one user id may hold.
+    #[arg(long, env = "MAX_SOCKETS_PER_USER", default_value_t = 10)]
+    pub max_sockets_per_user: usize,
+    /// In-process call service: most sessions in one call.
+    #[arg(long, env = "MAX_CALL_PARTICIPANTS", default_value_t = 16)]
+    pub max_call_participants: usize,
+    /// In-process call service: most live calls one user may have started.
+    #[arg(long, env = "MAX_CALLS_PER_USER", default_value_t = 5)]
+    pub max_calls_per_user: usize,
+    /// HS256 secret: when set, browsers must present a JWT signed with it.
+    #[arg(long, env = "AUTH_JWT_SECRET", hide_env_values = true)]
+    pub auth_jwt_secret: Option<String>,
+    /// RS256 or ES256 public key (PEM text or a file path): when set, browsers
+    /// must present a JWT signed with the matching private key.
+    #[arg(long, env = "AUTH_JWT_PUBLIC_KEY", hide_env_values = true)]
+    pub auth_jwt_public_key: Option<String>,
+    /// Required `iss` of tokens, if any.
+    #[arg(long, env = "AUTH_JWT_ISSUER")]
+    pub auth_jwt_issuer: Option<String>,
+    /// Required `aud` of tokens, if any.
+    #[arg(long, env = "AUTH_JWT_AUDIENCE")]
+    pub auth_jwt_audience: Option<String>,
+    /// Token claim that gives the username (else the client's own).
+    #[arg(long, env = "AUTH_USERNAME_CLAIM", default_value = "name")]
+    pub auth_username_claim: String,
+    /// Bearer token for the services' gRPC APIs (and required by the in-process ones).
+    #[arg(long, env = "INTERNAL_API_TOKEN", hide_env_values = true)]
+    pub internal_api_token: Option<String>,
     /// Deadline of each call to the presence and call services, in milliseconds.
     #[arg(long, env = "RPC_TIMEOUT_MS", default_value_t = 5000)]
     pub rpc_timeout_ms: u64,
@@ -70,6 +113,18 @@ pub struct Config {
     /// removed, in ms. Must be more than twice the heartbeat.
     #[arg(long, env = "GATEWAY_TIMEOUT_MS", default_value_t = 3000)]
     pub gateway_timeout_ms: u64,
+    /// STUN URLs given to browsers (`GET /ice-servers`, `ice-servers` event), comma-separated.
+    #[arg(long, env = "ICE_SERVERS", value_delimiter = ',')]
+    pub ice_servers: Vec<String>,
+    /// TURN URLs given to browsers with time-limited credentials, comma-separated.
+    #[arg(long, env = "TURN_URLS", value_delimiter = ',')]
+    pub turn_urls: Vec<String>,
+    /// Secret shared with the TURN server (coturn `static-auth-secret`).
+    #[arg(long, env = "TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<String>,
+    /// Lifetime of TURN credentials, in seconds.
+    #[arg(long, env = "TURN_TTL_SECS", default_value_t = 86_400)]
+    pub turn_ttl_secs: u64,
     /// How long shutdown may take before the process exits anyway, in seconds.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
@@ -93,6 +148,10 @@ pub enum ConfigError {
     Zero(&'static str),
     #[error("GATEWAY_TIMEOUT_MS must be more than twice GATEWAY_HEARTBEAT_MS")]
     TimeoutTooShort,
+    #[error("ICE_SERVERS / TURN_URLS entry {0:?} must start with stun:, stuns:, turn: or turns:")]
+    BadIceServer(String),
+    #[error("TURN_URLS is set but TURN_SECRET is not: TURN credentials cannot be issued")]
+    TurnWithoutSecret,
 }
 
 impl Config {
@@ -123,9 +182,34 @@ impl Config {
             ("SOCKET_BUFFER", self.socket_buffer as u64),
             ("RPC_TIMEOUT_MS", self.rpc_timeout_ms),
             ("GATEWAY_HEARTBEAT_MS", self.gateway_heartbeat_ms),
+            ("EVENTS_PER_SEC", u64::from(self.events_per_sec)),
+            (
+                "CONNECTIONS_PER_IP_PER_SEC",
+                u64::from(self.connections_per_ip_per_sec),
+            ),
+            ("MAX_SOCKETS_PER_USER", self.max_sockets_per_user as u64),
+            ("MAX_CALL_PARTICIPANTS", self.max_call_participants as u64),
+            ("MAX_CALLS_PER_USER", self.max_calls_per_user as u64),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));
+            }
+        }
+        if !non_empty(&self.turn_urls).is_empty()
+            && self.turn_secret.as_deref().unwrap_or("").is_empty()
+        {
+            return Err(ConfigError::TurnWithoutSecret);
+        }
+        for url in self
+            .ice_server_urls()
+            .into_iter()
+            .chain(non_empty(&self.turn_urls))
+        {
+            if !["stun:", "stuns:", "turn:", "turns:"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme))
+            {
+                return Err(ConfigError::BadIceServer(url));
             }
         }
         if self.gateway_timeout_ms <= 2 * self.gateway_heartbeat_ms {
@@ -139,6 +223,30 @@ impl Config {
         self.gateway_id
             .clone()
             .unwrap_or_else(|| format!("gw-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff))
+    }
+
+    /// The STUN URLs, without empty entries (`ICE_SERVERS=""`).
+    pub fn ice_server_urls(&self) -> Vec<String> {
+        non_empty(&self.ice_servers)
+    }
+
+    pub fn ice(&self) -> crate::turn::IceConfig {
+        crate::turn::IceConfig {
+            stun_urls: self.ice_server_urls(),
+            turn_urls: non_empty(&self.turn_urls),
+            turn_secret: self.turn_secret.clone().filter(|s| !s.is_empty()),
+            turn_ttl: Duration::from_secs(self.turn_ttl_secs),
+        }
+    }
+
+    pub fn auth(&self) -> crate::auth::AuthSettings {
+        crate::auth::AuthSettings {
+            secret: self.auth_jwt_secret.clone(),
+            public_key: self.auth_jwt_public_key.clone(),
+            issuer: self.auth_jwt_issuer.clone(),
+            audience: self.auth_jwt_audience.clone(),
+            username_claim: self.auth_username_claim.clone(),
+        }
     }
 
     pub fn rpc_timeout(&self) -> Duration {
@@ -159,6 +267,14 @@ impl Config {
     pub fn http_addr(&self) -> SocketAddr {
         SocketAddr::new(self.host, self.port)
     }
+}
+
+/// A comma-separated list without its empty entries.
+fn non_empty(list: &[String]) -> Vec<String> {
+    list.iter()
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty())
+        .collect()
 }
 
 #[cfg(test)]

@@ -6,15 +6,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use meetup_proto::calls::v1::call_service_client::CallServiceClient;
-use meetup_proto::presence::v1::presence_service_client::PresenceServiceClient;
 use meetup_runtime::Bus;
 use serde::Serialize;
 use socketioxide::SocketIo;
 use socketioxide::socket::Sid;
-use tonic::transport::Channel;
 
+use crate::auth::Authenticator;
+use crate::backends::{CallsClient, PresenceClient};
 use crate::replica::Replica;
+use crate::turn::IceConfig;
 
 #[derive(Clone, Debug)]
 pub struct Gateway {
@@ -25,15 +25,30 @@ pub struct Gateway {
 struct Shared {
     id: String,
     io: SocketIo,
-    presence: PresenceServiceClient<Channel>,
-    calls: CallServiceClient<Channel>,
+    presence: PresenceClient,
+    calls: CallsClient,
     bus: Bus,
     replica: Replica,
     limits: Limits,
+    ice: IceConfig,
+    auth: Option<Authenticator>,
     // A std Mutex is fine: never held across an `.await`.
     local: Mutex<HashMap<String, LocalSession>>,
     presence_up: AtomicBool,
     calls_up: AtomicBool,
+}
+
+/// What a gateway is made of.
+pub struct GatewayParts {
+    pub id: String,
+    pub io: SocketIo,
+    pub presence: PresenceClient,
+    pub calls: CallsClient,
+    pub bus: Bus,
+    pub replica: Replica,
+    pub limits: Limits,
+    pub ice: IceConfig,
+    pub auth: Option<Authenticator>,
 }
 
 /// A registered socket of this gateway: what is needed to register it again
@@ -56,27 +71,24 @@ pub struct Limits {
     /// How long an action waits for its own events to be announced locally
     /// before answering the client.
     pub announce_wait: Duration,
+    pub events_per_sec: u32,
+    pub events_burst: u32,
+    pub abuse_disconnect_after: u32,
 }
 
 impl Gateway {
-    pub fn new(
-        id: String,
-        io: SocketIo,
-        presence: PresenceServiceClient<Channel>,
-        calls: CallServiceClient<Channel>,
-        bus: Bus,
-        replica: Replica,
-        limits: Limits,
-    ) -> Self {
+    pub fn new(parts: GatewayParts) -> Self {
         Gateway {
             shared: Arc::new(Shared {
-                id,
-                io,
-                presence,
-                calls,
-                bus,
-                replica,
-                limits,
+                id: parts.id,
+                io: parts.io,
+                presence: parts.presence,
+                calls: parts.calls,
+                bus: parts.bus,
+                replica: parts.replica,
+                limits: parts.limits,
+                ice: parts.ice,
+                auth: parts.auth,
                 local: Mutex::new(HashMap::new()),
                 presence_up: AtomicBool::new(false),
                 calls_up: AtomicBool::new(false),
@@ -140,11 +152,11 @@ impl Gateway {
     }
 
     /// A presence client (clones share one connection).
-    pub fn presence(&self) -> PresenceServiceClient<Channel> {
+    pub fn presence(&self) -> PresenceClient {
         self.shared.presence.clone()
     }
 
-    pub fn calls(&self) -> CallServiceClient<Channel> {
+    pub fn calls(&self) -> CallsClient {
         self.shared.calls.clone()
     }
 
@@ -160,16 +172,27 @@ impl Gateway {
         self.shared.limits
     }
 
+    /// The token checker, when authentication is on.
+    pub fn auth(&self) -> Option<&Authenticator> {
+        self.shared.auth.as_ref()
+    }
+
+    /// STUN and TURN servers for browsers.
+    pub fn ice(&self) -> &IceConfig {
+        &self.shared.ice
+    }
+
     /// Emits to one local socket; a socket that has gone meanwhile is skipped.
     pub fn emit_to_session<T: Serialize + ?Sized>(&self, session_id: &str, event: &str, data: &T) {
         let Ok(sid) = session_id.parse::<Sid>() else {
             tracing::warn!(session_id, "not a socket id of this gateway");
             return;
         };
-        if let Some(socket) = self.shared.io.get_socket(sid)
-            && let Err(error) = socket.emit(event, data)
-        {
-            tracing::debug!(session_id, event, %error, "emit failed");
+        if let Some(socket) = self.shared.io.get_socket(sid) {
+            match socket.emit(event, data) {
+                Ok(()) => crate::metrics::get().event_out(event, 1),
+                Err(error) => tracing::debug!(session_id, event, %error, "emit failed"),
+            }
         }
     }
 
@@ -184,8 +207,11 @@ impl Gateway {
             Some(sid) => self.shared.io.except(sid).emit(event, data).await,
             None => self.shared.io.emit(event, data).await,
         };
-        if let Err(error) = result {
-            tracing::debug!(event, %error, "broadcast failed for some sockets");
+        match result {
+            // Approximately the sockets reached: the connected ones.
+            Ok(()) => crate::metrics::get()
+                .event_out(event, crate::metrics::get().connections.get().max(0) as u64),
+            Err(error) => tracing::debug!(event, %error, "broadcast failed for some sockets"),
         }
     }
 

@@ -2,9 +2,9 @@
 //! readiness probes, and CORS for browsers on the allowed origins.
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderValue, Method, StatusCode};
-use axum::response::{IntoResponse, Json};
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Json, Redirect};
 use axum::routing::get;
 use serde_json::json;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
@@ -16,7 +16,69 @@ pub fn router(gw: Gateway) -> Router {
         .route("/", get(status))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(meetup_runtime::metrics::metrics_response))
+        .route("/ice-servers", get(ice_servers))
+        .route("/demo", get(demo_redirect))
+        .route(
+            "/demo/",
+            get(|| asset("text/html; charset=utf-8", DEMO_HTML.as_bytes())),
+        )
+        .route(
+            "/demo/demo.js",
+            get(|| asset("text/javascript; charset=utf-8", DEMO_JS.as_bytes())),
+        )
+        .route(
+            "/demo/demo.css",
+            get(|| asset("text/css; charset=utf-8", DEMO_CSS.as_bytes())),
+        )
+        .route(
+            "/demo/socket.io.min.js",
+            get(|| asset("text/javascript; charset=utf-8", SOCKET_IO_JS)),
+        )
         .with_state(gw)
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct IceQuery {
+    #[serde(rename = "userId")]
+    user_id: Option<String>,
+}
+
+/// The STUN and TURN servers browsers should use, in `RTCConfiguration` form,
+/// with TURN credentials for `?userId=` (the same list each socket gets in the
+/// `ice-servers` event when it registers).
+async fn ice_servers(
+    State(gw): State<Gateway>,
+    Query(query): Query<IceQuery>,
+) -> Json<serde_json::Value> {
+    let user_id = query
+        .user_id
+        .filter(|id| !id.is_empty() && id.len() <= crate::payload::MAX_FIELD_BYTES)
+        .unwrap_or_else(|| "anonymous".to_owned());
+    Json(gw.ice().for_user(&user_id))
+}
+
+// The demo page, embedded so that the binary serves it wherever it runs.
+const DEMO_HTML: &str = include_str!("../demo/index.html");
+const DEMO_JS: &str = include_str!("../demo/demo.js");
+const DEMO_CSS: &str = include_str!("../demo/demo.css");
+#[cfg(demo_bundle)]
+const SOCKET_IO_JS: &[u8] = include_bytes!(env!("DEMO_SOCKET_IO_JS"));
+#[cfg(not(demo_bundle))]
+const SOCKET_IO_JS: &[u8] =
+    b"console.error('socket.io-client was not bundled: run npm ci in gateway/demo and rebuild');";
+
+async fn asset(content_type: &'static str, body: &'static [u8]) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, content_type)], body)
+}
+
+/// `/demo` to `/demo/`, keeping the query (`?server=`, `?transport=`), so that
+/// the page's relative asset links resolve under `/demo/`.
+async fn demo_redirect(uri: Uri) -> Redirect {
+    match uri.query() {
+        Some(query) => Redirect::permanent(&format!("/demo/?{query}")),
+        None => Redirect::permanent("/demo/"),
+    }
 }
 
 /// Counts are cluster-wide: they come from the mirror of the services' state.
@@ -66,4 +128,56 @@ pub fn cors(origins: &[String]) -> CorsLayer {
         .allow_methods([Method::GET, Method::POST])
         .allow_headers(AllowHeaders::mirror_request())
         .allow_credentials(true)
+}
+
+/// Limits new Socket.IO connections per client IP; requests of established
+/// sessions (`sid=` in the query) pass.
+#[derive(Debug)]
+pub struct ConnectionLimit {
+    pub limiter: crate::limits::IpLimiter,
+    pub trust_forwarded_for: bool,
+}
+
+pub async fn limit_connections(
+    State(limit): State<std::sync::Arc<ConnectionLimit>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let is_new_connection = request.uri().path().starts_with("/socket.io")
+        && !request
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p.starts_with("sid=")));
+    if is_new_connection
+        && let Some(ip) = client_ip(&request, limit.trust_forwarded_for)
+        && !limit.limiter.allow(ip)
+    {
+        tracing::debug!(%ip, "connection rate limit");
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            Json(json!({ "code": "rate-limited", "message": "too many new connections from this address" })),
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+fn client_ip(
+    request: &axum::extract::Request,
+    trust_forwarded_for: bool,
+) -> Option<std::net::IpAddr> {
+    if trust_forwarded_for
+        && let Some(ip) = request
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok())
+    {
+        return Some(ip);
+    }
+    request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip())
 }

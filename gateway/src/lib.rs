@@ -9,15 +9,19 @@
 #![forbid(unsafe_code)]
 
 pub mod ack;
+pub mod auth;
 pub mod backends;
 pub mod cluster;
 pub mod config;
 pub mod dispatch;
 pub mod gateway;
 pub mod http;
+pub mod limits;
+pub mod metrics;
 pub mod payload;
 pub mod replica;
 pub mod session;
+pub mod turn;
 
 use std::future::Future;
 use std::time::Duration;
@@ -32,7 +36,7 @@ use tokio::sync::watch;
 pub use config::Config;
 
 use crate::backends::Backends;
-use crate::gateway::{Gateway, Limits};
+use crate::gateway::{Gateway, GatewayParts, Limits};
 use crate::replica::Replica;
 
 /// Runs the gateway on `listener` until `shutdown` resolves, then drains: closes
@@ -44,6 +48,10 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     config.validate()?;
     let gateway_id = config.gateway_id();
+    let auth = auth::Authenticator::from_settings(&config.auth()).map_err(anyhow::Error::msg)?;
+    if auth.is_some() {
+        tracing::info!("browsers must authenticate with a JWT");
+    }
     let backends = Backends::start(&config).await?;
     let (layer, io) = SocketIo::builder()
         .max_payload(config.max_message_bytes)
@@ -51,19 +59,32 @@ pub async fn run(
         .ws_max_frame_size(config.max_message_bytes as usize)
         .max_buffer_size(config.socket_buffer)
         .build_layer();
-    let gw = Gateway::new(
-        gateway_id.clone(),
-        io.clone(),
-        backends.presence.clone(),
-        backends.calls.clone(),
-        backends.bus.clone(),
-        Replica::default(),
-        Limits {
+    let gw = Gateway::new(GatewayParts {
+        id: gateway_id.clone(),
+        io: io.clone(),
+        presence: backends.presence.clone(),
+        calls: backends.calls.clone(),
+        bus: backends.bus.clone(),
+        replica: Replica::default(),
+        limits: Limits {
             max_payload_bytes: config.max_payload_bytes,
             socket_queue: config.socket_queue,
             announce_wait: Duration::from_secs(2),
+            events_per_sec: config.events_per_sec,
+            events_burst: config.events_burst,
+            abuse_disconnect_after: config.abuse_disconnect_after,
         },
-    );
+        ice: config.ice(),
+        auth,
+    });
+    {
+        let replica = gw.replica().clone();
+        meetup_runtime::metrics::on_scrape(move || {
+            let (users, calls) = replica.counts();
+            metrics::get().online_users.set(users as i64);
+            metrics::get().live_calls.set(calls as i64);
+        });
+    }
     // Subscribe before the first snapshot so that no event falls between them.
     let events = backends
         .bus
@@ -99,8 +120,16 @@ pub async fn run(
     ];
     io.ns("/", session::OnConnect::new(gw.clone()));
 
+    let connection_limit = std::sync::Arc::new(http::ConnectionLimit {
+        limiter: limits::IpLimiter::new(config.connections_per_ip_per_sec),
+        trust_forwarded_for: config.trust_forwarded_for,
+    });
     let app = http::router(gw.clone())
         .layer(layer)
+        .layer(axum::middleware::from_fn_with_state(
+            connection_limit,
+            http::limit_connections,
+        ))
         .layer(http::cors(&config.client_urls));
     tracing::info!(
         service = "gateway",
@@ -112,7 +141,11 @@ pub async fn run(
 
     let grace = config.shutdown_grace();
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
         let _ = server_stopped.await;
     });
     let drain = {

@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use meetup_proto::bus::v1 as busv1;
@@ -27,7 +27,10 @@ use tokio::sync::mpsc;
 use tonic::Code;
 
 use crate::ack::{AckError, ErrorCode, ok};
+use crate::auth::{Claims, handshake_token};
 use crate::gateway::{Gateway, LocalSession};
+use crate::limits::{EventLimiter, Verdict};
+use crate::metrics;
 use crate::payload::{self, ClientEvent, RelayKind};
 use crate::replica::{public_participants, public_user};
 
@@ -37,6 +40,7 @@ enum Queued {
         event: ClientEvent,
         packet: PacketValue,
         ack: AckSender,
+        received: Instant,
     },
     Disconnect,
 }
@@ -64,25 +68,55 @@ impl ConnectHandler<LocalAdapter, Synchronous> for OnConnect {
     fn call_middleware<'a>(
         &'a self,
         s: Arc<Socket<LocalAdapter>>,
-        _auth: &'a Option<PacketValue>,
+        auth: &'a Option<PacketValue>,
     ) -> Pin<Box<dyn Future<Output = Result<(), Box<dyn std::fmt::Display + Send>>> + Send + 'a>>
     {
-        self.wire(SocketRef::from(s));
+        let claims = match self.gw.auth() {
+            None => None,
+            Some(authenticator) => {
+                let auth: Option<Value> = auth
+                    .as_ref()
+                    .and_then(|v| v.as_str())
+                    .and_then(|text| serde_json::from_str(text.as_str()).ok());
+                let token = handshake_token(auth.as_ref(), s.req_parts().uri.query());
+                let verified = match token {
+                    Some(token) => authenticator.verify(&token),
+                    None => Err("missing token".to_owned()),
+                };
+                match verified {
+                    Ok(claims) => Some(claims),
+                    Err(reason) => {
+                        tracing::info!(session_id = %s.id, reason, "handshake refused");
+                        let message: Box<dyn std::fmt::Display + Send> =
+                            Box::new(format!("authentication failed: {reason}"));
+                        return Box::pin(async move { Err(message) });
+                    }
+                }
+            }
+        };
+        self.wire(SocketRef::from(s), claims);
         Box::pin(async { Ok(()) })
     }
 }
 
 impl OnConnect {
-    fn wire(&self, socket: SocketRef) {
+    fn wire(&self, socket: SocketRef, claims: Option<Claims>) {
         // Its own room, so that broadcasts can leave the sender out.
         socket.join(socket.id);
-        let (tx, rx) = mpsc::channel(self.gw.limits().socket_queue);
+        let limits = self.gw.limits();
+        let (tx, rx) = mpsc::channel(limits.socket_queue);
+        let limiter = Arc::new(Mutex::new(EventLimiter::new(
+            limits.events_per_sec,
+            limits.events_burst,
+            limits.abuse_disconnect_after,
+        )));
         for event in ClientEvent::ALL {
             socket.on(
                 event.name(),
                 Enqueue {
                     event,
                     tx: tx.clone(),
+                    limiter: limiter.clone(),
                 },
             );
         }
@@ -98,16 +132,20 @@ impl OnConnect {
             gw: self.gw.clone(),
             socket,
             identity: None,
+            claims,
         };
         tokio::spawn(worker.run(rx));
     }
 }
 
-/// Message handler that only queues the event, in the engine's reading order.
+/// Message handler that only queues the event, in the engine's reading order,
+/// after the socket's rate limit.
 #[derive(Clone)]
 struct Enqueue {
     event: ClientEvent,
     tx: mpsc::Sender<Queued>,
+    // A std Mutex is fine: taken for a few arithmetic operations, never across an `.await`.
+    limiter: Arc<Mutex<EventLimiter>>,
 }
 
 impl MessageHandler<LocalAdapter, Synchronous> for Enqueue {
@@ -116,15 +154,32 @@ impl MessageHandler<LocalAdapter, Synchronous> for Enqueue {
             Ok(ack) => ack,
             Err(never) => match never {},
         };
+        let verdict = self
+            .limiter
+            .lock()
+            .map(|mut l| l.check(Instant::now()))
+            .unwrap_or(Verdict::Allow);
+        if verdict != Verdict::Allow {
+            metrics::get().event_in(self.event.name(), ErrorCode::RateLimited.as_str());
+            let error = AckError::new(ErrorCode::RateLimited, "too many events; slow down");
+            let _ = ack.send(&error.body());
+            if verdict == Verdict::Disconnect {
+                tracing::warn!(session_id = %s.id, "sustained event flood; disconnecting");
+                let _ = s.disconnect();
+            }
+            return;
+        }
         let queued = Queued::Event {
             event: self.event,
             packet,
             ack,
+            received: Instant::now(),
         };
         if let Err(mpsc::error::TrySendError::Full(Queued::Event { ack, event, .. })) =
             self.tx.try_send(queued)
         {
             tracing::warn!(session_id = %s.id, event = event.name(), "socket queue full; event refused");
+            metrics::get().event_in(event.name(), ErrorCode::Overloaded.as_str());
             let error = AckError::new(
                 ErrorCode::Overloaded,
                 "too many events waiting on this socket; this one was dropped",
@@ -146,17 +201,37 @@ struct SessionWorker {
     socket: SocketRef,
     session_id: String,
     identity: Option<Identity>,
+    /// The verified token of the handshake, when authentication is on.
+    claims: Option<Claims>,
 }
 
 impl SessionWorker {
     async fn run(mut self, mut rx: mpsc::Receiver<Queued>) {
+        metrics::get().connections.inc();
         while let Some(queued) = rx.recv().await {
             match queued {
-                Queued::Event { event, packet, ack } => {
+                Queued::Event {
+                    event,
+                    packet,
+                    ack,
+                    received,
+                } => {
                     let body = match self.handle(event, &packet).await {
-                        Ok(body) => body,
+                        Ok(body) => {
+                            metrics::get().event_in(event.name(), "ok");
+                            if matches!(
+                                event,
+                                ClientEvent::Offer
+                                    | ClientEvent::Answer
+                                    | ClientEvent::IceCandidate
+                            ) {
+                                metrics::get().relay_handled(received.elapsed());
+                            }
+                            body
+                        }
                         Err(error) => {
                             tracing::debug!(session_id = %self.session_id, event = event.name(), code = %error.code, "event refused");
+                            metrics::get().event_in(event.name(), error.code.as_str());
                             error.body()
                         }
                     };
@@ -168,6 +243,7 @@ impl SessionWorker {
             }
         }
         self.cleanup().await;
+        metrics::get().connections.dec();
     }
 
     async fn handle(
@@ -208,13 +284,27 @@ impl SessionWorker {
     }
 
     fn emit(&self, event: &str, data: &Value) {
-        if let Err(error) = self.socket.emit(event, data) {
-            tracing::debug!(session_id = %self.session_id, event, %error, "emit failed");
+        match self.socket.emit(event, data) {
+            Ok(()) => metrics::get().event_out(event, 1),
+            Err(error) => {
+                tracing::debug!(session_id = %self.session_id, event, %error, "emit failed")
+            }
         }
     }
 
     async fn user_joined(&mut self, payload: &RawValue) -> Result<Value, AckError> {
-        let cmd = payload::user_joined(payload)?;
+        let mut cmd = payload::user_joined(payload)?;
+        if let Some(claims) = &self.claims {
+            if claims.sub != cmd.id {
+                return Err(AckError::new(
+                    ErrorCode::Forbidden,
+                    "your token lets you register only as its own user id",
+                ));
+            }
+            if let Some(username) = &claims.username {
+                cmd.username = username.clone();
+            }
+        }
         if let Some(me) = &self.identity
             && me.user_id != cmd.id
         {
@@ -256,11 +346,18 @@ impl SessionWorker {
                     ErrorCode::AlreadyRegistered,
                     "this socket is registered as another user; reconnect to change identity",
                 ),
+                Code::ResourceExhausted => AckError::new(
+                    ErrorCode::TooManySockets,
+                    "this user id has too many sockets open",
+                ),
                 _ => AckError::from_status(&status, "register session"),
             })?
             .into_inner();
         let user = response.user.unwrap_or_default();
         self.gw.confirm_local(&self.session_id, user.joined_at);
+        if self.identity.is_none() {
+            metrics::get().registered_sockets.inc();
+        }
         self.identity = Some(Identity {
             user_id: cmd.id,
             username: cmd.username,
@@ -269,6 +366,8 @@ impl SessionWorker {
             .replica()
             .wait_presence(response.version, self.gw.limits().announce_wait)
             .await;
+        // Extension: the ICE servers this user should use, TURN credentials included.
+        self.emit("ice-servers", &self.gw.ice().for_user(&user.id));
         Ok(ok(json!({ "user": public_user(&user) })))
     }
 
@@ -320,6 +419,9 @@ impl SessionWorker {
                     ErrorCode::CallNotFound,
                     "no live call has this id",
                 ));
+            }
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                return Err(AckError::new(ErrorCode::CallFull, "this call is full"));
             }
             Err(status) => return Err(AckError::from_status(&status, "join call")),
         };
@@ -399,6 +501,7 @@ impl SessionWorker {
                 .await
                 .map_err(|error| {
                     tracing::warn!(%error, "relay not published");
+                    metrics::get().bus_error("publish relay");
                     AckError::new(
                         ErrorCode::Unavailable,
                         "the message bus is unavailable; try again",
@@ -413,6 +516,7 @@ impl SessionWorker {
         let Some(me) = self.identity.take() else {
             return;
         };
+        metrics::get().registered_sockets.dec();
         let session_id = self.session_id.clone();
         // Forgotten first: were the calls below to fail, the reconciler removes
         // what is left of this session once the services are back.
@@ -435,6 +539,7 @@ impl SessionWorker {
                     .await;
             }
             Err(status) => {
+                metrics::get().grpc_error("remove session", status.code());
                 tracing::warn!(session_id, code = ?status.code(), error = status.message(), "calls cleanup failed");
             }
         }
@@ -449,6 +554,7 @@ impl SessionWorker {
             Ok(_) => {}
             Err(status) if status.code() == Code::NotFound => {}
             Err(status) => {
+                metrics::get().grpc_error("unregister session", status.code());
                 tracing::warn!(session_id, code = ?status.code(), error = status.message(), "presence cleanup failed");
             }
         }

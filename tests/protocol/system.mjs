@@ -241,7 +241,7 @@ async function startNats() {
 }
 
 async function startService(name, bin, listenVar, natsUrl, env) {
-  const proc = new ServiceProcess(name, path.join(BIN_DIR, bin), childEnv({ ...env, [listenVar]: '127.0.0.1:0', NATS_URL: natsUrl }));
+  const proc = new ServiceProcess(name, path.join(BIN_DIR, bin), childEnv({ ...env, [listenVar]: '127.0.0.1:0', METRICS_LISTEN: '127.0.0.1:0', NATS_URL: natsUrl }));
   const addr = await proc.waitForListening(name, STARTUP_TIMEOUT_MS);
   return { proc, addr };
 }
@@ -295,14 +295,14 @@ async function startCluster(env) {
 
 /**
  * Starts the system under test. Resolves once every gateway answers 200 on /readyz.
+ * `topology` ('single' | 'cluster') defaults to MEETUP_TOPOLOGY, else 'single'.
  * Returns { gatewayUrls: [urlA, urlB], stop(), logs(since), mark(), ... }.
  */
-export async function startSystem({ env = {} } = {}) {
-  const topology = process.env.MEETUP_TOPOLOGY ?? 'single';
+export async function startSystem({ topology = process.env.MEETUP_TOPOLOGY ?? 'single', env = {} } = {}) {
   let system;
   if (topology === 'single') system = await startSingle(env);
   else if (topology === 'cluster') system = await startCluster(env);
-  else throw new Error(`unknown MEETUP_TOPOLOGY ${JSON.stringify(topology)} (single | cluster)`);
+  else throw new Error(`unknown topology ${JSON.stringify(topology)} (single | cluster)`);
   const stop = system.stop;
   return {
     ...system,

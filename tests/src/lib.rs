@@ -333,6 +333,7 @@ impl ServiceProcess {
     ) -> anyhow::Result<Self> {
         let mut env = vec![
             (listen_var, listen.to_owned()),
+            ("METRICS_LISTEN", "127.0.0.1:0".to_owned()),
             ("LOG_FORMAT", "json".to_owned()),
             ("RUST_LOG", "info".to_owned()),
         ];

@@ -10,6 +10,10 @@ pub enum CallError {
     CallExists(String),
     #[error("user {user_id:?} is not in call {call_id:?}")]
     NotParticipant { call_id: String, user_id: String },
+    #[error("call {call_id:?} is full ({max} participants)")]
+    CallFull { call_id: String, max: usize },
+    #[error("user {user_id:?} already has {max} live calls")]
+    TooManyCalls { user_id: String, max: usize },
 }
 
 impl From<CallError> for tonic::Status {
@@ -21,6 +25,9 @@ impl From<CallError> for tonic::Status {
                 tonic::Status::not_found(message)
             }
             CallError::CallExists(_) => tonic::Status::already_exists(message),
+            CallError::CallFull { .. } | CallError::TooManyCalls { .. } => {
+                tonic::Status::resource_exhausted(message)
+            }
         }
     }
 }

@@ -1,53 +1,51 @@
-//! `meetup-calls`: the call gRPC service as its own process.
+//! `meetup-calls`: the call-room gRPC service as its own process.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use clap::Parser;
-use meetup_runtime::telemetry::{self, LogFormat};
-use meetup_runtime::{Bus, OrderedPublisher};
+use meetup_runtime::service::ServiceArgs;
 
 #[derive(Debug, Parser)]
-#[command(name = "meetup-calls", about = "MeetUp call gRPC service", version)]
+#[command(
+    name = "meetup-calls",
+    about = "MeetUp call-room gRPC service",
+    version
+)]
 struct Config {
     /// Address of the gRPC API.
     #[arg(long, env = "CALLS_LISTEN", default_value = "0.0.0.0:50052")]
     listen: SocketAddr,
-    /// NATS server the events are published on. Without it, events stay in the
-    /// process (useful only to load-test the API on its own).
-    #[arg(long, env = "NATS_URL")]
-    nats_url: Option<String>,
-    /// How long to wait for NATS at start.
-    #[arg(long, env = "NATS_CONNECT_TIMEOUT_SECS", default_value_t = 10)]
-    nats_connect_timeout_secs: u64,
-    /// `text` or `json`.
-    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
-    log_format: LogFormat,
+    /// Address of the Prometheus `/metrics` endpoint.
+    #[arg(long, env = "METRICS_LISTEN", default_value = "0.0.0.0:9102")]
+    metrics_listen: SocketAddr,
+    /// Most sessions in one call.
+    #[arg(long, env = "MAX_CALL_PARTICIPANTS", default_value_t = 16)]
+    max_call_participants: usize,
+    /// Most live calls one user may have started.
+    #[arg(long, env = "MAX_CALLS_PER_USER", default_value_t = 5)]
+    max_calls_per_user: usize,
+    #[command(flatten)]
+    common: ServiceArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    telemetry::init(config.log_format);
-    let bus = match &config.nats_url {
-        Some(url) => {
-            Bus::connect_nats(
-                url,
-                "meetup-calls",
-                Duration::from_secs(config.nats_connect_timeout_secs),
-            )
-            .await?
-        }
-        None => {
-            tracing::warn!("NATS_URL is not set: call events are not published");
-            Bus::local()
-        }
+    let token = config.common.internal_api_token.clone();
+    let limits = meetup_calls::CallLimits {
+        max_participants: config.max_call_participants,
+        max_calls_per_user: config.max_calls_per_user,
     };
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    tracing::info!(service = "calls", addr = %listener.local_addr()?, bus = bus.kind(), "listening");
-    let registry = meetup_calls::CallRegistry::new(OrderedPublisher::start(bus.clone()));
-    meetup_calls::run(listener, registry, meetup_runtime::shutdown::signal()).await?;
-    bus.drain().await;
-    tracing::info!("stopped");
-    Ok(())
+    meetup_runtime::service::run(
+        "calls",
+        config.listen,
+        config.metrics_listen,
+        &config.common,
+        |publisher, listener, shutdown| {
+            let registry = meetup_calls::CallRegistry::new(publisher, limits);
+            meetup_calls::register_metrics(&registry);
+            meetup_calls::run(listener, registry, token, shutdown)
+        },
+    )
+    .await
 }

@@ -39,6 +39,7 @@ pub struct CallRegistry {
 struct Shared {
     instance_id: String,
     publisher: OrderedPublisher,
+    limits: CallLimits,
     // A std Mutex is fine: it is never held across an `.await`.
     state: Mutex<State>,
 }
@@ -49,6 +50,24 @@ struct State {
     calls: HashMap<String, Call>,
     /// session id -> ids of the calls it is in
     session_calls: HashMap<String, BTreeSet<String>>,
+}
+
+/// Limits that hold across the cluster, since every call lives here.
+#[derive(Debug, Clone, Copy)]
+pub struct CallLimits {
+    /// Most sessions in one call.
+    pub max_participants: usize,
+    /// Most live calls one user may have started.
+    pub max_calls_per_user: usize,
+}
+
+impl Default for CallLimits {
+    fn default() -> Self {
+        CallLimits {
+            max_participants: 16,
+            max_calls_per_user: 5,
+        }
+    }
 }
 
 /// What a leave did.
@@ -83,11 +102,12 @@ fn user_id(p: &Participant) -> &str {
 }
 
 impl CallRegistry {
-    pub fn new(publisher: OrderedPublisher) -> Self {
+    pub fn new(publisher: OrderedPublisher, limits: CallLimits) -> Self {
         CallRegistry {
             shared: Arc::new(Shared {
                 instance_id: format!("{:016x}", rand::random::<u64>()),
                 publisher,
+                limits,
                 state: Mutex::new(State::default()),
             }),
         }
@@ -150,6 +170,17 @@ impl CallRegistry {
         if state.calls.contains_key(call_id) {
             return Err(CallError::CallExists(call_id.to_owned()));
         }
+        let started = state
+            .calls
+            .values()
+            .filter(|c| c.initiator.as_ref().is_some_and(|u| u.id == initiator_id))
+            .count();
+        if started >= self.shared.limits.max_calls_per_user {
+            return Err(CallError::TooManyCalls {
+                user_id: initiator_id,
+                max: self.shared.limits.max_calls_per_user,
+            });
+        }
         let call = Call {
             id: call_id.to_owned(),
             initiator: initiator.user.clone(),
@@ -194,6 +225,12 @@ impl CallRegistry {
             .any(|p| p.session_id == participant.session_id)
         {
             return Ok((call.clone(), None));
+        }
+        if call.participants.len() >= self.shared.limits.max_participants {
+            return Err(CallError::CallFull {
+                call_id: call_id.to_owned(),
+                max: self.shared.limits.max_participants,
+            });
         }
         call.participants.push(participant.clone());
         call.version += 1;
@@ -534,7 +571,14 @@ mod tests {
             .subscribe(subjects::CALL_EVENTS.into())
             .await
             .expect("subscribe");
-        (CallRegistry::new(OrderedPublisher::start(bus)), events)
+        let limits = CallLimits {
+            max_participants: 3,
+            max_calls_per_user: 2,
+        };
+        (
+            CallRegistry::new(OrderedPublisher::start(bus), limits),
+            events,
+        )
     }
 
     async fn next_event(events: &mut meetup_runtime::Subscription) -> CallEvent {
@@ -675,6 +719,37 @@ mod tests {
         assert!(announced.is_none(), "nothing new");
         let (left, _) = restarted.remove_session("s2").expect("remove");
         assert_eq!(left, vec!["c1".to_string()], "sessions are indexed");
+    }
+
+    #[tokio::test]
+    async fn calls_have_a_size_and_users_a_number_of_calls() {
+        let (calls, _events) = registry_with_events().await;
+        calls
+            .start("c1", participant("a", "A", "s1", "g"), false, vec![])
+            .expect("start");
+        calls
+            .join("c1", participant("b", "B", "s2", "g"))
+            .expect("join");
+        calls
+            .join("c1", participant("c", "C", "s3", "g"))
+            .expect("join");
+        assert!(matches!(
+            calls.join("c1", participant("d", "D", "s4", "g")),
+            Err(CallError::CallFull { max: 3, .. })
+        ));
+        calls
+            .start("c2", participant("a", "A", "s1", "g"), false, vec![])
+            .expect("start");
+        assert!(matches!(
+            calls.start("c3", participant("a", "A", "s1", "g"), false, vec![]),
+            Err(CallError::TooManyCalls { max: 2, .. })
+        ));
+        calls.end("c2").expect("end");
+        assert!(
+            calls
+                .start("c3", participant("a", "A", "s1", "g"), false, vec![])
+                .is_ok()
+        );
     }
 
     #[tokio::test]

@@ -10,6 +10,8 @@ pub enum PresenceError {
     SessionNotFound(String),
     #[error("session {session_id:?} is registered to another user")]
     SessionTaken { session_id: String },
+    #[error("user {user_id:?} already has {max} sessions")]
+    TooManySessions { user_id: String, max: usize },
 }
 
 impl From<PresenceError> for tonic::Status {
@@ -21,6 +23,7 @@ impl From<PresenceError> for tonic::Status {
                 tonic::Status::not_found(message)
             }
             PresenceError::SessionTaken { .. } => tonic::Status::already_exists(message),
+            PresenceError::TooManySessions { .. } => tonic::Status::resource_exhausted(message),
         }
     }
 }

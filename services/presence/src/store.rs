@@ -25,6 +25,7 @@ pub struct PresenceStore {
 struct Shared {
     instance_id: String,
     publisher: OrderedPublisher,
+    max_sessions_per_user: usize,
     // A std Mutex is fine: it is never held across an `.await`, and every
     // critical section is a few map operations.
     state: Mutex<State>,
@@ -83,12 +84,14 @@ pub struct Counts {
 }
 
 impl PresenceStore {
-    pub fn new(publisher: OrderedPublisher) -> Self {
+    /// A store that lets one user id hold at most `max_sessions_per_user` sessions.
+    pub fn new(publisher: OrderedPublisher, max_sessions_per_user: usize) -> Self {
         let instance_id = format!("{:016x}", rand::random::<u64>());
         PresenceStore {
             shared: Arc::new(Shared {
                 instance_id,
                 publisher,
+                max_sessions_per_user: max_sessions_per_user.max(1),
                 state: Mutex::new(State::default()),
             }),
         }
@@ -139,6 +142,15 @@ impl PresenceStore {
         {
             return Err(PresenceError::SessionTaken {
                 session_id: session_id.to_owned(),
+            });
+        }
+        if let Some(entry) = state.users.get(user_id)
+            && entry.sessions.len() >= self.shared.max_sessions_per_user
+            && !entry.sessions.iter().any(|s| s.session_id == session_id)
+        {
+            return Err(PresenceError::TooManySessions {
+                user_id: user_id.to_owned(),
+                max: self.shared.max_sessions_per_user,
             });
         }
         state.next_sequence += 1;
@@ -324,7 +336,7 @@ mod tests {
             .subscribe(subjects::PRESENCE_EVENTS.into())
             .await
             .expect("subscribe");
-        (PresenceStore::new(OrderedPublisher::start(bus)), events)
+        (PresenceStore::new(OrderedPublisher::start(bus), 3), events)
     }
 
     async fn next_event(events: &mut meetup_runtime::Subscription) -> PresenceEvent {
@@ -372,6 +384,23 @@ mod tests {
         .map(|e| e.version)
         .collect();
         assert_eq!(versions, vec![1, 2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn a_user_holds_at_most_the_configured_sessions() {
+        let (store, _events) = store_with_events().await;
+        for session in ["s1", "s2", "s3"] {
+            store
+                .register("u1", "Ann", "gw", session, None)
+                .expect("register");
+        }
+        assert!(matches!(
+            store.register("u1", "Ann", "gw", "s4", None),
+            Err(PresenceError::TooManySessions { max: 3, .. })
+        ));
+        // Refreshing a session it holds is no new session.
+        assert!(store.register("u1", "Ann", "gw", "s2", None).is_ok());
+        assert_eq!(store.counts().sessions, 3);
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@ use std::future::Future;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::body::Body;
-use tonic::codegen::http::{Request, Response};
+use tonic::codegen::http::Request;
 use tonic::server::NamedService;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
@@ -19,12 +19,13 @@ pub async fn serve<S>(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()>
 where
-    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+    S: tower::Service<Request<Body>, Error = Infallible>
         + NamedService
         + Clone
         + Send
         + Sync
         + 'static,
+    S::Response: axum::response::IntoResponse,
     S::Future: Send + 'static,
 {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -36,10 +37,108 @@ where
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     Server::builder()
+        .layer(crate::metrics::GrpcMetricsLayer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
     Ok(())
+}
+
+/// Server side of `INTERNAL_API_TOKEN`: when a token is configured, every call
+/// must carry `authorization: Bearer <token>`, else it fails UNAUTHENTICATED.
+#[derive(Clone, Debug, Default)]
+pub struct RequireBearer {
+    expected: Option<std::sync::Arc<str>>,
+}
+
+impl RequireBearer {
+    pub fn new(token: Option<String>) -> Self {
+        RequireBearer {
+            expected: token.filter(|t| !t.is_empty()).map(Into::into),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for RequireBearer {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let Some(expected) = &self.expected else {
+            return Ok(request);
+        };
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match presented {
+            Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(request),
+            Some(_) => Err(tonic::Status::unauthenticated("invalid bearer token")),
+            None => Err(tonic::Status::unauthenticated("missing bearer token")),
+        }
+    }
+}
+
+/// Client side of `INTERNAL_API_TOKEN`: adds the bearer token to every call.
+#[derive(Clone, Debug, Default)]
+pub struct AttachBearer {
+    header: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl AttachBearer {
+    /// Fails when the token cannot be sent as a header value.
+    pub fn new(token: Option<String>) -> anyhow::Result<Self> {
+        let header = match token.filter(|t| !t.is_empty()) {
+            Some(token) => Some(
+                format!("Bearer {token}")
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("INTERNAL_API_TOKEN must be printable ASCII"))?,
+            ),
+            None => None,
+        };
+        Ok(AttachBearer { header })
+    }
+}
+
+impl tonic::service::Interceptor for AttachBearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(header) = &self.header {
+            request
+                .metadata_mut()
+                .insert("authorization", header.clone());
+        }
+        Ok(request)
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::service::Interceptor;
+
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_are_required_only_when_configured() {
+        let mut open = RequireBearer::new(None);
+        assert!(open.call(tonic::Request::new(())).is_ok());
+
+        let mut guarded = RequireBearer::new(Some("s3cret".into()));
+        let missing = guarded.call(tonic::Request::new(())).expect_err("no token");
+        assert_eq!(missing.code(), tonic::Code::Unauthenticated);
+
+        let mut wrong = AttachBearer::new(Some("nope".into())).expect("ascii");
+        let request = wrong.call(tonic::Request::new(())).expect("attached");
+        assert!(guarded.call(request).is_err());
+
+        let mut right = AttachBearer::new(Some("s3cret".into())).expect("ascii");
+        let request = right.call(tonic::Request::new(())).expect("attached");
+        assert!(guarded.call(request).is_ok());
+    }
 }

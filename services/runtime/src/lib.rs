@@ -7,7 +7,9 @@
 pub mod bus;
 pub mod grpc;
 mod local;
+pub mod metrics;
 pub mod publisher;
+pub mod service;
 pub mod shutdown;
 pub mod subjects;
 pub mod telemetry;
