@@ -35,6 +35,16 @@ pub struct SioClient {
     inbox: Arc<Inbox>,
     acks: PendingAcks,
     next_ack: AtomicU64,
+    tasks: [tokio::task::JoinHandle<()>; 2],
+}
+
+impl Drop for SioClient {
+    fn drop(&mut self) {
+        // Both halves of the websocket go, so the TCP connection closes.
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
 }
 
 impl SioClient {
@@ -70,7 +80,7 @@ impl SioClient {
         let (out, mut to_send) = mpsc::unbounded_channel::<Message>();
         let inbox = Arc::new(Inbox::default());
         let acks: PendingAcks = Arc::default();
-        tokio::spawn(async move {
+        let writer = tokio::spawn(async move {
             while let Some(message) = to_send.recv().await {
                 if sink.send(message).await.is_err() {
                     break;
@@ -78,7 +88,7 @@ impl SioClient {
             }
             let _ = sink.close().await;
         });
-        {
+        let reader = {
             let (inbox, acks, out) = (inbox.clone(), acks.clone(), out.clone());
             tokio::spawn(async move {
                 while let Some(Ok(message)) = stream.next().await {
@@ -114,13 +124,16 @@ impl SioClient {
                 }
                 inbox.closed.store(true, Ordering::SeqCst);
                 inbox.arrived.notify_waiters();
-            });
-        }
+                // Pending acks will never come: fail them now.
+                acks.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            })
+        };
         Ok(SioClient {
             out,
             inbox,
             acks,
             next_ack: AtomicU64::new(1),
+            tasks: [writer, reader],
         })
     }
 
