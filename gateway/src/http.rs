@@ -3,8 +3,8 @@
 
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Json, Redirect};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use serde_json::json;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
@@ -12,17 +12,15 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use crate::gateway::Gateway;
 
 pub fn router(gw: Gateway) -> Router {
+    let html = || asset("text/html; charset=utf-8", DEMO_HTML.as_bytes());
     Router::new()
         .route("/", get(status))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(meetup_runtime::metrics::metrics_response))
         .route("/ice-servers", get(ice_servers))
-        .route("/demo", get(demo_redirect))
-        .route(
-            "/demo/",
-            get(|| asset("text/html; charset=utf-8", DEMO_HTML.as_bytes())),
-        )
+        .route("/demo", get(html))
+        .route("/demo/", get(html))
         .route(
             "/demo/demo.js",
             get(|| asset("text/javascript; charset=utf-8", DEMO_JS.as_bytes())),
@@ -42,20 +40,44 @@ pub fn router(gw: Gateway) -> Router {
 struct IceQuery {
     #[serde(rename = "userId")]
     user_id: Option<String>,
+    token: Option<String>,
 }
 
 /// The STUN and TURN servers browsers should use, in `RTCConfiguration` form,
-/// with TURN credentials for `?userId=` (the same list each socket gets in the
-/// `ice-servers` event when it registers).
+/// with TURN credentials (the same list each socket gets in the `ice-servers`
+/// event when it registers). With authentication on, the credentials are for the
+/// token's user only (`Authorization: Bearer` or `?token=`); else for `?userId=`.
 async fn ice_servers(
     State(gw): State<Gateway>,
+    headers: HeaderMap,
     Query(query): Query<IceQuery>,
-) -> Json<serde_json::Value> {
-    let user_id = query
-        .user_id
-        .filter(|id| !id.is_empty() && id.len() <= crate::payload::MAX_FIELD_BYTES)
-        .unwrap_or_else(|| "anonymous".to_owned());
-    Json(gw.ice().for_user(&user_id))
+) -> Response {
+    let user_id = match gw.auth() {
+        Some(auth) => {
+            let token = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::to_owned)
+                .or(query.token);
+            match token.map(|t| auth.verify(&t)) {
+                Some(Ok(claims)) => claims.sub,
+                Some(Err(reason)) => return unauthorized(&reason),
+                None => return unauthorized("missing token"),
+            }
+        }
+        None => query
+            .user_id
+            .filter(|id| !id.is_empty() && id.len() <= crate::payload::MAX_FIELD_BYTES)
+            .unwrap_or_else(|| "anonymous".to_owned()),
+    };
+    Json(gw.ice().for_user(&user_id)).into_response()
+}
+
+fn unauthorized(reason: &str) -> Response {
+    let message = format!("authentication failed: {reason}");
+    let body = json!({ "code": "unauthorized", "message": message });
+    (StatusCode::UNAUTHORIZED, Json(body)).into_response()
 }
 
 // The demo page, embedded so that the binary serves it wherever it runs.
@@ -70,15 +92,6 @@ const SOCKET_IO_JS: &[u8] =
 
 async fn asset(content_type: &'static str, body: &'static [u8]) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, content_type)], body)
-}
-
-/// `/demo` to `/demo/`, keeping the query (`?server=`, `?transport=`), so that
-/// the page's relative asset links resolve under `/demo/`.
-async fn demo_redirect(uri: Uri) -> Redirect {
-    match uri.query() {
-        Some(query) => Redirect::permanent(&format!("/demo/?{query}")),
-        None => Redirect::permanent("/demo/"),
-    }
 }
 
 /// Counts are cluster-wide: they come from the mirror of the services' state.

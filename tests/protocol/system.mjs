@@ -264,6 +264,9 @@ async function startCluster(env) {
     for (const name of ['gateway-a', 'gateway-b']) {
       const gateway = await startGateway(
         {
+          // Failover is tested elsewhere (tests/tests/cluster.rs): here a long
+          // timeout keeps a busy machine from declaring a live gateway dead.
+          GATEWAY_TIMEOUT_MS: '15000',
           ...env,
           NATS_URL: nats.url,
           PRESENCE_URL: `http://${presence.addr}`,
