@@ -1,0 +1,123 @@
+//! The `calls` scenario: call churn. Each worker pairs two users and loops:
+//! start a call, the peer joins, a few relays, both leave; latency of each step
+//! (ack round trip) and completed calls per second.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use crate::report::{histogram, record, summary};
+use crate::sio::Conn;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ChurnArgs {
+    #[arg(long = "gateway", required = true)]
+    pub gateways: Vec<String>,
+    /// Concurrent workers (pairs of users).
+    #[arg(long, default_value_t = 20)]
+    pub workers: usize,
+    /// Relays per call.
+    #[arg(long, default_value_t = 3)]
+    pub relays: usize,
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+}
+
+#[derive(Clone)]
+struct Steps {
+    start: Arc<Mutex<Histogram<u64>>>,
+    join: Arc<Mutex<Histogram<u64>>>,
+    relay: Arc<Mutex<Histogram<u64>>>,
+    leave: Arc<Mutex<Histogram<u64>>>,
+}
+
+const ACK: Duration = Duration::from_secs(30);
+
+async fn timed(
+    h: &Mutex<Histogram<u64>>,
+    conn: &Conn,
+    event: &str,
+    payload: Value,
+) -> anyhow::Result<()> {
+    let t = Instant::now();
+    let ack = conn.emit_ack_raw(event, &payload.to_string(), ACK).await?;
+    record(&mut *h.lock().await, t.elapsed());
+    anyhow::ensure!(ack.contains("\"ok\":true"), "{event} refused: {ack}");
+    Ok(())
+}
+
+pub async fn run(args: &ChurnArgs) -> anyhow::Result<Value> {
+    let run_id = format!("{:x}", std::process::id());
+    let steps = Steps {
+        start: Arc::new(Mutex::new(histogram())),
+        join: Arc::new(Mutex::new(histogram())),
+        relay: Arc::new(Mutex::new(histogram())),
+        leave: Arc::new(Mutex::new(histogram())),
+    };
+    let duration = Duration::from_secs_f64(args.duration);
+    let g = args.gateways.len();
+    let mut tasks = Vec::new();
+    for w in 0..args.workers {
+        let (a_id, b_id) = (format!("ch-{run_id}-{w}a"), format!("ch-{run_id}-{w}b"));
+        let a = Conn::connect(&args.gateways[w % g], |_, _| {}).await?;
+        let b = Conn::connect(&args.gateways[(w + 1) % g], |_, _| {}).await?;
+        for (conn, id) in [(&a, &a_id), (&b, &b_id)] {
+            conn.emit_ack_raw(
+                "user-joined",
+                &json!({ "id": id, "username": id }).to_string(),
+                ACK,
+            )
+            .await?;
+        }
+        let (steps, relays, run_id) = (steps.clone(), args.relays, run_id.clone());
+        tasks.push(tokio::spawn(async move {
+            let begin = Instant::now();
+            let mut completed = 0u64;
+            let mut errors = 0u64;
+            while begin.elapsed() < duration {
+                let call = format!("ch-{run_id}-{w}-{completed}-{errors}");
+                let cycle = async {
+                    let start = json!({ "id": call, "initiator": {}, "participants": [{ "id": b_id }], "isVideo": true });
+                    timed(&steps.start, &a, "start-call", start).await?;
+                    timed(&steps.join, &b, "join-call", json!({ "callId": call, "user": {} })).await?;
+                    for n in 0..relays {
+                        let relay = json!({ "callId": call, "targetUserId": b_id, "candidate": { "n": n } });
+                        timed(&steps.relay, &a, "webrtc-ice-candidate", relay).await?;
+                    }
+                    timed(&steps.leave, &b, "leave-call", json!({ "callId": call, "userId": b_id })).await?;
+                    timed(&steps.leave, &a, "leave-call", json!({ "callId": call, "userId": a_id })).await?;
+                    anyhow::Ok(())
+                };
+                match cycle.await {
+                    Ok(()) => completed += 1,
+                    Err(_) => errors += 1,
+                }
+            }
+            (completed, errors, a, b)
+        }));
+    }
+    let mut completed = 0;
+    let mut errors = 0;
+    for task in tasks {
+        let (c, e, _, _) = task.await?;
+        completed += c;
+        errors += e;
+    }
+    Ok(json!({
+        "scenario": "calls",
+        "gateways": args.gateways,
+        "workers": args.workers,
+        "relays_per_call": args.relays,
+        "duration_s": args.duration,
+        "calls_completed": completed,
+        "calls_per_s": completed as f64 / args.duration,
+        "errors": errors,
+        "start_call": summary(&*steps.start.lock().await),
+        "join_call": summary(&*steps.join.lock().await),
+        "relay": summary(&*steps.relay.lock().await),
+        "leave_call": summary(&*steps.leave.lock().await),
+    }))
+}
