@@ -30,18 +30,23 @@ pub async fn run(
 ) {
     let mut resync = tokio::time::interval(Duration::from_millis(500));
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut users_list = UsersListBroadcast::default();
     loop {
+        let due = users_list.due(&gw);
         tokio::select! {
             biased;
             _ = stop.changed() => break,
             Some(message) = events.next() => {
-                handle_event(&gw, message).await;
+                handle_event(&gw, message, &mut users_list).await;
                 gw.replica().publish_progress();
             }
             Some(message) = relays.next() => deliver_relay(&gw, message),
+            () = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
+                users_list.flush(&gw).await;
+            }
             _ = resync.tick() => {
                 if gw.replica().needs_presence_sync() {
-                    sync_presence(&gw).await;
+                    sync_presence(&gw, &mut users_list).await;
                 }
                 if gw.replica().needs_calls_sync() {
                     sync_calls(&gw).await;
@@ -52,10 +57,58 @@ pub async fn run(
     tracing::debug!("dispatcher stopped");
 }
 
+/// Sends `users-list` to every local socket: at once when none went out lately,
+/// else once when the interval is over, with the list as it is then. A burst of
+/// joins so costs a few lists instead of one per join (each list goes to every
+/// socket), every client still ends on the exact final list, and since the mirror
+/// only moves forward, no list is older than one sent before it.
+#[derive(Debug, Default)]
+struct UsersListBroadcast {
+    last: Option<tokio::time::Instant>,
+    pending: bool,
+}
+
+/// Bytes per second of `users-list` traffic a burst may cause before lists coalesce.
+const USERS_LIST_BUDGET: f64 = 200e6;
+/// A public user record is about this long in JSON.
+const USER_RECORD_BYTES: f64 = 80.0;
+
+impl UsersListBroadcast {
+    /// The least time between two lists: what keeps a burst's list traffic under
+    /// [`USERS_LIST_BUDGET`], between 20 ms and 1 s.
+    fn interval(gw: &Gateway) -> Duration {
+        let (users, _) = gw.replica().counts();
+        let sockets = crate::metrics::get().connections.get().max(1) as f64;
+        let seconds = users as f64 * USER_RECORD_BYTES * sockets / USERS_LIST_BUDGET;
+        Duration::from_secs_f64(seconds.clamp(0.02, 1.0))
+    }
+
+    async fn changed(&mut self, gw: &Gateway) {
+        match self.last {
+            Some(last) if last.elapsed() < Self::interval(gw) => self.pending = true,
+            _ => self.flush(gw).await,
+        }
+    }
+
+    async fn flush(&mut self, gw: &Gateway) {
+        let list = gw.replica().users_list();
+        gw.emit_all("users-list", &*list, None).await;
+        self.last = Some(tokio::time::Instant::now());
+        self.pending = false;
+    }
+
+    /// When the coalesced list is due, if one is.
+    fn due(&self, gw: &Gateway) -> Option<tokio::time::Instant> {
+        self.pending
+            .then(|| self.last.map(|last| last + Self::interval(gw)))
+            .flatten()
+    }
+}
+
 /// Replaces the presence mirror with a fresh snapshot and tells every socket.
 /// When the service restarted (another instance), this gateway first registers
 /// its live sockets again, so that no online user is lost.
-async fn sync_presence(gw: &Gateway) {
+async fn sync_presence(gw: &Gateway, users_list: &mut UsersListBroadcast) {
     let Some(mut snapshot) = presence_snapshot(gw).await else {
         return;
     };
@@ -74,8 +127,7 @@ async fn sync_presence(gw: &Gateway) {
         "presence mirror synced"
     );
     gw.replica().reset_presence(snapshot);
-    let list = gw.replica().users_list();
-    gw.emit_all("users-list", &*list, None).await;
+    users_list.flush(gw).await;
 }
 
 async fn presence_snapshot(gw: &Gateway) -> Option<ListUsersResponse> {
@@ -157,15 +209,15 @@ async fn calls_snapshot(gw: &Gateway) -> Option<ListCallsResponse> {
     }
 }
 
-async fn handle_event(gw: &Gateway, message: BusMessage) {
+async fn handle_event(gw: &Gateway, message: BusMessage, users_list: &mut UsersListBroadcast) {
     match message.subject.as_str() {
         subjects::PRESENCE_EVENTS => match PresenceEvent::decode(message.payload) {
             Ok(event) => match gw.replica().apply_presence(&event) {
-                Applied::Yes => announce_presence(gw, &event).await,
+                Applied::Yes => announce_presence(gw, &event, users_list).await,
                 Applied::Stale => {}
                 Applied::Gap => {
                     tracing::warn!(version = event.version, "presence events missed; resyncing");
-                    sync_presence(gw).await;
+                    sync_presence(gw, users_list).await;
                 }
             },
             Err(error) => tracing::warn!(%error, "undecodable presence event"),
@@ -185,11 +237,14 @@ async fn handle_event(gw: &Gateway, message: BusMessage) {
     }
 }
 
-async fn announce_presence(gw: &Gateway, event: &PresenceEvent) {
+async fn announce_presence(
+    gw: &Gateway,
+    event: &PresenceEvent,
+    users_list: &mut UsersListBroadcast,
+) {
     match &event.change {
         Some(presence_event::Change::Registered(r)) => {
-            let list = gw.replica().users_list();
-            gw.emit_all("users-list", &*list, None).await;
+            users_list.changed(gw).await;
             if r.first_session
                 && let (Some(user), Some(session)) = (&r.user, &r.session)
             {
@@ -198,8 +253,7 @@ async fn announce_presence(gw: &Gateway, event: &PresenceEvent) {
             }
         }
         Some(presence_event::Change::Unregistered(u)) if u.last_session => {
-            let list = gw.replica().users_list();
-            gw.emit_all("users-list", &*list, None).await;
+            users_list.changed(gw).await;
             gw.emit_all("user-left", &u.user_id, None).await;
         }
         _ => {}

@@ -54,6 +54,8 @@ pub enum Verdict {
     Refuse,
     /// Refused so often lately that the socket is to be disconnected.
     Disconnect,
+    /// The socket is being disconnected: drop the event without an answer.
+    Drop,
 }
 
 /// Per-socket event rate limit.
@@ -63,6 +65,7 @@ pub struct EventLimiter {
     refused: u32,
     window_start: Instant,
     max_refused: u32,
+    disconnecting: bool,
 }
 
 /// Window over which refused events are counted towards a disconnect.
@@ -75,10 +78,14 @@ impl EventLimiter {
             refused: 0,
             window_start: Instant::now(),
             max_refused,
+            disconnecting: false,
         }
     }
 
     pub fn check(&mut self, now: Instant) -> Verdict {
+        if self.disconnecting {
+            return Verdict::Drop;
+        }
         if self.bucket.try_take(now) {
             return Verdict::Allow;
         }
@@ -88,6 +95,7 @@ impl EventLimiter {
         }
         self.refused += 1;
         if self.refused > self.max_refused {
+            self.disconnecting = true;
             Verdict::Disconnect
         } else {
             Verdict::Refuse
@@ -151,7 +159,11 @@ mod tests {
         let verdicts: Vec<Verdict> = (0..40).map(|_| limiter.check(now)).collect();
         assert!(verdicts[..10].iter().all(|v| *v == Verdict::Allow));
         assert!(verdicts[10..30].iter().all(|v| *v == Verdict::Refuse));
-        assert!(verdicts[30..].iter().all(|v| *v == Verdict::Disconnect));
+        assert_eq!(verdicts[30], Verdict::Disconnect);
+        assert!(
+            verdicts[31..].iter().all(|v| *v == Verdict::Drop),
+            "then silence"
+        );
     }
 
     #[test]

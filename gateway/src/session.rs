@@ -159,13 +159,22 @@ impl MessageHandler<LocalAdapter, Synchronous> for Enqueue {
             .lock()
             .map(|mut l| l.check(Instant::now()))
             .unwrap_or(Verdict::Allow);
+        if verdict == Verdict::Drop {
+            return;
+        }
         if verdict != Verdict::Allow {
             metrics::get().event_in(self.event.name(), ErrorCode::RateLimited.as_str());
             let error = AckError::new(ErrorCode::RateLimited, "too many events; slow down");
             let _ = ack.send(&error.body());
             if verdict == Verdict::Disconnect {
                 tracing::warn!(session_id = %s.id, "sustained event flood; disconnecting");
-                let _ = s.disconnect();
+                // After the acks already queued have gone out (later events are
+                // dropped unanswered), so that the client sees a server disconnect
+                // rather than a dropped transport.
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    let _ = s.disconnect();
+                });
             }
             return;
         }
@@ -388,6 +397,10 @@ impl SessionWorker {
                 Code::AlreadyExists => {
                     AckError::new(ErrorCode::CallExists, "a live call already has this id")
                 }
+                Code::ResourceExhausted => AckError::new(
+                    ErrorCode::TooManyCalls,
+                    "you have started too many live calls",
+                ),
                 _ => AckError::from_status(&status, "start call"),
             })?
             .into_inner();
