@@ -85,6 +85,8 @@ pub async fn run(
             metrics::get().live_calls.set(calls as i64);
         });
     }
+    // The namespace exists before anything can broadcast to it.
+    io.ns("/", session::OnConnect::new(gw.clone()));
     // Subscribe before the first snapshot so that no event falls between them.
     let events = backends
         .bus
@@ -118,7 +120,6 @@ pub async fn run(
             tasks_stopped,
         )),
     ];
-    io.ns("/", session::OnConnect::new(gw.clone()));
 
     let connection_limit = std::sync::Arc::new(http::ConnectionLimit {
         limiter: limits::IpLimiter::new(config.connections_per_ip_per_sec),

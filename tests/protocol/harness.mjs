@@ -90,8 +90,14 @@ export class Scenario {
   async presenceBarrier(...observers) {
     const label = `barrier${this.clients.length}`;
     const probe = await this.user(label);
+    // The probe's user-joined, and the (possibly coalesced) users-list that lists it:
+    // whatever earlier registrations caused has been delivered by then.
+    const listsProbe = (l) => Array.isArray(l) && l.some((u) => u.id === probe.userId);
     await Promise.all(
-      observers.map((o) => o.waitFor('user-joined', (u) => u?.id === probe.userId, { what: 'presence barrier' })),
+      observers.map(async (o) => {
+        await o.waitFor('user-joined', (u) => u?.id === probe.userId, { what: 'presence barrier' });
+        await o.waitFor('users-list', listsProbe, { what: 'presence barrier users-list' });
+      }),
     );
     return probe.userId;
   }

@@ -21,9 +21,26 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
+/// Libraries that log whole messages below `info` (Socket.IO packets with
+/// handshake tokens and SDP, bus payloads, HTTP/2 frames): held at `info`
+/// whatever `RUST_LOG` says, so that logs never carry secrets or SDP.
+const CHATTY: [&str; 6] = [
+    "socketioxide",
+    "engineioxide",
+    "async_nats",
+    "h2",
+    "hyper",
+    "tungstenite",
+];
+
 /// Installs the global subscriber. Logs go to stdout.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    for target in CHATTY {
+        if let Ok(directive) = format!("{target}=info").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     // A second init (tests) is harmless: keep the first subscriber.
     let _ = match format {
