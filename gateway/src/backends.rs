@@ -22,6 +22,9 @@ use crate::config::Config;
 pub type PresenceClient = PresenceServiceClient<InterceptedService<Channel, AttachBearer>>;
 pub type CallsClient = CallServiceClient<InterceptedService<Channel, AttachBearer>>;
 
+/// Largest response accepted from a service (a presence snapshot of ~1M users).
+const MAX_SNAPSHOT_BYTES: usize = 256 << 20;
+
 pub struct Backends {
     pub presence: PresenceClient,
     pub calls: CallsClient,
@@ -88,11 +91,14 @@ impl Backends {
             }
         };
         let bearer = AttachBearer::new(config.internal_api_token.clone())?;
+        // Snapshots of a large cluster exceed tonic's 4 MB default.
         let presence = PresenceServiceClient::with_interceptor(
             channel(&presence_url, config)?,
             bearer.clone(),
-        );
-        let calls = CallServiceClient::with_interceptor(channel(&calls_url, config)?, bearer);
+        )
+        .max_decoding_message_size(MAX_SNAPSHOT_BYTES);
+        let calls = CallServiceClient::with_interceptor(channel(&calls_url, config)?, bearer)
+            .max_decoding_message_size(MAX_SNAPSHOT_BYTES);
         Ok(Backends {
             presence,
             calls,

@@ -65,25 +65,31 @@ pub async fn run(
 #[derive(Debug, Default)]
 struct UsersListBroadcast {
     last: Option<tokio::time::Instant>,
+    last_change: Option<tokio::time::Instant>,
     pending: bool,
 }
 
+/// A burst is over once presence has been quiet this long: the final list then
+/// goes out without waiting for the rest of the interval.
+const BURST_OVER: Duration = Duration::from_millis(100);
+
 /// Bytes per second of `users-list` traffic a burst may cause before lists coalesce.
-const USERS_LIST_BUDGET: f64 = 200e6;
+const USERS_LIST_BUDGET: f64 = 64e6;
 /// A public user record is about this long in JSON.
 const USER_RECORD_BYTES: f64 = 80.0;
 
 impl UsersListBroadcast {
     /// The least time between two lists: what keeps a burst's list traffic under
-    /// [`USERS_LIST_BUDGET`], between 20 ms and 1 s.
+    /// [`USERS_LIST_BUDGET`], between 20 ms and 5 s.
     fn interval(gw: &Gateway) -> Duration {
         let (users, _) = gw.replica().counts();
         let sockets = crate::metrics::get().connections.get().max(1) as f64;
         let seconds = users as f64 * USER_RECORD_BYTES * sockets / USERS_LIST_BUDGET;
-        Duration::from_secs_f64(seconds.clamp(0.02, 1.0))
+        Duration::from_secs_f64(seconds.clamp(0.02, 5.0))
     }
 
     async fn changed(&mut self, gw: &Gateway) {
+        self.last_change = Some(tokio::time::Instant::now());
         match self.last {
             Some(last) if last.elapsed() < Self::interval(gw) => self.pending = true,
             _ => self.flush(gw).await,
@@ -97,11 +103,18 @@ impl UsersListBroadcast {
         self.pending = false;
     }
 
-    /// When the coalesced list is due, if one is.
+    /// When the coalesced list is due, if one is: at the end of the interval,
+    /// or as soon as the burst is over.
     fn due(&self, gw: &Gateway) -> Option<tokio::time::Instant> {
-        self.pending
-            .then(|| self.last.map(|last| last + Self::interval(gw)))
-            .flatten()
+        if !self.pending {
+            return None;
+        }
+        let interval_over = self.last.map(|last| last + Self::interval(gw));
+        let burst_over = self.last_change.map(|change| change + BURST_OVER);
+        match (interval_over, burst_over) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 

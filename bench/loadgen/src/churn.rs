@@ -80,9 +80,11 @@ pub async fn run(args: &ChurnArgs) -> anyhow::Result<Value> {
             while begin.elapsed() < duration {
                 let call = format!("ch-{run_id}-{w}-{completed}-{errors}");
                 let cycle = async {
-                    let start = json!({ "id": call, "initiator": {}, "participants": [{ "id": b_id }], "isVideo": true });
+                    // Full identities, as a real frontend sends (the original needs them).
+                    let (a_user, b_user) = (json!({ "id": a_id, "username": a_id }), json!({ "id": b_id, "username": b_id }));
+                    let start = json!({ "id": call, "initiator": a_user, "participants": [b_user], "isVideo": true });
                     timed(&steps.start, &a, "start-call", start).await?;
-                    timed(&steps.join, &b, "join-call", json!({ "callId": call, "user": {} })).await?;
+                    timed(&steps.join, &b, "join-call", json!({ "callId": call, "user": b_user })).await?;
                     for n in 0..relays {
                         let relay = json!({ "callId": call, "targetUserId": b_id, "candidate": { "n": n } });
                         timed(&steps.relay, &a, "webrtc-ice-candidate", relay).await?;

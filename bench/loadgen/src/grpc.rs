@@ -57,15 +57,30 @@ fn participant(user: &str, session: &str) -> Participant {
     }
 }
 
-/// One RPC of the mix: operation `k` of the run (cycles through the mix).
-async fn call(target: Target, channel: Channel, run: &str, k: u64) -> Result<(), tonic::Status> {
+/// RPCs in one group of the mix.
+fn group_size(target: Target) -> u64 {
+    match target {
+        Target::Presence => 4,
+        Target::Calls => 5,
+    }
+}
+
+/// RPC `step` of group `n`: the steps of a group run one after the other (a
+/// session registers before it is looked up, a call starts before it is joined),
+/// and groups start open loop.
+async fn call(
+    target: Target,
+    channel: Channel,
+    run: &str,
+    n: u64,
+    step: u64,
+) -> Result<(), tonic::Status> {
     match target {
         Target::Presence => {
-            let mut client = PresenceServiceClient::new(channel);
-            // register, look up, unregister, and now and then the whole list.
-            let n = k / 4;
+            let mut client =
+                PresenceServiceClient::new(channel).max_decoding_message_size(256 << 20);
             let (user, session) = (format!("{run}-u{n}"), format!("{run}-s{n}"));
-            match k % 4 {
+            match step {
                 0 => client
                     .register_session(RegisterSessionRequest {
                         user_id: user.clone(),
@@ -82,9 +97,7 @@ async fn call(target: Target, channel: Channel, run: &str, k: u64) -> Result<(),
                     .map(drop),
                 2 if n.is_multiple_of(25) => client.list_users(ListUsersRequest {}).await.map(drop),
                 2 => client
-                    .get_user(GetUserRequest {
-                        user_id: format!("{run}-u{}", n.saturating_sub(1)),
-                    })
+                    .get_user(GetUserRequest { user_id: user })
                     .await
                     .map(drop),
                 _ => client
@@ -96,14 +109,13 @@ async fn call(target: Target, channel: Channel, run: &str, k: u64) -> Result<(),
             }
         }
         Target::Calls => {
-            let mut client = CallServiceClient::new(channel);
-            let n = k / 5;
+            let mut client = CallServiceClient::new(channel).max_decoding_message_size(256 << 20);
             let (call_id, a, b) = (
                 format!("{run}-c{n}"),
                 format!("{run}-a{n}"),
                 format!("{run}-b{n}"),
             );
-            match k % 5 {
+            match step {
                 0 => client
                     .start_call(StartCallRequest {
                         call_id,
@@ -156,7 +168,9 @@ pub async fn run(target: Target, args: &GrpcArgs) -> anyhow::Result<Value> {
         codes: Mutex::new(BTreeMap::new()),
     });
     let duration = Duration::from_secs_f64(args.duration);
-    let period = Duration::from_secs_f64(1.0 / args.rate);
+    // Groups start at rate / group size, so that RPCs go out at `rate`.
+    let per_group = group_size(target);
+    let period = Duration::from_secs_f64(per_group as f64 / args.rate);
     let start = Instant::now() + Duration::from_millis(100);
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::from_std(start), period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -168,25 +182,32 @@ pub async fn run(target: Target, args: &GrpcArgs) -> anyhow::Result<Value> {
         if tick.duration_since(start) >= duration {
             break;
         }
+        let n = k / per_group;
         let (channel, outcome, run) = (
-            channels[k as usize % channels.len()].clone(),
+            channels[n as usize % channels.len()].clone(),
             outcome.clone(),
             run.clone(),
         );
         in_flight.push(tokio::spawn(async move {
-            let result = call(target, channel, &run, k).await;
-            if let Ok(mut h) = outcome.latency.lock() {
-                record(&mut h, tick.elapsed());
-            }
-            let code = match result {
-                Ok(()) => "ok".to_owned(),
-                Err(status) => format!("{:?}", status.code()),
-            };
-            if let Ok(mut codes) = outcome.codes.lock() {
-                *codes.entry(code).or_default() += 1;
+            // The first RPC is timed from the group's intended start, the others
+            // from when the one before it returned.
+            let mut from = tick;
+            for step in 0..per_group {
+                let result = call(target, channel.clone(), &run, n, step).await;
+                if let Ok(mut h) = outcome.latency.lock() {
+                    record(&mut h, from.elapsed());
+                }
+                from = Instant::now();
+                let code = match result {
+                    Ok(()) => "ok".to_owned(),
+                    Err(status) => format!("{:?}", status.code()),
+                };
+                if let Ok(mut codes) = outcome.codes.lock() {
+                    *codes.entry(code).or_default() += 1;
+                }
             }
         }));
-        k += 1;
+        k += per_group;
         if last_progress.elapsed() >= Duration::from_secs(1) {
             last_progress = Instant::now();
             in_flight.retain(|t| !t.is_finished());
@@ -208,11 +229,26 @@ pub async fn run(target: Target, args: &GrpcArgs) -> anyhow::Result<Value> {
         .unwrap_or(Value::Null);
     let codes = outcome.codes.lock().map(|c| c.clone()).unwrap_or_default();
     let ok = codes.get("ok").copied().unwrap_or(0);
+    // Answered by the service (a NotFound for a lookup that raced its register is
+    // an answer); transport failures, overload and timeouts are not.
+    let failed: u64 = [
+        "Unknown",
+        "Unavailable",
+        "Cancelled",
+        "DeadlineExceeded",
+        "ResourceExhausted",
+        "Internal",
+    ]
+    .iter()
+    .filter_map(|code| codes.get(*code))
+    .sum();
     Ok(json!({
         "scenario": match target { Target::Presence => "presence", Target::Calls => "calls-grpc" },
         "url": args.url,
         "offered_per_s": k as f64 / args.duration,
         "completed_ok_per_s": ok as f64 / args.duration,
+        "answered_per_s": (k - failed) as f64 / args.duration,
+        "failed": failed,
         "calls": k,
         "outcomes": codes,
         "latency": latency,

@@ -68,7 +68,11 @@ fn observe(receiver: &Receiver, epoch: Instant, data: &str) {
     let Ok(value) = serde_json::from_str::<Value>(data) else {
         return;
     };
-    let candidate = value.get("candidate").unwrap_or(&value);
+    // A relayed payload carries the candidate object; the echo returns it bare.
+    let candidate = value
+        .get("candidate")
+        .filter(|c| c.is_object())
+        .unwrap_or(&value);
     let (Some(seq), Some(t)) = (candidate["seq"].as_u64(), candidate["t"].as_u64()) else {
         return;
     };

@@ -61,10 +61,15 @@ pub async fn run(args: &StormArgs) -> anyhow::Result<Value> {
                 }
                 lists.fetch_add(1, Ordering::Relaxed);
                 bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-                let ids: HashSet<String> = serde_json::from_str::<Vec<Value>>(data)
+                // Only the ids: the other fields are skipped unparsed.
+                #[derive(serde::Deserialize)]
+                struct Listed {
+                    id: String,
+                }
+                let ids: HashSet<String> = serde_json::from_str::<Vec<Listed>>(data)
                     .unwrap_or_default()
                     .into_iter()
-                    .filter_map(|u| u["id"].as_str().map(str::to_owned))
+                    .map(|u| u.id)
                     .filter(|id| id.starts_with(&prefix))
                     .collect();
                 let complete = ids == *expected;
