@@ -128,15 +128,19 @@ def main():
               f"(target at least 20x) with {ratio(node['users_list_bytes'], ours['users_list_bytes'])} fewer users-list bytes (target at least 10x).")
     w("")
 
-    w("## Idle memory per connection (registered users)")
+    w("## Idle memory per connection")
+    w("")
+    w("Measured first, on processes that have carried no other load; connections only, then")
+    w("registered users (each registration sends the growing users-list to everyone).")
     w("")
     w("| system | connections | RSS before KiB | RSS after KiB | KiB per connection |")
     w("|---|---|---|---|---|")
-    for name, label in [("idle", "ours, one embedded gateway (services in-process)"), ("idle-node", "Node reference")]:
+    for name, label in [("idle-bare", "ours, connected only"), ("idle-bare-node", "Node, connected only"), ("idle", "ours, registered (services in-process)"), ("idle-node", "Node, registered")]:
         res = r.get(name) or {}
         w(f"| {label} | {fmt(res.get('users'))} | {fmt(res.get('rss_before_kib'))} | {fmt(res.get('rss_after_kib'))} | {fmt(res.get('rss_per_connection_kib'))} |")
     w("")
-    w(f"Ours / Node: {ratio(get('idle', 'rss_per_connection_kib'), get('idle-node', 'rss_per_connection_kib'), 2)} (target at most 0.5x).")
+    w(f"Ours / Node, registered: {ratio(get('idle', 'rss_per_connection_kib'), get('idle-node', 'rss_per_connection_kib'), 2)}; "
+      f"connected only: {ratio(get('idle-bare', 'rss_per_connection_kib'), get('idle-bare-node', 'rss_per_connection_kib'), 2)} (target at most 0.5x).")
     w("")
 
     w("## Call churn (20 workers: start, join, 3 relays, two leaves; latency per step is the ack round trip)")

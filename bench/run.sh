@@ -54,6 +54,8 @@ if [ "$QUICK" = 1 ]; then dur=2; pairs=5; storm_small=50; storm_big=100; idle=10
   dur=10; pairs=100; storm_small=400; storm_big=2000; idle=2000; rps=20000; sweep="2000 5000 10000 15000 20000 30000 40000 50000 60000 80000"; fi
 
 # Memory first, on processes that have carried no load yet.
+record idle-bare               idle --gateway $S --pid $single_pid --users $idle
+record idle-bare-node          idle --gateway $N --pid $node_pid --users $idle
 record idle                    idle --gateway $S --pid $single_pid --users $idle --register
 record idle-node               idle --gateway $N --pid $node_pid --users $idle --register
 # Unloaded latency: 10 pairs at 10 msg/s each.

@@ -142,6 +142,12 @@ pub async fn run(
 
     let grace = config.shutdown_grace();
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    // Signaling is small messages: none may wait on Nagle for a delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),

@@ -225,7 +225,9 @@ impl SessionWorker {
                     ack,
                     received,
                 } => {
-                    let body = match self.handle(event, &packet).await {
+                    // Boxed: the handlers' futures (gRPC calls inside) are large, and
+                    // an idle socket's task should not carry their size around.
+                    let body = match Box::pin(self.handle(event, &packet)).await {
                         Ok(body) => {
                             metrics::get().event_in(event.name(), "ok");
                             if matches!(
@@ -251,7 +253,7 @@ impl SessionWorker {
                 Queued::Disconnect => break,
             }
         }
-        self.cleanup().await;
+        Box::pin(self.cleanup()).await;
         metrics::get().connections.dec();
     }
 

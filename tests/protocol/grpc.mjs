@@ -23,23 +23,26 @@ export function encodeStrings(fields) {
 
 /**
  * Calls `path` (e.g. "/meetup.calls.v1.CallService/EndCall") on the gRPC server at `addr`
- * (host:port, plaintext HTTP/2). Resolves with { status, message, body } (status 0 is OK).
+ * (host:port, plaintext HTTP/2), with optional request `metadata` ({ name: value }, e.g.
+ * authorization). Resolves with { status, message, body } (status 0 is OK).
  */
-export function grpcUnary(addr, path, message, timeoutMs = 5_000) {
+export function grpcUnary(addr, path, message, timeoutMs = 5_000, metadata = {}) {
   return new Promise((resolve, reject) => {
     const session = http2.connect(`http://${addr}`);
     const fail = (err) => {
+      clearTimeout(timer);
       session.destroy();
       reject(new Error(`gRPC ${path} at ${addr}: ${err.message}`));
     };
+    const timer = setTimeout(() => fail(new Error(`no answer within ${timeoutMs}ms`)), timeoutMs);
     session.once('error', fail);
     const req = session.request({
+      ...metadata,
       ':method': 'POST',
       ':path': path,
       'content-type': 'application/grpc',
       te: 'trailers',
     });
-    const timer = setTimeout(() => fail(new Error(`no answer within ${timeoutMs}ms`)), timeoutMs);
     let status = null;
     let statusMessage = '';
     const take = (headers) => {

@@ -1,7 +1,6 @@
 // INTERNAL_API_TOKEN: the gateway still works; direct gRPC calls to the services need "authorization: Bearer <token>".
 import assert from 'node:assert/strict';
-import { encodeStrings } from './grpc.mjs';
-import { grpcUnaryWithMetadata } from './grpc-metadata.mjs';
+import { encodeStrings, grpcUnary } from './grpc.mjs';
 import { assertCallGone, joinCall, protocolSuite, runNormalCall, startCall } from './harness.mjs';
 
 const TOKEN = 'tok';
@@ -32,18 +31,18 @@ scenario('calls service: without the bearer token a call is UNAUTHENTICATED and 
   const call = encodeStrings({ 1: callId });
   for (const metadata of WRONG) {
     for (const method of ['GetCall', 'EndCall']) {
-      const res = await grpcUnaryWithMetadata(addr, `${CALLS}/${method}`, call, metadata);
+      const res = await grpcUnary(addr, `${CALLS}/${method}`, call, 5_000, metadata);
       assert.equal(res.status, UNAUTHENTICATED, `${method} with ${JSON.stringify(metadata)}: status ${res.status} ${res.message}`);
     }
   }
   // The refused EndCalls ended nothing: b can still join.
   await joinCall(b, callId);
   const ok = { authorization: `Bearer ${TOKEN}` };
-  const got = await grpcUnaryWithMetadata(addr, `${CALLS}/GetCall`, call, ok);
+  const got = await grpcUnary(addr, `${CALLS}/GetCall`, call, 5_000, ok);
   assert.equal(got.status, 0, `GetCall with the token: ${got.status} ${got.message}`);
   assert.ok(got.body.includes(Buffer.from(callId)), 'GetCall answers the call');
   const since = a.mark();
-  const ended = await grpcUnaryWithMetadata(addr, `${CALLS}/EndCall`, call, ok);
+  const ended = await grpcUnary(addr, `${CALLS}/EndCall`, call, 5_000, ok);
   assert.equal(ended.status, 0, `EndCall with the token: ${ended.status} ${ended.message}`);
   await a.waitFor('call-ended', forCall(callId), { since });
   await assertCallGone(b, callId);
@@ -54,10 +53,10 @@ scenario('presence service: without the bearer token UNAUTHENTICATED, with it OK
   const a = await sc.user('a');
   const path = '/meetup.presence.v1.PresenceService/ListUsers';
   for (const metadata of WRONG) {
-    const res = await grpcUnaryWithMetadata(addr, path, Buffer.alloc(0), metadata);
+    const res = await grpcUnary(addr, path, Buffer.alloc(0), 5_000, metadata);
     assert.equal(res.status, UNAUTHENTICATED, `ListUsers with ${JSON.stringify(metadata)}: status ${res.status} ${res.message}`);
   }
-  const res = await grpcUnaryWithMetadata(addr, path, Buffer.alloc(0), { authorization: `Bearer ${TOKEN}` });
+  const res = await grpcUnary(addr, path, Buffer.alloc(0), 5_000, { authorization: `Bearer ${TOKEN}` });
   assert.equal(res.status, 0, `ListUsers with the token: ${res.status} ${res.message}`);
   assert.ok(res.body.includes(Buffer.from(a.userId)), 'ListUsers lists the online user');
 });
