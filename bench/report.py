@@ -105,6 +105,18 @@ def main():
             best[system] = max(best.get(system, 0), res["delivered_per_s"])
         w(f"| {system} | {fmt(res['offered_per_s'], 0)} | {fmt(res['delivered_per_s'], 0)} | {fmt(res['lost'])} | {fmt(res['latency'].get('p99_ms'), 2)} | {'yes' if ok else 'no'} |")
     w("")
+    ceiling = sorted((n for n in r if n.startswith("echo-") and n.split("-")[1].isdigit()), key=lambda n: int(n.split("-")[1]))
+    if ceiling:
+        w("")
+        w("The tool's own ceiling: the same traffic against the raw echo server at the sweep's top rates")
+        w("(round trips, so twice the messages of a one-way relay):")
+        w("")
+        w("| echo run | offered msg/s | delivered msg/s | lost | p50 ms | p99 ms |")
+        w("|---|---|---|---|---|---|")
+        for name in ceiling:
+            res = r[name]
+            w(f"| {name} | {fmt(res['offered_per_s'], 0)} | {fmt(res['delivered_per_s'], 0)} | {fmt(res['lost'])} | {fmt(res['round_trip'].get('p50_ms'), 2)} | {fmt(res['round_trip'].get('p99_ms'), 2)} |")
+        w("")
     w(f"Highest passing rate: ours {fmt(best.get('single'), 0)} msg/s, Node {fmt(best.get('node'), 0)} msg/s: "
       f"**{ratio(best.get('single'), best.get('node'))}** (target at least 5x). The sweep stops at the first failing rate; "
       "a system that passes the top of the sweep may go higher.")

@@ -51,7 +51,7 @@ node_pid=$(pgrep -f "node server.js" -n)
 S=http://127.0.0.1:$single; G1=http://127.0.0.1:$gw1; G2=http://127.0.0.1:$gw2; N=http://127.0.0.1:$node_port
 
 if [ "$QUICK" = 1 ]; then dur=2; pairs=5; storm_small=50; storm_big=100; idle=100; rps=2000; sweep="500 1000"; else
-  dur=10; pairs=100; storm_small=400; storm_big=2000; idle=2000; rps=20000; sweep="2000 5000 10000 15000 20000 30000 40000 50000 60000 80000"; fi
+  dur=10; pairs=100; storm_small=400; storm_big=2000; idle=2000; rps=20000; sweep="2000 5000 10000 15000 20000 30000 40000 50000 60000 80000 100000 120000"; fi
 
 # Memory first, on processes that have carried no load yet.
 record idle-bare               idle --gateway $S --pid $single_pid --users $idle
