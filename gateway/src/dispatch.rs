@@ -144,10 +144,22 @@ async fn sync_presence(gw: &Gateway, users_list: &mut UsersListBroadcast) {
 }
 
 async fn presence_snapshot(gw: &Gateway) -> Option<ListUsersResponse> {
-    match gw.presence().list_users(ListUsersRequest {}).await {
+    snapshot("presence", gw.presence().list_users(ListUsersRequest {})).await
+}
+
+async fn calls_snapshot(gw: &Gateway) -> Option<ListCallsResponse> {
+    snapshot("calls", gw.calls().list_calls(ListCallsRequest {})).await
+}
+
+/// A service's snapshot, or `None` (logged) while it cannot be had.
+async fn snapshot<T>(
+    service: &'static str,
+    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Option<T> {
+    match call.await {
         Ok(snapshot) => Some(snapshot.into_inner()),
         Err(status) => {
-            tracing::warn!(code = ?status.code(), error = status.message(), "presence snapshot failed");
+            tracing::warn!(service, code = ?status.code(), error = status.message(), "snapshot failed");
             None
         }
     }
@@ -210,16 +222,6 @@ async fn sync_calls(gw: &Gateway) {
         "calls mirror synced"
     );
     gw.replica().reset_calls(snapshot);
-}
-
-async fn calls_snapshot(gw: &Gateway) -> Option<ListCallsResponse> {
-    match gw.calls().list_calls(ListCallsRequest {}).await {
-        Ok(snapshot) => Some(snapshot.into_inner()),
-        Err(status) => {
-            tracing::warn!(code = ?status.code(), error = status.message(), "calls snapshot failed");
-            None
-        }
-    }
 }
 
 async fn handle_event(gw: &Gateway, message: BusMessage, users_list: &mut UsersListBroadcast) {
