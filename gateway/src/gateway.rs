@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use meetup_runtime::Bus;
+use meetup_runtime::store::StateStore;
 use serde::Serialize;
 use socketioxide::SocketIo;
 use socketioxide::socket::Sid;
@@ -28,6 +29,7 @@ struct Shared {
     presence: PresenceClient,
     calls: CallsClient,
     bus: Bus,
+    store: StateStore,
     replica: Replica,
     limits: Limits,
     ice: IceConfig,
@@ -45,6 +47,7 @@ pub struct GatewayParts {
     pub presence: PresenceClient,
     pub calls: CallsClient,
     pub bus: Bus,
+    pub store: StateStore,
     pub replica: Replica,
     pub limits: Limits,
     pub ice: IceConfig,
@@ -85,6 +88,7 @@ impl Gateway {
                 presence: parts.presence,
                 calls: parts.calls,
                 bus: parts.bus,
+                store: parts.store,
                 replica: parts.replica,
                 limits: parts.limits,
                 ice: parts.ice,
@@ -162,6 +166,11 @@ impl Gateway {
 
     pub fn bus(&self) -> &Bus {
         &self.shared.bus
+    }
+
+    /// The shared state store (the buckets the mirror watches, the leases).
+    pub fn store(&self) -> &StateStore {
+        &self.shared.store
     }
 
     pub fn replica(&self) -> &Replica {

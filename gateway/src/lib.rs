@@ -3,8 +3,9 @@
 //! the bus to whichever gateway holds the target socket.
 //!
 //! Where to look: `session` handles one socket's events, `payload` checks what
-//! browsers send, `replica` mirrors the services' state from the bus, `dispatch`
-//! turns bus traffic into socket events, `backends` reaches (or embeds) the services.
+//! browsers send, `replica` mirrors the state store's presence and calls,
+//! `dispatch` follows the store's watches and the relays and tells the sockets,
+//! `cluster` keeps this gateway's lease, `backends` reaches (or embeds) the services.
 
 #![forbid(unsafe_code)]
 
@@ -28,6 +29,7 @@ use std::time::Duration;
 
 use meetup_proto::calls::v1::RemoveGatewayRequest;
 use meetup_proto::presence::v1::UnregisterGatewayRequest;
+use meetup_runtime::store::keys;
 use meetup_runtime::subjects;
 use socketioxide::SocketIo;
 use tokio::net::TcpListener;
@@ -65,6 +67,7 @@ pub async fn run(
         presence: backends.presence.clone(),
         calls: backends.calls.clone(),
         bus: backends.bus.clone(),
+        store: backends.store.clone(),
         replica: Replica::default(),
         limits: Limits {
             max_payload_bytes: config.max_payload_bytes,
@@ -87,38 +90,23 @@ pub async fn run(
     }
     // The namespace exists before anything can broadcast to it.
     io.ns("/", session::OnConnect::new(gw.clone()));
-    // Subscribe before the first snapshot so that no event falls between them.
-    let events = backends
-        .bus
-        .subscribe(subjects::ALL_EVENTS.to_owned())
-        .await?;
     let relays = backends
         .bus
         .subscribe(subjects::gateway_relay(&gateway_id))
         .await?;
-    let heartbeats = backends
-        .bus
-        .subscribe(subjects::GATEWAY_HEARTBEATS.to_owned())
-        .await?;
+    // The lease comes before any socket: the services sweep the sessions of
+    // gateways without one.
+    let lease = cluster::take_lease(&gw).await?;
     let (stop_tasks, tasks_stopped) = watch::channel(false);
     let tasks = [
-        tokio::spawn(dispatch::run(
+        tokio::spawn(dispatch::run(gw.clone(), relays, tasks_stopped.clone())),
+        tokio::spawn(cluster::renew_lease(
             gw.clone(),
-            events,
-            relays,
-            tasks_stopped.clone(),
-        )),
-        tokio::spawn(cluster::heartbeat(
-            gw.clone(),
+            lease,
             config.liveness().heartbeat,
             tasks_stopped.clone(),
         )),
-        tokio::spawn(cluster::watch(
-            gw.clone(),
-            heartbeats,
-            config.liveness(),
-            tasks_stopped,
-        )),
+        tokio::spawn(cluster::watch(gw.clone(), config.liveness(), tasks_stopped)),
     ];
 
     let connection_limit = std::sync::Arc::new(http::ConnectionLimit {
@@ -199,9 +187,15 @@ async fn drain(gw: &Gateway) {
     }
     if let Err(status) = gw
         .presence()
-        .unregister_gateway(UnregisterGatewayRequest { gateway_id })
+        .unregister_gateway(UnregisterGatewayRequest {
+            gateway_id: gateway_id.clone(),
+        })
         .await
     {
         tracing::warn!(code = ?status.code(), error = status.message(), "presence cleanup failed");
+    }
+    // Gone for good: nobody needs to wait for the lease to expire.
+    if let Err(error) = gw.store().gateways.remove(&keys::lease(&gateway_id)).await {
+        tracing::warn!(%error, "lease not released");
     }
 }

@@ -1,16 +1,22 @@
-//! The gateway's mirror of presence and calls, kept from the services' bus events.
+//! The gateway's mirror of presence and calls, kept from the watches of the
+//! presence and calls buckets of the shared store.
 //!
 //! It answers every per-relay question (may these two talk, where is the target)
-//! without a round trip, and `GET /`'s cluster-wide counters. A std `RwLock` is
-//! fine: it is never held across an `.await`.
+//! without a round trip, and `GET /`'s cluster-wide counters. Applying a changed
+//! key returns what the change means for clients (someone came online, joined a
+//! call, ...), found by comparing the key's new value with the mirrored one, so
+//! the same code serves live changes and a fresh snapshot after a lost watch.
+//! A std `RwLock` is fine: it is never held across an `.await`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use meetup_proto::bus::v1::{CallEvent, PresenceEvent, call_event, presence_event};
-use meetup_proto::calls::v1::{Call, ListCallsResponse};
-use meetup_proto::presence::v1::{ListUsersResponse, Session, User};
+use meetup_proto::bus::v1::{
+    CallRecord, EndReason, LeaveReason, UserRecord, call_change, presence_change,
+};
+use meetup_proto::calls::v1::{Call, Participant};
+use meetup_proto::presence::v1::{Session, User};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -25,34 +31,41 @@ pub struct Replica {
 #[derive(Debug)]
 struct Shared {
     state: RwLock<State>,
-    /// Bumped after each applied event, once its notifications are out.
+    /// Bumped after each applied change, once its notifications are out.
     progress: watch::Sender<Progress>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Progress {
-    pub presence_version: u64,
-    pub calls_sequence: u64,
+    pub presence_revision: u64,
+    pub calls_revision: u64,
     pub synced: bool,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    presence_instance: String,
-    presence_version: u64,
-    presence_synced: bool,
+    presence: Following,
     users: HashMap<String, MirroredUser>,
     users_list: Option<Arc<Value>>,
-    calls_instance: String,
-    calls_sequence: u64,
-    calls_synced: bool,
-    calls: HashMap<String, Call>,
+    calls: Following,
+    calls_by_id: HashMap<String, Call>,
+}
+
+/// Where the mirror stands in one bucket's watch.
+#[derive(Debug, Default)]
+struct Following {
+    revision: u64,
+    synced: bool,
+    /// Keys seen since a new watch started, while it delivers its snapshot.
+    resync: Option<HashSet<String>>,
 }
 
 #[derive(Debug, Clone)]
 struct MirroredUser {
     public: Value,
-    online_sequence: u64,
+    /// Orders the users list: when the user came online, then the id.
+    order: (i64, i32, String),
+    /// In registration order: the last is the most recent.
     sessions: Vec<Session>,
 }
 
@@ -63,14 +76,44 @@ pub struct Route {
     pub gateway_id: String,
 }
 
-/// What applying an event did.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Applied {
-    Yes,
-    /// Already seen (from a snapshot or a duplicate).
-    Stale,
-    /// One or more events were missed, or the service restarted: resynchronise.
-    Gap,
+/// What a presence change means for clients.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PresenceNotice {
+    /// The users list changed (or was refreshed by a registration).
+    ListChanged,
+    /// A user came online through `session`.
+    Online {
+        user: Value,
+        session: Session,
+    },
+    Offline {
+        user_id: String,
+    },
+}
+
+/// What a call change means for clients.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallNotice {
+    /// A call started: its invitees get `incoming-call`.
+    Started { call: Call },
+    /// A user entered the call (its first session in it).
+    UserJoined {
+        call: Call,
+        user: Value,
+        user_id: String,
+    },
+    /// A user left the call (its last session in it).
+    UserLeft { call: Call, user_id: String },
+    /// A session was taken out of the call through the API.
+    Removed {
+        call_id: String,
+        session: Participant,
+    },
+    /// The call was ended through the API: `sessions` were in it.
+    Ended {
+        call_id: String,
+        sessions: Vec<Participant>,
+    },
 }
 
 /// `joinedAt` as clients see it: ISO-8601 UTC with milliseconds, like JavaScript's
@@ -124,6 +167,26 @@ impl Default for Replica {
     }
 }
 
+fn user_of(p: &Participant) -> &str {
+    p.user.as_ref().map(|u| u.id.as_str()).unwrap_or_default()
+}
+
+fn public_call_user(p: &Participant) -> Value {
+    p.user
+        .as_ref()
+        .map(|u| json!({ "id": u.id, "username": u.username }))
+        .unwrap_or(Value::Null)
+}
+
+impl Following {
+    fn saw(&mut self, key: &str, revision: u64) {
+        self.revision = self.revision.max(revision);
+        if let Some(seen) = self.resync.as_mut() {
+            seen.insert(key.to_owned());
+        }
+    }
+}
+
 impl Replica {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
         self.shared.state.read().unwrap_or_else(|p| p.into_inner())
@@ -133,221 +196,287 @@ impl Replica {
         self.shared.state.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Replaces the presence mirror with a snapshot.
-    pub fn reset_presence(&self, snapshot: ListUsersResponse) {
+    /// A new presence watch starts: its snapshot follows, then [`Replica::presence_current`].
+    pub fn presence_watch_started(&self) {
+        self.write().presence.resync = Some(HashSet::new());
+    }
+
+    /// The presence watch has delivered every key: users it did not mention are
+    /// gone (changes missed while the watch was down).
+    pub fn presence_current(&self) -> Vec<PresenceNotice> {
         let mut state = self.write();
-        state.presence_instance = snapshot.instance_id;
-        state.presence_version = snapshot.version;
-        state.presence_synced = true;
-        state.users = snapshot
+        let seen = state.presence.resync.take().unwrap_or_default();
+        state.presence.synced = true;
+        let gone: Vec<String> = state
             .users
-            .into_iter()
-            .filter_map(|u| {
-                let user = u.user?;
-                Some((
-                    user.id.clone(),
+            .keys()
+            .filter(|id| !seen.contains(*id))
+            .cloned()
+            .collect();
+        let mut notices = Vec::new();
+        for user_id in gone {
+            state.users.remove(&user_id);
+            notices.push(PresenceNotice::Offline { user_id });
+        }
+        if !notices.is_empty() {
+            state.users_list = None;
+            notices.push(PresenceNotice::ListChanged);
+        }
+        notices
+    }
+
+    pub fn calls_watch_started(&self) {
+        self.write().calls.resync = Some(HashSet::new());
+    }
+
+    /// The calls watch has delivered every key: calls it did not mention are over.
+    pub fn calls_current(&self) -> Vec<CallNotice> {
+        let mut state = self.write();
+        let seen = state.calls.resync.take().unwrap_or_default();
+        state.calls.synced = true;
+        let gone: Vec<String> = state
+            .calls_by_id
+            .keys()
+            .filter(|id| !seen.contains(*id))
+            .cloned()
+            .collect();
+        for call_id in gone {
+            state.calls_by_id.remove(&call_id);
+        }
+        Vec::new()
+    }
+
+    /// A watch broke: the mirror is not in sync until a new one is current.
+    pub fn watch_lost(&self) {
+        let mut state = self.write();
+        state.presence.synced = false;
+        state.calls.synced = false;
+        drop(state);
+        self.publish_progress();
+    }
+
+    /// Applies a user's key at `revision` (`None`: deleted).
+    pub fn apply_user(
+        &self,
+        user_id: &str,
+        record: Option<UserRecord>,
+        revision: u64,
+    ) -> Vec<PresenceNotice> {
+        let mut state = self.write();
+        state.presence.saw(user_id, revision);
+        let online = record
+            .as_ref()
+            .and_then(|r| r.user.as_ref())
+            .filter(|u| !u.sessions.is_empty());
+        let was_online = state.users.contains_key(user_id);
+        let mut notices = Vec::new();
+        match online {
+            None => {
+                if was_online {
+                    state.users.remove(user_id);
+                    notices.push(PresenceNotice::ListChanged);
+                    notices.push(PresenceNotice::Offline {
+                        user_id: user_id.to_owned(),
+                    });
+                }
+            }
+            Some(online) => {
+                let user = online.user.clone().unwrap_or_else(|| User {
+                    id: user_id.to_owned(),
+                    ..Default::default()
+                });
+                let joined = user.joined_at.unwrap_or_default();
+                let public = public_user(&user);
+                state.users.insert(
+                    user_id.to_owned(),
                     MirroredUser {
-                        public: public_user(&user),
-                        online_sequence: u.online_sequence,
-                        sessions: u.sessions,
+                        public: public.clone(),
+                        order: (joined.seconds, joined.nanos, user_id.to_owned()),
+                        sessions: online.sessions.clone(),
                     },
-                ))
-            })
-            .collect();
-        state.users_list = None;
-        drop(state);
-        self.publish_progress();
-    }
-
-    /// Replaces the calls mirror with a snapshot.
-    pub fn reset_calls(&self, snapshot: ListCallsResponse) {
-        let mut state = self.write();
-        state.calls_instance = snapshot.instance_id;
-        state.calls_sequence = snapshot.sequence;
-        state.calls_synced = true;
-        state.calls = snapshot
-            .calls
-            .into_iter()
-            .map(|c| (c.id.clone(), c))
-            .collect();
-        drop(state);
-        self.publish_progress();
-    }
-
-    pub fn apply_presence(&self, event: &PresenceEvent) -> Applied {
-        let mut state = self.write();
-        if !state.presence_synced {
-            return Applied::Gap;
-        }
-        if event.instance_id != state.presence_instance {
-            return Applied::Gap;
-        }
-        if event.version <= state.presence_version {
-            return Applied::Stale;
-        }
-        if event.version != state.presence_version + 1 {
-            return Applied::Gap;
-        }
-        state.presence_version = event.version;
-        state.users_list = None;
-        match &event.change {
-            Some(presence_event::Change::Registered(r)) => {
-                if let (Some(user), Some(session)) = (&r.user, &r.session) {
-                    let entry =
-                        state
-                            .users
-                            .entry(user.id.clone())
-                            .or_insert_with(|| MirroredUser {
-                                public: Value::Null,
-                                online_sequence: session.sequence,
-                                sessions: Vec::new(),
-                            });
-                    entry.public = public_user(user);
-                    entry
-                        .sessions
-                        .retain(|s| s.session_id != session.session_id);
-                    entry.sessions.push(session.clone());
+                );
+                let registered = record
+                    .as_ref()
+                    .and_then(|r| r.change.as_ref())
+                    .is_some_and(|c| {
+                        matches!(c.change, Some(presence_change::Change::Registered(_)))
+                    });
+                if registered || !was_online {
+                    notices.push(PresenceNotice::ListChanged);
+                }
+                if !was_online && let Some(session) = online.sessions.last() {
+                    notices.push(PresenceNotice::Online {
+                        user: public,
+                        session: session.clone(),
+                    });
                 }
             }
-            Some(presence_event::Change::Unregistered(u)) => {
-                if let Some(entry) = state.users.get_mut(&u.user_id) {
-                    entry.sessions.retain(|s| s.session_id != u.session_id);
-                    if entry.sessions.is_empty() {
-                        state.users.remove(&u.user_id);
-                    }
-                }
-            }
-            None => {}
         }
-        Applied::Yes
+        if !notices.is_empty() {
+            state.users_list = None;
+        }
+        notices
     }
 
-    pub fn apply_calls(&self, event: &CallEvent) -> Applied {
+    /// Applies a call's key at `revision` (`None`: deleted).
+    pub fn apply_call(
+        &self,
+        call_id: &str,
+        record: Option<CallRecord>,
+        revision: u64,
+    ) -> Vec<CallNotice> {
         let mut state = self.write();
-        if !state.calls_synced || event.instance_id != state.calls_instance {
-            return Applied::Gap;
-        }
-        if event.sequence <= state.calls_sequence {
-            return Applied::Stale;
-        }
-        if event.sequence != state.calls_sequence + 1 {
-            return Applied::Gap;
-        }
-        state.calls_sequence = event.sequence;
-        let Some(call) = &event.call else {
-            return Applied::Yes;
+        state.calls.saw(call_id, revision);
+        let change = record
+            .as_ref()
+            .and_then(|r| r.change.as_ref())
+            .and_then(|c| c.change.clone());
+        let call = record.and_then(|r| r.call);
+        let live = call.clone().filter(|c| c.ended_at.is_none());
+        let old = match &live {
+            Some(live) => state.calls_by_id.insert(call_id.to_owned(), live.clone()),
+            None => state.calls_by_id.remove(call_id),
         };
-        let gone = match &event.change {
-            Some(call_event::Change::Ended(_)) => true,
-            Some(call_event::Change::Left(left)) => left.call_ended,
-            _ => false,
-        };
-        if gone {
-            state.calls.remove(&call.id);
-        } else {
-            state.calls.insert(call.id.clone(), call.clone());
+        drop(state);
+        let mut notices = Vec::new();
+        if let Some(call_change::Change::Ended(ended)) = &change
+            && ended.reason == EndReason::Ended as i32
+        {
+            notices.push(CallNotice::Ended {
+                call_id: call_id.to_owned(),
+                sessions: ended.participants.clone(),
+            });
+            return notices;
         }
-        Applied::Yes
+        let Some(after) = live.or(call) else {
+            return notices;
+        };
+        let Some(before) = old else {
+            if matches!(change, Some(call_change::Change::Started(_))) {
+                notices.push(CallNotice::Started { call: after });
+            }
+            return notices;
+        };
+        let has =
+            |call: &Call, session: &str| call.participants.iter().any(|p| p.session_id == session);
+        let user_in =
+            |call: &Call, user: &str| call.participants.iter().any(|p| user_of(p) == user);
+        let removed = matches!(
+            &change,
+            Some(call_change::Change::Left(left)) if left.reason == LeaveReason::Removed as i32
+        );
+        for p in before
+            .participants
+            .iter()
+            .filter(|p| !has(&after, &p.session_id))
+        {
+            if removed {
+                notices.push(CallNotice::Removed {
+                    call_id: call_id.to_owned(),
+                    session: p.clone(),
+                });
+            }
+            let user = user_of(p);
+            if !user_in(&after, user)
+                && !notices
+                    .iter()
+                    .any(|n| matches!(n, CallNotice::UserLeft { user_id, .. } if user_id == user))
+            {
+                notices.push(CallNotice::UserLeft {
+                    call: after.clone(),
+                    user_id: user.to_owned(),
+                });
+            }
+        }
+        for p in after
+            .participants
+            .iter()
+            .filter(|p| !has(&before, &p.session_id))
+        {
+            let user = user_of(p);
+            if !user_in(&before, user)
+                && !notices
+                    .iter()
+                    .any(|n| matches!(n, CallNotice::UserJoined { user_id, .. } if user_id == user))
+            {
+                notices.push(CallNotice::UserJoined {
+                    call: after.clone(),
+                    user: public_call_user(p),
+                    user_id: user.to_owned(),
+                });
+            }
+        }
+        notices
     }
 
     /// Tells waiters that everything applied so far has been announced.
     pub fn publish_progress(&self) {
         let state = self.read();
         let progress = Progress {
-            presence_version: state.presence_version,
-            calls_sequence: state.calls_sequence,
-            synced: state.presence_synced && state.calls_synced,
+            presence_revision: state.presence.revision,
+            calls_revision: state.calls.revision,
+            synced: state.presence.synced && state.calls.synced,
         };
         drop(state);
         self.shared.progress.send_replace(progress);
     }
 
-    /// Marks the presence mirror as needing a snapshot (its service restarted,
-    /// or events were lost).
-    pub fn mark_presence_unsynced(&self) {
-        self.write().presence_synced = false;
-        self.publish_progress();
-    }
-
-    pub fn mark_calls_unsynced(&self) {
-        self.write().calls_synced = false;
-        self.publish_progress();
-    }
-
-    /// The run of the presence service the mirror follows ("" before the first snapshot).
-    pub fn presence_position(&self) -> (String, u64) {
-        let state = self.read();
-        (state.presence_instance.clone(), state.presence_version)
-    }
-
-    pub fn calls_position(&self) -> (String, u64) {
-        let state = self.read();
-        (state.calls_instance.clone(), state.calls_sequence)
-    }
-
-    pub fn all_calls(&self) -> Vec<Call> {
-        self.read().calls.values().cloned().collect()
-    }
-
-    /// Every gateway that holds a session, in presence or in a call.
-    pub fn gateway_ids(&self) -> std::collections::HashSet<String> {
-        let state = self.read();
-        let in_presence = state
-            .users
-            .values()
-            .flat_map(|u| u.sessions.iter().map(|s| s.gateway_id.clone()));
-        let in_calls = state
-            .calls
-            .values()
-            .flat_map(|c| c.participants.iter().map(|p| p.gateway_id.clone()));
-        in_presence.chain(in_calls).collect()
-    }
-
     /// Sessions of `gateway_id` known to presence.
-    pub fn presence_sessions_on(&self, gateway_id: &str) -> Vec<String> {
+    pub fn presence_sessions_on(&self, gateway_id: &str) -> HashMap<String, String> {
         self.read()
             .users
-            .values()
-            .flat_map(|u| u.sessions.iter())
-            .filter(|s| s.gateway_id == gateway_id)
-            .map(|s| s.session_id.clone())
+            .iter()
+            .flat_map(|(id, u)| u.sessions.iter().map(move |s| (id, s)))
+            .filter(|(_, s)| s.gateway_id == gateway_id)
+            .map(|(id, s)| (s.session_id.clone(), id.clone()))
             .collect()
     }
 
-    /// Sessions of `gateway_id` taking part in a call.
-    pub fn call_sessions_on(&self, gateway_id: &str) -> std::collections::HashSet<String> {
+    /// Sessions of `gateway_id` taking part in a call, with their calls.
+    pub fn call_sessions_on(&self, gateway_id: &str) -> HashMap<String, Vec<String>> {
+        let mut sessions: HashMap<String, Vec<String>> = HashMap::new();
+        for call in self.read().calls_by_id.values() {
+            for p in call
+                .participants
+                .iter()
+                .filter(|p| p.gateway_id == gateway_id)
+            {
+                sessions
+                    .entry(p.session_id.clone())
+                    .or_default()
+                    .push(call.id.clone());
+            }
+        }
+        sessions
+    }
+
+    /// The calls `session_id` takes part in.
+    pub fn calls_of_session(&self, session_id: &str) -> Vec<String> {
         self.read()
-            .calls
+            .calls_by_id
             .values()
-            .flat_map(|c| c.participants.iter())
-            .filter(|p| p.gateway_id == gateway_id)
-            .map(|p| p.session_id.clone())
+            .filter(|c| c.participants.iter().any(|p| p.session_id == session_id))
+            .map(|c| c.id.clone())
             .collect()
     }
 
     pub fn is_synced(&self) -> bool {
         let state = self.read();
-        state.presence_synced && state.calls_synced
+        state.presence.synced && state.calls.synced
     }
 
-    pub fn needs_presence_sync(&self) -> bool {
-        !self.read().presence_synced
+    /// Waits until the mirror has applied (and announced) presence revision
+    /// `revision`, at most `limit`.
+    pub async fn wait_presence(&self, revision: u64, limit: Duration) {
+        if revision > 0 {
+            self.wait(limit, |p| p.presence_revision >= revision).await;
+        }
     }
 
-    pub fn needs_calls_sync(&self) -> bool {
-        !self.read().calls_synced
-    }
-
-    /// Waits until the mirror has applied (and announced) presence version
-    /// `version`, at most `limit`.
-    pub async fn wait_presence(&self, version: u64, limit: Duration) {
-        self.wait(limit, |p| p.presence_version >= version).await;
-    }
-
-    /// Waits until the mirror has applied (and announced) call event `sequence`.
-    pub async fn wait_calls(&self, sequence: u64, limit: Duration) {
-        if sequence > 0 {
-            self.wait(limit, |p| p.calls_sequence >= sequence).await;
+    /// Waits until the mirror has applied (and announced) calls revision `revision`.
+    pub async fn wait_calls(&self, revision: u64, limit: Duration) {
+        if revision > 0 {
+            self.wait(limit, |p| p.calls_revision >= revision).await;
         }
     }
 
@@ -368,7 +497,7 @@ impl Replica {
         }
         let mut state = self.write();
         let mut users: Vec<&MirroredUser> = state.users.values().collect();
-        users.sort_by_key(|u| u.online_sequence);
+        users.sort_by(|a, b| a.order.cmp(&b.order));
         let list = Arc::new(Value::Array(
             users.into_iter().map(|u| u.public.clone()).collect(),
         ));
@@ -397,11 +526,11 @@ impl Replica {
 
     pub fn counts(&self) -> (usize, usize) {
         let state = self.read();
-        (state.users.len(), state.calls.len())
+        (state.users.len(), state.calls_by_id.len())
     }
 
     pub fn call(&self, call_id: &str) -> Option<Call> {
-        self.read().calls.get(call_id).cloned()
+        self.read().calls_by_id.get(call_id).cloned()
     }
 
     /// Decides where a relay from `from_user` to `to_user` in `call_id` goes:
@@ -415,7 +544,7 @@ impl Replica {
     ) -> Result<Route, AckError> {
         let state = self.read();
         let shared = state
-            .calls
+            .calls_by_id
             .get(call_id)
             .filter(|c| belongs(c, from_user) && belongs(c, to_user));
         let Some(call) = shared else {
@@ -428,7 +557,7 @@ impl Replica {
             .participants
             .iter()
             .rev()
-            .find(|p| p.user.as_ref().is_some_and(|u| u.id == to_user))
+            .find(|p| user_of(p) == to_user)
         {
             return Ok(Route {
                 session_id: p.session_id.clone(),
@@ -438,7 +567,7 @@ impl Replica {
         state
             .users
             .get(to_user)
-            .and_then(|u| u.sessions.iter().max_by_key(|s| s.sequence))
+            .and_then(|u| u.sessions.last())
             .map(|s| Route {
                 session_id: s.session_id.clone(),
                 gateway_id: s.gateway_id.clone(),
@@ -449,38 +578,45 @@ impl Replica {
 
 #[cfg(test)]
 mod tests {
-    use meetup_proto::bus::v1::{ParticipantJoined, SessionRegistered, SessionUnregistered};
-    use meetup_proto::calls::v1::{CallUser, Participant};
+    use meetup_proto::bus::v1::{
+        CallChange, CallEnded, CallStarted, ParticipantJoined, ParticipantLeft, PresenceChange,
+        SessionRegistered, SessionUnregistered,
+    };
+    use meetup_proto::calls::v1::CallUser;
     use meetup_proto::presence::v1::OnlineUser;
 
     use super::*;
 
-    fn user(id: &str) -> User {
+    fn user(id: &str, joined_secs: u64) -> User {
         User {
             id: id.into(),
             username: format!("name-{id}"),
-            joined_at: Some(SystemTime::UNIX_EPOCH.into()),
+            joined_at: Some((SystemTime::UNIX_EPOCH + Duration::from_secs(joined_secs)).into()),
         }
     }
 
-    fn session(id: &str, gateway: &str, sequence: u64) -> Session {
+    fn session(id: &str, gateway: &str) -> Session {
         Session {
             session_id: id.into(),
             gateway_id: gateway.into(),
             registered_at: None,
-            sequence,
         }
     }
 
-    fn registered(version: u64, u: &str, s: Session) -> PresenceEvent {
-        PresenceEvent {
-            instance_id: "p".into(),
-            version,
-            change: Some(presence_event::Change::Registered(SessionRegistered {
-                user: Some(user(u)),
-                session: Some(s),
-                first_session: true,
-            })),
+    fn online(u: User, sessions: Vec<Session>) -> UserRecord {
+        let last = sessions.last().cloned();
+        UserRecord {
+            user: Some(OnlineUser {
+                user: Some(u),
+                sessions,
+            }),
+            change: Some(PresenceChange {
+                change: Some(presence_change::Change::Registered(SessionRegistered {
+                    session: last,
+                    first_session: false,
+                })),
+            }),
+            traceparent: String::new(),
         }
     }
 
@@ -496,86 +632,166 @@ mod tests {
         }
     }
 
+    fn record(call: &Call, change: call_change::Change) -> Option<CallRecord> {
+        Some(CallRecord {
+            call: Some(call.clone()),
+            change: Some(CallChange {
+                change: Some(change),
+            }),
+            traceparent: String::new(),
+        })
+    }
+
     fn synced() -> Replica {
         let replica = Replica::default();
-        replica.reset_presence(ListUsersResponse {
-            users: vec![],
-            version: 0,
-            instance_id: "p".into(),
-        });
-        replica.reset_calls(ListCallsResponse {
-            calls: vec![],
-            sequence: 0,
-            instance_id: "c".into(),
-        });
+        replica.presence_watch_started();
+        replica.presence_current();
+        replica.calls_watch_started();
+        replica.calls_current();
         replica
     }
 
     #[test]
-    fn presence_events_apply_in_order_and_gaps_are_detected() {
+    fn users_come_and_go_and_the_list_follows() {
         let replica = synced();
-        assert_eq!(
-            replica.apply_presence(&registered(1, "a", session("s1", "g", 1))),
-            Applied::Yes
+        let notices =
+            replica.apply_user("b", Some(online(user("b", 2), vec![session("s2", "g")])), 1);
+        assert!(
+            matches!(&notices[..], [PresenceNotice::ListChanged, PresenceNotice::Online { session, .. }] if session.session_id == "s2")
         );
-        assert_eq!(
-            replica.apply_presence(&registered(1, "a", session("s1", "g", 1))),
-            Applied::Stale
-        );
-        assert_eq!(
-            replica.apply_presence(&registered(3, "b", session("s3", "g", 3))),
-            Applied::Gap
-        );
-        let mut other_instance = registered(2, "b", session("s2", "g", 2));
-        other_instance.instance_id = "restarted".into();
-        assert_eq!(replica.apply_presence(&other_instance), Applied::Gap);
-        assert_eq!(
-            replica.apply_presence(&registered(2, "b", session("s2", "g", 2))),
-            Applied::Yes
-        );
+        replica.apply_user("a", Some(online(user("a", 1), vec![session("s1", "g")])), 2);
         let list = replica.users_list();
-        assert_eq!(list.as_array().map(Vec::len), Some(2));
-        assert_eq!(list[0]["id"], "a");
-        assert_eq!(list[0]["joinedAt"], "1970-01-01T00:00:00.000Z");
-        let gone = PresenceEvent {
-            instance_id: "p".into(),
-            version: 3,
-            change: Some(presence_event::Change::Unregistered(SessionUnregistered {
-                user_id: "a".into(),
+        assert_eq!(list[0]["id"], "a", "ordered by when they came online");
+        assert_eq!(list[1]["id"], "b");
+        assert_eq!(list[0]["joinedAt"], "1970-01-01T00:00:01.000Z");
+        // A second session: the list is refreshed, nobody came online.
+        let notices = replica.apply_user(
+            "a",
+            Some(online(
+                user("a", 1),
+                vec![session("s1", "g"), session("s3", "g")],
+            )),
+            3,
+        );
+        assert_eq!(notices, vec![PresenceNotice::ListChanged]);
+        // One of two sessions goes: nothing to tell.
+        let mut one_left = online(user("a", 1), vec![session("s3", "g")]);
+        one_left.change = Some(PresenceChange {
+            change: Some(presence_change::Change::Unregistered(SessionUnregistered {
                 session_id: "s1".into(),
-                last_session: true,
+                reason: LeaveReason::Left as i32,
             })),
-        };
-        assert_eq!(replica.apply_presence(&gone), Applied::Yes);
-        assert_eq!(replica.users_list()[0]["id"], "b");
+        });
+        assert!(replica.apply_user("a", Some(one_left), 4).is_empty());
+        let notices = replica.apply_user("a", None, 5);
+        assert!(notices.contains(&PresenceNotice::Offline {
+            user_id: "a".into()
+        }));
         assert_eq!(replica.counts(), (1, 0));
     }
 
     #[test]
-    fn relays_only_between_users_sharing_a_call() {
-        let replica = Replica::default();
-        replica.reset_presence(ListUsersResponse {
-            users: vec![
-                OnlineUser {
-                    user: Some(user("a")),
-                    sessions: vec![session("sa", "g1", 1)],
-                    online_sequence: 1,
-                },
-                OnlineUser {
-                    user: Some(user("b")),
-                    sessions: vec![session("sb1", "g1", 2), session("sb2", "g2", 3)],
-                    online_sequence: 2,
-                },
-                OnlineUser {
-                    user: Some(user("c")),
-                    sessions: vec![session("sc", "g1", 4)],
-                    online_sequence: 4,
-                },
-            ],
-            version: 4,
-            instance_id: "p".into(),
+    fn a_new_watch_removes_what_it_no_longer_mentions() {
+        let replica = synced();
+        replica.apply_user("a", Some(online(user("a", 1), vec![session("s1", "g")])), 1);
+        replica.apply_user("b", Some(online(user("b", 2), vec![session("s2", "g")])), 2);
+        replica.presence_watch_started();
+        replica.apply_user("b", Some(online(user("b", 2), vec![session("s2", "g")])), 2);
+        let notices = replica.presence_current();
+        assert!(notices.contains(&PresenceNotice::Offline {
+            user_id: "a".into()
+        }));
+        assert_eq!(replica.counts().0, 1);
+    }
+
+    #[test]
+    fn call_changes_become_the_protocol_notices() {
+        let replica = synced();
+        let mut call = Call {
+            id: "c".into(),
+            initiator: Some(CallUser {
+                id: "a".into(),
+                username: "a".into(),
+            }),
+            participants: vec![participant("a", "sa", "g1")],
+            invited_user_ids: vec!["b".into()],
+            version: 1,
+            ..Default::default()
+        };
+        let notices = replica.apply_call(
+            "c",
+            record(&call, call_change::Change::Started(CallStarted {})),
+            1,
+        );
+        assert!(matches!(&notices[..], [CallNotice::Started { .. }]));
+        call.participants.push(participant("b", "sb1", "g2"));
+        let joined = call_change::Change::Joined(ParticipantJoined {
+            participant: Some(participant("b", "sb1", "g2")),
         });
-        let call = Call {
+        let notices = replica.apply_call("c", record(&call, joined.clone()), 2);
+        assert!(matches!(&notices[..], [CallNotice::UserJoined { user_id, .. }] if user_id == "b"));
+        // b's second socket: nobody is told.
+        call.participants.push(participant("b", "sb2", "g2"));
+        assert!(replica.apply_call("c", record(&call, joined), 3).is_empty());
+        // Removed through the API: both sockets hear call-left, the others user-left-call once.
+        call.participants.retain(|p| p.session_id == "sa");
+        let removed = call_change::Change::Left(ParticipantLeft {
+            participant: Some(participant("b", "sb1", "g2")),
+            reason: LeaveReason::Removed as i32,
+            call_ended: false,
+        });
+        let notices = replica.apply_call("c", record(&call, removed), 4);
+        assert_eq!(
+            notices
+                .iter()
+                .filter(|n| matches!(n, CallNotice::Removed { .. }))
+                .count(),
+            2
+        );
+        assert_eq!(
+            notices
+                .iter()
+                .filter(|n| matches!(n, CallNotice::UserLeft { .. }))
+                .count(),
+            1
+        );
+        // Ended through the API.
+        let mut ended = call.clone();
+        ended.participants.clear();
+        ended.ended_at = Some(SystemTime::now().into());
+        let end = call_change::Change::Ended(CallEnded {
+            reason: EndReason::Ended as i32,
+            participants: call.participants.clone(),
+        });
+        let notices = replica.apply_call("c", record(&ended, end), 5);
+        assert!(
+            matches!(&notices[..], [CallNotice::Ended { sessions, .. }] if sessions.len() == 1)
+        );
+        assert_eq!(replica.counts(), (0, 0));
+    }
+
+    #[test]
+    fn relays_only_between_users_sharing_a_call() {
+        let replica = synced();
+        replica.apply_user(
+            "a",
+            Some(online(user("a", 1), vec![session("sa", "g1")])),
+            1,
+        );
+        replica.apply_user(
+            "b",
+            Some(online(
+                user("b", 2),
+                vec![session("sb1", "g1"), session("sb2", "g2")],
+            )),
+            2,
+        );
+        replica.apply_user(
+            "c",
+            Some(online(user("c", 3), vec![session("sc", "g1")])),
+            3,
+        );
+        let mut call = Call {
             id: "call".into(),
             initiator: Some(CallUser {
                 id: "a".into(),
@@ -586,11 +802,11 @@ mod tests {
             version: 1,
             ..Default::default()
         };
-        replica.reset_calls(ListCallsResponse {
-            calls: vec![call.clone()],
-            sequence: 1,
-            instance_id: "c".into(),
-        });
+        replica.apply_call(
+            "call",
+            record(&call, call_change::Change::Started(CallStarted {})),
+            4,
+        );
 
         // b is invited, not joined: its most recent socket.
         assert_eq!(
@@ -600,31 +816,22 @@ mod tests {
                 gateway_id: "g2".into()
             })
         );
-        assert_eq!(
-            replica.route_relay("call", "a", "c").map_err(|e| e.code),
-            Err(ErrorCode::NotInCall)
-        );
-        assert_eq!(
-            replica.route_relay("call", "c", "a").map_err(|e| e.code),
-            Err(ErrorCode::NotInCall)
-        );
+        for (from, to) in [("a", "c"), ("c", "a")] {
+            assert_eq!(
+                replica.route_relay("call", from, to).map_err(|e| e.code),
+                Err(ErrorCode::NotInCall)
+            );
+        }
         assert_eq!(
             replica.route_relay("nope", "a", "b").map_err(|e| e.code),
             Err(ErrorCode::NotInCall)
         );
-
         // Once b joins from its older socket, relays go there.
-        let mut joined = call;
-        joined.participants.push(participant("b", "sb1", "g1"));
-        let event = CallEvent {
-            instance_id: "c".into(),
-            sequence: 2,
-            call: Some(joined),
-            change: Some(call_event::Change::Joined(ParticipantJoined {
-                participant: Some(participant("b", "sb1", "g1")),
-            })),
-        };
-        assert_eq!(replica.apply_calls(&event), Applied::Yes);
+        call.participants.push(participant("b", "sb1", "g1"));
+        let joined = call_change::Change::Joined(ParticipantJoined {
+            participant: Some(participant("b", "sb1", "g1")),
+        });
+        replica.apply_call("call", record(&call, joined), 5);
         assert_eq!(
             replica.route_relay("call", "a", "b"),
             Ok(Route {
@@ -633,6 +840,7 @@ mod tests {
             })
         );
         assert_eq!(replica.sessions_on("b", "g2"), vec!["sb2".to_string()]);
+        assert_eq!(replica.calls_of_session("sb1"), vec!["call".to_string()]);
     }
 
     #[tokio::test]
@@ -642,7 +850,7 @@ mod tests {
             let replica = replica.clone();
             tokio::spawn(async move { replica.wait_presence(1, Duration::from_secs(10)).await })
         };
-        replica.apply_presence(&registered(1, "a", session("s1", "g", 1)));
+        replica.apply_user("a", Some(online(user("a", 1), vec![session("s1", "g")])), 1);
         replica.publish_progress();
         tokio::time::timeout(Duration::from_secs(5), waiter)
             .await

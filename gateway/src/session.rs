@@ -9,11 +9,11 @@ use std::time::Instant;
 
 use meetup_proto::bus::v1 as busv1;
 use meetup_proto::calls::v1::{
-    CallUser, JoinCallRequest, LeaveCallRequest, Participant, RemoveSessionRequest,
+    CallUser, GetCallRequest, JoinCallRequest, LeaveCallRequest, Participant, RemoveSessionRequest,
     StartCallRequest,
 };
 use meetup_proto::presence::v1::{RegisterSessionRequest, UnregisterSessionRequest};
-use meetup_runtime::subjects;
+use meetup_runtime::{reason, subjects};
 use prost::Message;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -28,6 +28,7 @@ use tonic::Code;
 
 use crate::ack::{AckError, ErrorCode, ok};
 use crate::auth::{Claims, handshake_token};
+use crate::backends::{replica_went_away, retry_once};
 use crate::gateway::{Gateway, LocalSession};
 use crate::limits::{EventLimiter, Verdict};
 use crate::metrics;
@@ -334,17 +335,18 @@ impl SessionWorker {
                 since: Instant::now(),
             },
         );
-        let result = self
-            .gw
-            .presence()
-            .register_session(RegisterSessionRequest {
-                user_id: cmd.id.clone(),
-                username: cmd.username.clone(),
-                gateway_id: self.gw.id().to_owned(),
-                session_id: self.session_id.clone(),
-                joined_at: None,
-            })
-            .await;
+        let request = RegisterSessionRequest {
+            user_id: cmd.id.clone(),
+            username: cmd.username.clone(),
+            gateway_id: self.gw.id().to_owned(),
+            session_id: self.session_id.clone(),
+        };
+        let presence = self.gw.presence();
+        let result = retry_once(|| {
+            let (mut client, request) = (presence.clone(), request.clone());
+            async move { client.register_session(request).await }
+        })
+        .await;
         if result.is_err() {
             match previous {
                 Some(previous) => self.gw.set_local(&self.session_id, previous),
@@ -352,17 +354,7 @@ impl SessionWorker {
             };
         }
         let response = result
-            .map_err(|status| match status.code() {
-                Code::AlreadyExists => AckError::new(
-                    ErrorCode::AlreadyRegistered,
-                    "this socket is registered as another user; reconnect to change identity",
-                ),
-                Code::ResourceExhausted => AckError::new(
-                    ErrorCode::TooManySockets,
-                    "this user id has too many sockets open",
-                ),
-                _ => AckError::from_status(&status, "register session"),
-            })?
+            .map_err(|status| AckError::from_status(&status, "register session"))?
             .into_inner();
         let user = response.user.unwrap_or_default();
         self.gw.confirm_local(&self.session_id, user.joined_at);
@@ -375,7 +367,7 @@ impl SessionWorker {
         });
         self.gw
             .replica()
-            .wait_presence(response.version, self.gw.limits().announce_wait)
+            .wait_presence(response.revision, self.gw.limits().announce_wait)
             .await;
         // Extension: the ICE servers this user should use, TURN credentials included.
         self.emit("ice-servers", &self.gw.ice().for_user(&user.id));
@@ -385,30 +377,45 @@ impl SessionWorker {
     async fn start_call(&mut self, payload: &RawValue) -> Result<Value, AckError> {
         let me = self.identity()?.clone();
         let cmd = payload::start_call(payload)?;
-        let response = self
-            .gw
-            .calls()
-            .start_call(StartCallRequest {
-                call_id: cmd.id.clone(),
-                initiator: Some(self.participant(&me)),
-                is_video: cmd.is_video,
-                invited_user_ids: cmd.invited_user_ids,
-            })
-            .await
-            .map_err(|status| match status.code() {
-                Code::AlreadyExists => {
-                    AckError::new(ErrorCode::CallExists, "a live call already has this id")
+        let request = StartCallRequest {
+            call_id: cmd.id.clone(),
+            initiator: Some(self.participant(&me)),
+            is_video: cmd.is_video,
+            invited_user_ids: cmd.invited_user_ids,
+        };
+        let revision = match self.gw.calls().start_call(request.clone()).await {
+            Ok(response) => response.into_inner().revision,
+            Err(status) if replica_went_away(&status) => {
+                // Once more on another replica. Should the first attempt have gone
+                // through after all, the call exists with this very socket as its
+                // initiator: that is our call, not somebody else's.
+                match self.gw.calls().start_call(request).await {
+                    Ok(response) => response.into_inner().revision,
+                    Err(status) if reason::of(&status) == Some("call-exists") => {
+                        let mine = self
+                            .gw
+                            .calls()
+                            .get_call(GetCallRequest {
+                                call_id: cmd.id.clone(),
+                            })
+                            .await
+                            .ok()
+                            .and_then(|r| r.into_inner().call)
+                            .and_then(|c| c.participants.into_iter().next())
+                            .is_some_and(|p| p.session_id == self.session_id);
+                        if !mine {
+                            return Err(AckError::from_status(&status, "start call"));
+                        }
+                        0
+                    }
+                    Err(status) => return Err(AckError::from_status(&status, "start call")),
                 }
-                Code::ResourceExhausted => AckError::new(
-                    ErrorCode::TooManyCalls,
-                    "you have started too many live calls",
-                ),
-                _ => AckError::from_status(&status, "start call"),
-            })?
-            .into_inner();
+            }
+            Err(status) => return Err(AckError::from_status(&status, "start call")),
+        };
         self.gw
             .replica()
-            .wait_calls(response.sequence, self.gw.limits().announce_wait)
+            .wait_calls(revision, self.gw.limits().announce_wait)
             .await;
         let body = json!({ "callId": cmd.id });
         self.emit("call-started", &body);
@@ -418,31 +425,29 @@ impl SessionWorker {
     async fn join_call(&mut self, payload: &RawValue) -> Result<Value, AckError> {
         let me = self.identity()?.clone();
         let cmd = payload::join_call(payload)?;
-        let result = self
-            .gw
-            .calls()
-            .join_call(JoinCallRequest {
-                call_id: cmd.call_id.clone(),
-                participant: Some(self.participant(&me)),
-            })
-            .await;
-        let response = match result {
+        let request = JoinCallRequest {
+            call_id: cmd.call_id.clone(),
+            participant: Some(self.participant(&me)),
+        };
+        let calls = self.gw.calls();
+        let response = match retry_once(|| {
+            let (mut client, request) = (calls.clone(), request.clone());
+            async move { client.join_call(request).await }
+        })
+        .await
+        {
             Ok(response) => response.into_inner(),
-            Err(status) if status.code() == Code::NotFound => {
-                self.emit("call-not-found", &json!({ "callId": cmd.call_id }));
-                return Err(AckError::new(
-                    ErrorCode::CallNotFound,
-                    "no live call has this id",
-                ));
+            Err(status) => {
+                let error = AckError::from_status(&status, "join call");
+                if error.code == ErrorCode::CallNotFound {
+                    self.emit("call-not-found", &json!({ "callId": cmd.call_id }));
+                }
+                return Err(error);
             }
-            Err(status) if status.code() == Code::ResourceExhausted => {
-                return Err(AckError::new(ErrorCode::CallFull, "this call is full"));
-            }
-            Err(status) => return Err(AckError::from_status(&status, "join call")),
         };
         self.gw
             .replica()
-            .wait_calls(response.sequence, self.gw.limits().announce_wait)
+            .wait_calls(response.revision, self.gw.limits().announce_wait)
             .await;
         let participants = response
             .call
@@ -457,19 +462,21 @@ impl SessionWorker {
     async fn leave_call(&mut self, payload: &RawValue) -> Result<Value, AckError> {
         self.identity()?;
         let cmd = payload::leave_call(payload)?;
-        let response = self
-            .gw
-            .calls()
-            .leave_call(LeaveCallRequest {
-                call_id: cmd.call_id.clone(),
-                session_id: self.session_id.clone(),
-            })
-            .await
-            .map_err(|status| AckError::from_status(&status, "leave call"))?
-            .into_inner();
+        let request = LeaveCallRequest {
+            call_id: cmd.call_id.clone(),
+            session_id: self.session_id.clone(),
+        };
+        let calls = self.gw.calls();
+        let response = retry_once(|| {
+            let (mut client, request) = (calls.clone(), request.clone());
+            async move { client.leave_call(request).await }
+        })
+        .await
+        .map_err(|status| AckError::from_status(&status, "leave call"))?
+        .into_inner();
         self.gw
             .replica()
-            .wait_calls(response.sequence, self.gw.limits().announce_wait)
+            .wait_calls(response.revision, self.gw.limits().announce_wait)
             .await;
         self.emit("call-left", &json!({ "callId": cmd.call_id }));
         Ok(ok(json!({ "callId": cmd.call_id, "left": response.left })))
@@ -536,19 +543,22 @@ impl SessionWorker {
         // Forgotten first: were the calls below to fail, the reconciler removes
         // what is left of this session once the services are back.
         self.gw.forget_local(&session_id);
-        match self
-            .gw
-            .calls()
-            .remove_session(RemoveSessionRequest {
-                session_id: session_id.clone(),
-            })
-            .await
+        let request = RemoveSessionRequest {
+            session_id: session_id.clone(),
+            call_ids: self.gw.replica().calls_of_session(&session_id),
+        };
+        let calls = self.gw.calls();
+        match retry_once(|| {
+            let (mut client, request) = (calls.clone(), request.clone());
+            async move { client.remove_session(request).await }
+        })
+        .await
         {
             Ok(response) => {
                 self.gw
                     .replica()
                     .wait_calls(
-                        response.into_inner().sequence,
+                        response.into_inner().revision,
                         self.gw.limits().announce_wait,
                     )
                     .await;
@@ -558,13 +568,16 @@ impl SessionWorker {
                 tracing::warn!(session_id, code = ?status.code(), error = status.message(), "calls cleanup failed");
             }
         }
-        match self
-            .gw
-            .presence()
-            .unregister_session(UnregisterSessionRequest {
-                session_id: session_id.clone(),
-            })
-            .await
+        let request = UnregisterSessionRequest {
+            session_id: session_id.clone(),
+            user_id: me.user_id.clone(),
+        };
+        let presence = self.gw.presence();
+        match retry_once(|| {
+            let (mut client, request) = (presence.clone(), request.clone());
+            async move { client.unregister_session(request).await }
+        })
+        .await
         {
             Ok(_) => {}
             Err(status) if status.code() == Code::NotFound => {}

@@ -1,6 +1,7 @@
 // The system under test as child processes: spawn, learn ports from the JSON logs, wait for /readyz, stop.
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -229,9 +230,14 @@ function natsServerBin() {
   return '/usr/sbin/nats-server';
 }
 
-/** A real nats-server on a free loopback port (`-p -1`), its port read from its log. */
+/**
+ * A real nats-server with JetStream (the state store) on a free loopback port
+ * (`-p -1`), its port read from its log, its store in a fresh temporary directory.
+ */
 async function startNats() {
-  const proc = new ServiceProcess('nats', natsServerBin(), childEnv({}), ['-a', '127.0.0.1', '-p', '-1']);
+  const storeDir = mkdtempSync(path.join(os.tmpdir(), 'meetup-nats-'));
+  const proc = new ServiceProcess('nats', natsServerBin(), childEnv({}), ['-a', '127.0.0.1', '-p', '-1', '-js', '-sd', storeDir]);
+  process.once('exit', () => rmSync(storeDir, { recursive: true, force: true }));
   const port = await proc.until(
     () => proc.lines.map((l) => /Listening for client connections on [\d.]+:(\d+)/.exec(l.text)?.[1]).find(Boolean),
     STARTUP_TIMEOUT_MS,
@@ -255,6 +261,10 @@ async function startCluster(env) {
   try {
     const nats = await startNats();
     started.push(nats.proc);
+    // Failover is tested elsewhere (tests/tests/cluster.rs): here a long lease
+    // keeps a busy machine from declaring a live gateway dead. The services
+    // create the gateways bucket, so its lease lifetime is theirs.
+    env = { GATEWAY_TIMEOUT_MS: '15000', ...env };
     const presence = await startService('presence', 'meetup-presence', 'PRESENCE_LISTEN', nats.url, env);
     started.push(presence.proc);
     const calls = await startService('calls', 'meetup-calls', 'CALLS_LISTEN', nats.url, env);
@@ -264,9 +274,6 @@ async function startCluster(env) {
     for (const name of ['gateway-a', 'gateway-b']) {
       const gateway = await startGateway(
         {
-          // Failover is tested elsewhere (tests/tests/cluster.rs): here a long
-          // timeout keeps a busy machine from declaring a live gateway dead.
-          GATEWAY_TIMEOUT_MS: '15000',
           ...env,
           NATS_URL: nats.url,
           PRESENCE_URL: `http://${presence.addr}`,

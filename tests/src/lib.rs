@@ -226,24 +226,59 @@ pub async fn listening_addrs(
     Ok(found)
 }
 
-/// A real `nats-server` on a free loopback port, killed on drop.
+/// A real `nats-server` with JetStream on a free loopback port, its store in a
+/// directory of its own; killed (and the directory removed) on drop.
 pub struct NatsServer {
     process: Process,
     pub port: u16,
+    store: Arc<StoreDir>,
+}
+
+/// A directory removed on drop.
+struct StoreDir(PathBuf);
+
+impl Drop for StoreDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fresh directory under the system's temporary one.
+pub fn temp_dir(prefix: &str) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "{prefix}-{}-{:016x}",
+        std::process::id(),
+        rand_u64()
+    ));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    hasher.finish()
 }
 
 impl NatsServer {
     pub async fn start() -> anyhow::Result<Self> {
-        Self::start_on(-1).await
+        Self::start_on(-1, Arc::new(StoreDir(temp_dir("meetup-nats")?))).await
     }
 
-    async fn start_on(port: i32) -> anyhow::Result<Self> {
+    async fn start_on(port: i32, store_dir: Arc<StoreDir>) -> anyhow::Result<Self> {
         let program = nats_server_path()?;
         let port_arg = port.to_string();
+        let store = store_dir.0.to_string_lossy().into_owned();
         let process = Process::spawn(
             "nats-server",
             &program,
-            &["-a", "127.0.0.1", "-p", &port_arg],
+            &["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd", &store],
             &[],
         )?;
         let port = process
@@ -252,19 +287,28 @@ impl NatsServer {
                 rest.trim().rsplit(':').next()?.parse::<u16>().ok()
             })
             .await?;
-        Ok(NatsServer { process, port })
+        process
+            .wait_for_line(START_TIMEOUT, |line| {
+                line.contains("Server is ready").then_some(())
+            })
+            .await?;
+        Ok(NatsServer {
+            process,
+            port,
+            store: store_dir,
+        })
     }
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    /// Kills the server and starts a new one on the same port.
+    /// Kills the server and starts a new one on the same port and store.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.process.signal("KILL")?;
         self.process.wait_exit(Duration::from_secs(5)).await?;
-        let port = self.port;
-        *self = Self::start_on(i32::from(port)).await?;
+        let (port, store) = (self.port, self.store.clone());
+        *self = Self::start_on(i32::from(port), store).await?;
         Ok(())
     }
 }
@@ -300,12 +344,21 @@ pub struct ServiceProcess {
 impl ServiceProcess {
     /// `service` is `presence` or `calls`.
     pub async fn start(service: &str, nats_url: Option<&str>) -> anyhow::Result<Self> {
+        Self::start_env(service, nats_url, &[]).await
+    }
+
+    /// Like [`ServiceProcess::start`], with `env` added.
+    pub async fn start_env(
+        service: &str,
+        nats_url: Option<&str>,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
         let (bin, listen_var) = match service {
             "presence" => ("meetup-presence", "PRESENCE_LISTEN"),
             "calls" => ("meetup-calls", "CALLS_LISTEN"),
             other => bail!("unknown service {other}"),
         };
-        Self::start_with(service, bin, listen_var, "127.0.0.1:0", nats_url).await
+        Self::start_with(service, bin, listen_var, "127.0.0.1:0", nats_url, env).await
     }
 
     /// Starts the service again on the address it had.
@@ -319,8 +372,15 @@ impl ServiceProcess {
             "presence" => ("meetup-presence", "PRESENCE_LISTEN"),
             _ => ("meetup-calls", "CALLS_LISTEN"),
         };
-        *self =
-            Self::start_with(&service, bin, listen_var, &self.addr.to_string(), nats_url).await?;
+        *self = Self::start_with(
+            &service,
+            bin,
+            listen_var,
+            &self.addr.to_string(),
+            nats_url,
+            &[],
+        )
+        .await?;
         Ok(())
     }
 
@@ -330,6 +390,7 @@ impl ServiceProcess {
         listen_var: &str,
         listen: &str,
         nats_url: Option<&str>,
+        extra: &[(&str, String)],
     ) -> anyhow::Result<Self> {
         let mut env = vec![
             (listen_var, listen.to_owned()),
@@ -340,6 +401,7 @@ impl ServiceProcess {
         if let Some(url) = nats_url {
             env.push(("NATS_URL", url.to_owned()));
         }
+        env.extend(extra.iter().cloned());
         let process = Process::spawn(service, &bin_path(bin)?, &[], &env)?;
         let addr = listening_addrs(&process, &[service]).await?[service];
         Ok(ServiceProcess { process, addr })
@@ -504,5 +566,33 @@ impl Cluster {
 
     pub fn url(&self, gateway: usize) -> String {
         self.gateways[gateway].url()
+    }
+}
+
+/// The changes of one JetStream KV bucket from now on, as the gateways see them.
+pub struct BucketWatch {
+    watch: async_nats::jetstream::kv::Watch,
+}
+
+impl BucketWatch {
+    pub async fn start(nats_url: &str, bucket: &str) -> anyhow::Result<Self> {
+        let client = async_nats::connect(nats_url).await?;
+        let js = async_nats::jetstream::new(client);
+        let kv = js.get_key_value(bucket).await?;
+        Ok(BucketWatch {
+            watch: kv.watch_all().await?,
+        })
+    }
+
+    /// The next change: key, value (`None` for a delete) and revision.
+    pub async fn next(&mut self) -> anyhow::Result<(String, Option<bytes::Bytes>, u64)> {
+        use futures::StreamExt;
+        let entry = tokio::time::timeout(Duration::from_secs(5), self.watch.next())
+            .await
+            .context("no change within 5 s")?
+            .context("watch ended")??;
+        let value = matches!(entry.operation, async_nats::jetstream::kv::Operation::Put)
+            .then_some(entry.value);
+        Ok((entry.key, value, entry.revision))
     }
 }

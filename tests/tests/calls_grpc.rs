@@ -1,16 +1,13 @@
-//! The call service binary over gRPC: every RPC, every error code, and the events
-//! it publishes on a real nats-server.
+//! The call service binary over gRPC: every RPC, every error code, and the
+//! records it writes to the calls bucket of a real nats-server's JetStream.
 
 // Tests fail loudly: a failed expectation is the test failing.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::time::Duration;
-
-use futures::StreamExt;
-use meetup_proto::bus::v1::{CallEvent, LeaveReason, call_event};
+use meetup_proto::bus::v1::{CallRecord, LeaveReason, call_change};
 use meetup_proto::calls::v1::call_service_client::CallServiceClient;
 use meetup_proto::calls::v1::*;
-use meetup_tests::{NatsServer, ServiceProcess};
+use meetup_tests::{BucketWatch, NatsServer, ServiceProcess};
 use prost::Message;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -45,12 +42,24 @@ fn join(call: &str, p: Participant) -> JoinCallRequest {
     }
 }
 
-async fn next_event(sub: &mut async_nats::Subscriber) -> CallEvent {
-    let message = tokio::time::timeout(Duration::from_secs(5), sub.next())
-        .await
-        .expect("event within 5 s")
-        .expect("subscription open");
-    CallEvent::decode(message.payload).expect("decodes")
+/// The next change of the calls bucket (call keys only): its change and revision.
+async fn next_event(watch: &mut BucketWatch) -> Event {
+    loop {
+        let (key, value, revision) = watch.next().await.expect("a change");
+        if !key.starts_with("c.") {
+            continue;
+        }
+        let record = value.map(|v| CallRecord::decode(v).expect("decodes"));
+        return Event {
+            sequence: revision,
+            change: record.and_then(|r| r.change).and_then(|c| c.change),
+        };
+    }
+}
+
+struct Event {
+    sequence: u64,
+    change: Option<call_change::Change>,
 }
 
 async fn client(service: &ServiceProcess) -> CallServiceClient<Channel> {
@@ -60,18 +69,16 @@ async fn client(service: &ServiceProcess) -> CallServiceClient<Channel> {
 }
 
 #[tokio::test]
-async fn a_call_lives_and_ends_and_every_change_is_published() {
+async fn a_call_lives_and_ends_and_every_change_is_in_the_bucket() {
     let nats = NatsServer::start().await.expect("nats-server");
-    let service = ServiceProcess::start("calls", Some(&nats.url()))
+    let no_sweep = [("SWEEP_INTERVAL_MS", "0".to_owned())];
+    let service = ServiceProcess::start_env("calls", Some(&nats.url()), &no_sweep)
         .await
         .expect("calls");
     service.wait_healthy(SERVICE).await.expect("healthy");
-    let bus = async_nats::connect(nats.url()).await.expect("nats client");
-    let mut events = bus
-        .subscribe("meetup.v1.events.calls")
+    let mut events = BucketWatch::start(&nats.url(), "meetup_calls")
         .await
-        .expect("subscribe");
-    bus.flush().await.expect("flush");
+        .expect("watch");
     let mut calls = client(&service).await;
 
     let started = calls
@@ -84,8 +91,11 @@ async fn a_call_lives_and_ends_and_every_change_is_published() {
     assert_eq!(call.invited_user_ids, ["b", "c"]);
     assert!(call.is_video);
     let event = next_event(&mut events).await;
-    assert_eq!(event.sequence, started.sequence);
-    assert!(matches!(event.change, Some(call_event::Change::Started(_))));
+    assert_eq!(event.sequence, started.revision);
+    assert!(matches!(
+        event.change,
+        Some(call_change::Change::Started(_))
+    ));
 
     let joined = calls
         .join_call(join("c1", participant("b", "sb", "gw2")))
@@ -95,8 +105,8 @@ async fn a_call_lives_and_ends_and_every_change_is_published() {
     assert!(joined.joined);
     assert_eq!(joined.call.as_ref().map(|c| c.participants.len()), Some(2));
     let event = next_event(&mut events).await;
-    assert_eq!(event.sequence, joined.sequence);
-    assert!(matches!(event.change, Some(call_event::Change::Joined(_))));
+    assert_eq!(event.sequence, joined.revision);
+    assert!(matches!(event.change, Some(call_change::Change::Joined(_))));
 
     let again = calls
         .join_call(join("c1", participant("b", "sb", "gw2")))
@@ -104,7 +114,7 @@ async fn a_call_lives_and_ends_and_every_change_is_published() {
         .expect("no-op")
         .into_inner();
     assert!(!again.joined);
-    assert_eq!(again.sequence, 0, "nothing published");
+    assert_eq!(again.revision, 0, "nothing written");
 
     let got = calls
         .get_call(GetCallRequest {
@@ -120,7 +130,6 @@ async fn a_call_lives_and_ends_and_every_change_is_published() {
         .expect("list")
         .into_inner();
     assert_eq!(listed.calls.len(), 1);
-    assert_eq!(listed.sequence, 2);
     let counts = calls
         .get_counts(GetCountsRequest {})
         .await
@@ -139,7 +148,7 @@ async fn a_call_lives_and_ends_and_every_change_is_published() {
     assert!(left.left && !left.ended);
     let event = next_event(&mut events).await;
     assert!(
-        matches!(event.change, Some(call_event::Change::Left(ref l)) if l.reason == LeaveReason::Left as i32)
+        matches!(event.change, Some(call_change::Change::Left(ref l)) if l.reason == LeaveReason::Left as i32)
     );
     let not_in = calls
         .leave_call(LeaveCallRequest {
@@ -167,7 +176,7 @@ async fn a_call_lives_and_ends_and_every_change_is_published() {
     assert_eq!((removed.sessions_removed, removed.ended), (1, false));
     let event = next_event(&mut events).await;
     assert!(
-        matches!(event.change, Some(call_event::Change::Left(ref l)) if l.reason == LeaveReason::Removed as i32)
+        matches!(event.change, Some(call_change::Change::Left(ref l)) if l.reason == LeaveReason::Removed as i32)
     );
 
     let ended = calls
@@ -179,7 +188,7 @@ async fn a_call_lives_and_ends_and_every_change_is_published() {
         .into_inner();
     assert_eq!(ended.call.map(|c| c.participants.len()), Some(1));
     let event = next_event(&mut events).await;
-    assert!(matches!(event.change, Some(call_event::Change::Ended(_))));
+    assert!(matches!(event.change, Some(call_change::Change::Ended(_))));
     let gone = calls
         .get_call(GetCallRequest {
             call_id: "c1".into(),
@@ -214,12 +223,13 @@ async fn sessions_and_gateways_are_removed_from_every_call() {
     let removed = calls
         .remove_session(RemoveSessionRequest {
             session_id: "sa".into(),
+            call_ids: vec![],
         })
         .await
         .expect("removes")
         .into_inner();
     assert_eq!(removed.call_ids, ["c1", "c2"]);
-    assert!(removed.sequence > 0);
+    assert!(removed.revision > 0);
     let gone = calls
         .get_call(GetCallRequest {
             call_id: "c1".into(),
@@ -245,71 +255,85 @@ async fn sessions_and_gateways_are_removed_from_every_call() {
 }
 
 #[tokio::test]
-async fn restore_puts_a_call_back_after_a_restart() {
-    let service = ServiceProcess::start("calls", None).await.expect("calls");
-    service.wait_healthy(SERVICE).await.expect("healthy");
-    let mut calls = client(&service).await;
-    let started = calls
-        .start_call(start("c1", participant("a", "sa", "gw1"), &["b"]))
+async fn two_replicas_race_and_exactly_one_wins() {
+    let nats = NatsServer::start().await.expect("nats-server");
+    let env = [
+        ("SWEEP_INTERVAL_MS", "0".to_owned()),
+        ("MAX_CALL_PARTICIPANTS", "2".to_owned()),
+        ("MAX_CALLS_PER_USER", "1".to_owned()),
+    ];
+    let one = ServiceProcess::start_env("calls", Some(&nats.url()), &env)
         .await
-        .expect("starts")
-        .into_inner()
-        .call
-        .expect("call");
-    let counts = calls
-        .get_counts(GetCountsRequest {})
+        .expect("replica 1");
+    let two = ServiceProcess::start_env("calls", Some(&nats.url()), &env)
         .await
-        .expect("counts")
-        .into_inner();
-    assert!(!counts.instance_id.is_empty());
-    assert_eq!(counts.sequence, 1);
-
-    // Another service run gets the call back, one gateway at a time.
-    let fresh = ServiceProcess::start("calls", None).await.expect("calls");
-    fresh.wait_healthy(SERVICE).await.expect("healthy");
-    let mut fresh_client = client(&fresh).await;
-    let fresh_counts = fresh_client
-        .get_counts(GetCountsRequest {})
-        .await
-        .expect("counts")
-        .into_inner();
-    assert_ne!(
-        fresh_counts.instance_id, counts.instance_id,
-        "each run has its own instance id"
-    );
-    let mut from_gw2 = started.clone();
-    from_gw2.participants = vec![participant("b", "sb", "gw2")];
-    fresh_client
-        .restore_call(RestoreCallRequest {
-            call: Some(from_gw2),
-        })
-        .await
-        .expect("restores");
-    let restored = fresh_client
-        .restore_call(RestoreCallRequest {
-            call: Some(started),
-        })
-        .await
-        .expect("restores")
-        .into_inner();
-    let call = restored.call.expect("call");
-    let sessions: Vec<_> = call
-        .participants
-        .iter()
-        .map(|p| p.session_id.as_str())
-        .collect();
-    assert_eq!(sessions, ["sb", "sa"]);
-    assert_eq!(call.invited_user_ids, ["b"]);
-    let empty = fresh_client
-        .restore_call(RestoreCallRequest {
-            call: Some(Call {
-                id: "c2".into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect_err("no initiator, no participants");
-    assert_eq!(empty.code(), Code::InvalidArgument);
+        .expect("replica 2");
+    one.wait_healthy(SERVICE).await.expect("healthy");
+    two.wait_healthy(SERVICE).await.expect("healthy");
+    let (a, b) = (client(&one).await, client(&two).await);
+    let pick = |i: usize| {
+        if i.is_multiple_of(2) {
+            a.clone()
+        } else {
+            b.clone()
+        }
+    };
+    for round in 0..15 {
+        // The same call id started on both replicas at once.
+        let call_id = format!("call-{round}");
+        let starts = (0..4).map(|i| {
+            let mut c = pick(i);
+            let request = start(
+                &call_id,
+                participant(&format!("u{round}-{i}"), &format!("s{round}-{i}"), "gw"),
+                &[],
+            );
+            async move { c.start_call(request).await }
+        });
+        let results = futures::future::join_all(starts).await;
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            1,
+            "round {round}: {results:?}"
+        );
+        for refused in results.iter().filter_map(|r| r.as_ref().err()) {
+            assert_eq!(refused.code(), Code::AlreadyExists);
+        }
+        // The last free seat.
+        let joins = (0..4).map(|i| {
+            let mut c = pick(i);
+            let request = join(
+                &call_id,
+                participant(&format!("j{round}-{i}"), &format!("js{round}-{i}"), "gw"),
+            );
+            async move { c.join_call(request).await }
+        });
+        let results = futures::future::join_all(joins).await;
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            1,
+            "round {round}: {results:?}"
+        );
+        // One user's last allowed live call, under several ids at once.
+        let mine = (0..4).map(|i| {
+            let mut c = pick(i);
+            let request = start(
+                &format!("mine-{round}-{i}"),
+                participant(&format!("solo{round}"), "s", "gw"),
+                &[],
+            );
+            async move { c.start_call(request).await }
+        });
+        let results = futures::future::join_all(mine).await;
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            1,
+            "round {round}: {results:?}"
+        );
+        for refused in results.iter().filter_map(|r| r.as_ref().err()) {
+            assert_eq!(refused.code(), Code::ResourceExhausted);
+        }
+    }
 }
 
 #[tokio::test]
@@ -405,6 +429,7 @@ async fn each_failure_has_its_precise_code() {
         calls
             .remove_session(RemoveSessionRequest {
                 session_id: String::new(),
+                call_ids: vec![],
             })
             .await
             .expect_err("empty"),

@@ -1,5 +1,6 @@
 //! The presence service binary over gRPC: every RPC, every error code, health,
-//! reflection, and the events it publishes on a real nats-server.
+//! reflection, and the records it writes to the presence bucket of a real
+//! nats-server's JetStream.
 
 // Tests fail loudly: a failed expectation is the test failing.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -7,10 +8,10 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use meetup_proto::bus::v1::{PresenceEvent, presence_event};
+use meetup_proto::bus::v1::{UserRecord, presence_change};
 use meetup_proto::presence::v1::presence_service_client::PresenceServiceClient;
 use meetup_proto::presence::v1::*;
-use meetup_tests::{NatsServer, ServiceProcess};
+use meetup_tests::{BucketWatch, NatsServer, ServiceProcess};
 use prost::Message;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -29,31 +30,38 @@ fn register(user: &str, name: &str, gateway: &str, session: &str) -> RegisterSes
         username: name.into(),
         gateway_id: gateway.into(),
         session_id: session.into(),
-        joined_at: None,
     }
 }
 
-async fn next_event(sub: &mut async_nats::Subscriber) -> PresenceEvent {
-    let message = tokio::time::timeout(Duration::from_secs(5), sub.next())
-        .await
-        .expect("event within 5 s")
-        .expect("subscription open");
-    PresenceEvent::decode(message.payload).expect("decodes")
+/// The next change of the presence bucket: the user's record (`None` once the
+/// key is deleted) and its revision.
+async fn next_record(watch: &mut BucketWatch) -> (Option<UserRecord>, u64) {
+    let (_, value, revision) = watch.next().await.expect("a change");
+    (
+        value.map(|v| UserRecord::decode(v).expect("decodes")),
+        revision,
+    )
+}
+
+fn sessions(record: &Option<UserRecord>) -> usize {
+    record
+        .as_ref()
+        .and_then(|r| r.user.as_ref())
+        .map_or(0, |u| u.sessions.len())
 }
 
 #[tokio::test]
-async fn sessions_come_and_go_and_every_change_is_published() {
+async fn sessions_come_and_go_and_every_change_is_in_the_bucket() {
     let nats = NatsServer::start().await.expect("nats-server");
-    let service = ServiceProcess::start("presence", Some(&nats.url()))
+    // No sweeps: the gateways named here hold no lease.
+    let no_sweep = [("SWEEP_INTERVAL_MS", "0".to_owned())];
+    let service = ServiceProcess::start_env("presence", Some(&nats.url()), &no_sweep)
         .await
         .expect("presence");
     service.wait_healthy(SERVICE).await.expect("healthy");
-    let bus = async_nats::connect(nats.url()).await.expect("nats client");
-    let mut events = bus
-        .subscribe("meetup.v1.events.presence")
+    let mut watch = BucketWatch::start(&nats.url(), "meetup_presence")
         .await
-        .expect("subscribe");
-    bus.flush().await.expect("flush");
+        .expect("watch");
     let mut presence = client(&service).await;
 
     let first = presence
@@ -65,11 +73,11 @@ async fn sessions_come_and_go_and_every_change_is_published() {
     let user = first.user.clone().expect("user");
     assert_eq!((user.id.as_str(), user.username.as_str()), ("u1", "Ann"));
     assert!(user.joined_at.is_some());
-    let event = next_event(&mut events).await;
-    assert_eq!(event.version, first.version);
+    let (record, revision) = next_record(&mut watch).await;
+    assert_eq!(revision, first.revision);
     assert!(matches!(
-        event.change,
-        Some(presence_event::Change::Registered(ref r)) if r.first_session && r.session.as_ref().map(|s| s.session_id.as_str()) == Some("s1")
+        record.as_ref().and_then(|r| r.change.as_ref()).and_then(|c| c.change.as_ref()),
+        Some(presence_change::Change::Registered(r)) if r.first_session && r.session.as_ref().map(|s| s.session_id.as_str()) == Some("s1")
     ));
 
     let second = presence
@@ -86,13 +94,14 @@ async fn sessions_come_and_go_and_every_change_is_published() {
         second.user.as_ref().and_then(|u| u.joined_at),
         user.joined_at
     );
-    assert_eq!(next_event(&mut events).await.version, first.version + 1);
+    let (record, revision) = next_record(&mut watch).await;
+    assert_eq!((sessions(&record), revision), (2, second.revision));
 
     presence
         .register_session(register("u2", "Bob", "gw-a", "s3"))
         .await
         .expect("registers");
-    next_event(&mut events).await;
+    next_record(&mut watch).await;
 
     let list = presence
         .list_users(ListUsersRequest {})
@@ -107,8 +116,6 @@ async fn sessions_come_and_go_and_every_change_is_published() {
         .collect();
     assert_eq!(ids, ["u1", "u2"]);
     assert_eq!(list.users[0].sessions.len(), 2);
-    assert_eq!(list.version, 3);
-    assert!(!list.instance_id.is_empty());
 
     let ann = presence
         .get_user(GetUserRequest {
@@ -132,18 +139,19 @@ async fn sessions_come_and_go_and_every_change_is_published() {
         (2, 3, 2)
     );
 
+    // Without the user id, the service finds the session's user itself.
     let gone = presence
         .unregister_session(UnregisterSessionRequest {
             session_id: "s2".into(),
+            user_id: String::new(),
         })
         .await
         .expect("unregisters")
         .into_inner();
     assert!(!gone.last_session);
-    let event = next_event(&mut events).await;
-    assert!(
-        matches!(event.change, Some(presence_event::Change::Unregistered(ref u)) if !u.last_session && u.user_id == "u1")
-    );
+    assert_eq!(gone.user_id, "u1");
+    let (record, _) = next_record(&mut watch).await;
+    assert_eq!(sessions(&record), 1);
 
     let swept = presence
         .unregister_gateway(UnregisterGatewayRequest {
@@ -156,18 +164,67 @@ async fn sessions_come_and_go_and_every_change_is_published() {
     let mut offline = swept.users_gone_offline.clone();
     offline.sort();
     assert_eq!(offline, ["u1", "u2"]);
-    for _ in 0..2 {
-        let event = next_event(&mut events).await;
-        assert!(
-            matches!(event.change, Some(presence_event::Change::Unregistered(ref u)) if u.last_session)
-        );
+    // Each user: an empty record (offline), then its key deleted.
+    let mut deleted = 0;
+    for _ in 0..4 {
+        let (record, _) = next_record(&mut watch).await;
+        assert_eq!(sessions(&record), 0);
+        deleted += usize::from(record.is_none());
     }
+    assert_eq!(deleted, 2);
     let counts = presence
         .get_counts(GetCountsRequest {})
         .await
         .expect("counts")
         .into_inner();
     assert_eq!((counts.online_users, counts.sessions), (0, 0));
+}
+
+#[tokio::test]
+async fn two_replicas_share_one_state_and_its_limits() {
+    let nats = NatsServer::start().await.expect("nats-server");
+    let env = [
+        ("SWEEP_INTERVAL_MS", "0".to_owned()),
+        ("MAX_SOCKETS_PER_USER", "3".to_owned()),
+    ];
+    let one = ServiceProcess::start_env("presence", Some(&nats.url()), &env)
+        .await
+        .expect("replica 1");
+    let two = ServiceProcess::start_env("presence", Some(&nats.url()), &env)
+        .await
+        .expect("replica 2");
+    one.wait_healthy(SERVICE).await.expect("healthy");
+    two.wait_healthy(SERVICE).await.expect("healthy");
+    let (a, b) = (client(&one).await, client(&two).await);
+    // Many rounds of the same race: the last socket a user may open, asked of
+    // both replicas at once. Exactly the limit wins every time.
+    for round in 0..20 {
+        let user = format!("u{round}");
+        let attempts = (0..6usize).map(|i| {
+            let mut c = if i.is_multiple_of(2) {
+                a.clone()
+            } else {
+                b.clone()
+            };
+            let request = register(&user, "N", "gw", &format!("{user}-s{i}"));
+            async move { c.register_session(request).await }
+        });
+        let results = futures::future::join_all(attempts).await;
+        let won = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(won, 3, "round {round}: {results:?}");
+        for refused in results.iter().filter_map(|r| r.as_ref().err()) {
+            assert_eq!(refused.code(), Code::ResourceExhausted);
+        }
+        let seen = b
+            .clone()
+            .get_user(GetUserRequest { user_id: user })
+            .await
+            .expect("online")
+            .into_inner()
+            .user
+            .expect("user");
+        assert_eq!(seen.sessions.len(), 3);
+    }
 }
 
 #[tokio::test]
@@ -194,15 +251,11 @@ async fn each_failure_has_its_precise_code() {
         .register_session(register("u1", "Ann", "g", "s1"))
         .await
         .expect("registers");
-    let taken = presence
-        .register_session(register("u2", "Bob", "g", "s1"))
-        .await
-        .expect_err("session belongs to u1");
-    assert_eq!(taken.code(), Code::AlreadyExists);
 
     let missing = presence
         .unregister_session(UnregisterSessionRequest {
             session_id: "nope".into(),
+            user_id: String::new(),
         })
         .await
         .expect_err("unknown session");
@@ -236,41 +289,6 @@ async fn each_failure_has_its_precise_code() {
         .expect("counts")
         .into_inner();
     assert_eq!((counts.online_users, counts.sessions), (1, 1));
-}
-
-#[tokio::test]
-async fn a_restored_session_keeps_its_original_online_time() {
-    let service = ServiceProcess::start("presence", None)
-        .await
-        .expect("presence");
-    service.wait_healthy(SERVICE).await.expect("healthy");
-    let mut presence = client(&service).await;
-    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
-    let restored = presence
-        .register_session(RegisterSessionRequest {
-            joined_at: Some(an_hour_ago.into()),
-            ..register("u1", "Ann", "g", "s1")
-        })
-        .await
-        .expect("registers")
-        .into_inner();
-    assert_eq!(
-        restored.user.and_then(|u| u.joined_at),
-        Some(an_hour_ago.into())
-    );
-    // For a user already online the claim is ignored.
-    let later = presence
-        .register_session(RegisterSessionRequest {
-            joined_at: Some(std::time::SystemTime::UNIX_EPOCH.into()),
-            ..register("u1", "Ann", "g", "s2")
-        })
-        .await
-        .expect("registers")
-        .into_inner();
-    assert_eq!(
-        later.user.and_then(|u| u.joined_at),
-        Some(an_hour_ago.into())
-    );
 }
 
 #[tokio::test]

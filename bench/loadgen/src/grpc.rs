@@ -87,7 +87,6 @@ async fn call(
                         username: user,
                         gateway_id: "loadgen".into(),
                         session_id: session,
-                        joined_at: None,
                     })
                     .await
                     .map(drop),
@@ -103,6 +102,7 @@ async fn call(
                 _ => client
                     .unregister_session(UnregisterSessionRequest {
                         session_id: session,
+                        user_id: user,
                     })
                     .await
                     .map(drop),

@@ -1,4 +1,9 @@
-//! The call service's errors and their one mapping to gRPC status codes.
+//! The call service's errors and their one mapping to gRPC status codes and
+//! machine-readable reasons (`meetup-reason`).
+
+use meetup_runtime::reason;
+use meetup_runtime::store::{IsConflict, StoreError};
+use tonic::Code;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
@@ -14,21 +19,34 @@ pub enum CallError {
     CallFull { call_id: String, max: usize },
     #[error("user {user_id:?} already has {max} live calls")]
     TooManyCalls { user_id: String, max: usize },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl IsConflict for CallError {
+    fn is_conflict(&self) -> bool {
+        matches!(self, CallError::Store(StoreError::Conflict))
+    }
 }
 
 impl From<CallError> for tonic::Status {
     fn from(error: CallError) -> Self {
         let message = error.to_string();
-        match error {
-            CallError::InvalidArgument(_) => tonic::Status::invalid_argument(message),
-            CallError::CallNotFound(_) | CallError::NotParticipant { .. } => {
-                tonic::Status::not_found(message)
+        let (code, why) = match &error {
+            CallError::InvalidArgument(_) | CallError::Store(StoreError::InvalidKey(_)) => {
+                (Code::InvalidArgument, "invalid-argument")
             }
-            CallError::CallExists(_) => tonic::Status::already_exists(message),
-            CallError::CallFull { .. } | CallError::TooManyCalls { .. } => {
-                tonic::Status::resource_exhausted(message)
+            CallError::CallNotFound(_) => (Code::NotFound, "call-not-found"),
+            CallError::NotParticipant { .. } => (Code::NotFound, "not-in-call"),
+            CallError::CallExists(_) => (Code::AlreadyExists, "call-exists"),
+            CallError::CallFull { .. } => (Code::ResourceExhausted, "call-full"),
+            CallError::TooManyCalls { .. } => (Code::ResourceExhausted, "too-many-calls"),
+            CallError::Store(_) => {
+                tracing::warn!(%error, "state store failed");
+                (Code::Unavailable, "unavailable")
             }
-        }
+        };
+        reason::status(code, message, why)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The call service: call rooms, who was invited, and which sessions take part.
-//! Every change is published on the bus as a `CallEvent` so that every gateway
-//! keeps a replica and tells its own sockets.
+//! The state is one key per call in the calls bucket of the shared store, which
+//! every gateway watches; this service is stateless, so any number of replicas
+//! serve it, and each one sweeps the sessions of gateways whose lease expired.
 
 #![forbid(unsafe_code)]
 
@@ -9,8 +10,10 @@ pub mod registry;
 pub mod service;
 
 use std::future::Future;
+use std::time::Duration;
 
 use meetup_proto::calls::v1::call_service_server::CallServiceServer;
+use meetup_runtime::store::leases::LeaseView;
 use tokio::net::TcpListener;
 
 pub use error::CallError;
@@ -32,21 +35,51 @@ pub async fn run(
     meetup_runtime::grpc::serve(listener, service, shutdown).await
 }
 
-/// Registers this service's state gauges in the process metrics.
-pub fn register_metrics(registry: &CallRegistry) {
+/// Every `interval`: takes the sessions of gateways whose lease is gone out of
+/// their calls, and deletes the records of calls ended long ago.
+pub async fn sweep(registry: CallRegistry, interval: Duration, stop: impl Future<Output = ()>) {
+    let view = std::sync::Arc::new(tokio::sync::Mutex::new(LeaseView::default()));
+    meetup_runtime::service::every(
+        interval,
+        || {
+            let (registry, view) = (registry.clone(), view.clone());
+            async move {
+                let mut view = view.lock().await;
+                if let Err(error) = registry.sweep(&mut view, registry::ENDED_RETENTION).await {
+                    tracing::warn!(%error, "calls sweep failed");
+                }
+            }
+        },
+        stop,
+    )
+    .await;
+}
+
+/// Registers this service's state gauges in the process metrics and keeps them
+/// current until `stop`.
+pub async fn gauges(registry: CallRegistry, stop: impl Future<Output = ()>) {
     use prometheus_client::metrics::gauge::Gauge;
     let calls_live = Gauge::<i64>::default();
     meetup_runtime::metrics::register("calls_live", "Live calls", calls_live.clone());
     let calls_participants = Gauge::<i64>::default();
     meetup_runtime::metrics::register(
         "calls_participants",
-        "Sessions taking part in calls",
+        "Sessions in live calls",
         calls_participants.clone(),
     );
-    let registry = registry.clone();
-    meetup_runtime::metrics::on_scrape(move || {
-        let counts = registry.counts();
-        calls_live.set(i64::from(counts.active_calls));
-        calls_participants.set(i64::from(counts.participants));
-    });
+    meetup_runtime::service::every(
+        Duration::from_secs(5),
+        || {
+            let registry = registry.clone();
+            let (live, participants) = (calls_live.clone(), calls_participants.clone());
+            async move {
+                if let Ok(counts) = registry.counts().await {
+                    live.set(i64::from(counts.active_calls));
+                    participants.set(i64::from(counts.participants));
+                }
+            }
+        },
+        stop,
+    )
+    .await;
 }

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
-use meetup_runtime::service::ServiceArgs;
+use meetup_runtime::service::{Background, ServiceArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -31,7 +31,7 @@ struct Config {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    let token = config.common.internal_api_token.clone();
+    let common = config.common.clone();
     let limits = meetup_calls::CallLimits {
         max_participants: config.max_call_participants,
         max_calls_per_user: config.max_calls_per_user,
@@ -41,10 +41,21 @@ async fn main() -> anyhow::Result<()> {
         config.listen,
         config.metrics_listen,
         &config.common,
-        |publisher, listener, shutdown| {
-            let registry = meetup_calls::CallRegistry::new(publisher, limits);
-            meetup_calls::register_metrics(&registry);
-            meetup_calls::run(listener, registry, token, shutdown)
+        |state, listener, shutdown| async move {
+            let registry = meetup_calls::CallRegistry::new(&state, limits);
+            let mut background = Background::default();
+            background.spawn(meetup_calls::gauges(registry.clone(), background.stopped()));
+            if let Some(interval) = common.sweep_interval(&state) {
+                background.spawn(meetup_calls::sweep(
+                    registry.clone(),
+                    interval,
+                    background.stopped(),
+                ));
+            }
+            let token = common.internal_api_token.clone();
+            let result = meetup_calls::run(listener, registry, token, shutdown).await;
+            background.stop().await;
+            result
         },
     )
     .await

@@ -1,35 +1,35 @@
-//! The state of every live call.
+//! Every call: one key per call in the calls bucket of the shared store, and one
+//! index key per user listing the live calls they started. Every change is a
+//! compare-and-set on the call's key (retried when another replica won the race),
+//! so any number of replicas serve the same calls and the limits hold.
+//!
+//! A call's record is the whole call after the change, with the change itself;
+//! an ended call keeps its record (`ended_at` set) for [`ENDED_RETENTION`] so
+//! that the history service can read it, then any replica deletes it.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use meetup_proto::bus::v1::{
-    CallEnded, CallEvent, CallRestored, CallStarted, LeaveReason, ParticipantJoined,
-    ParticipantLeft, call_event,
+    CallChange, CallEnded, CallRecord, CallStarted, EndReason, LeaveReason, ParticipantJoined,
+    ParticipantLeft, StartedCall, StartedCalls, call_change,
 };
-use meetup_proto::calls::v1::{Call, CallUser, Participant};
-use meetup_runtime::{OrderedPublisher, Receipt, subjects};
-
-/// An event queued for the bus: its sequence, and the receipt that resolves once
-/// it is published.
-#[derive(Debug)]
-pub struct Announcement {
-    pub sequence: u64,
-    pub receipt: Receipt,
-}
-
-/// The sequence of the last announcement, 0 when there was none.
-pub fn sequence_of(announcement: &Option<Announcement>) -> u64 {
-    announcement.as_ref().map_or(0, |a| a.sequence)
-}
+use meetup_proto::calls::v1::{Attendee, Call, CallUser, Outcome, Participant};
+use meetup_runtime::store::leases::LeaseView;
+use meetup_runtime::store::{self, Bucket, StateStore, keys, retry_on_conflict};
 use prost::Message;
 
 use crate::error::{CallError, MAX_INVITED, require};
 
-/// Cheap-to-clone handle on all calls; methods hide the lock and queue the
-/// resulting events for publication in state order.
+/// How long a reservation in a user's started calls waits for its call to be
+/// written before it counts as abandoned.
+const RESERVATION_TTL: Duration = Duration::from_secs(10);
+
+/// How long an ended call's record stays in the bucket.
+pub const ENDED_RETENTION: Duration = Duration::from_secs(600);
+
+/// Cheap-to-clone handle on the calls bucket.
 #[derive(Clone, Debug)]
 pub struct CallRegistry {
     shared: Arc<Shared>,
@@ -37,22 +37,13 @@ pub struct CallRegistry {
 
 #[derive(Debug)]
 struct Shared {
-    instance_id: String,
-    publisher: OrderedPublisher,
+    calls: Bucket,
+    index: Bucket,
+    leases: Bucket,
     limits: CallLimits,
-    // A std Mutex is fine: it is never held across an `.await`.
-    state: Mutex<State>,
 }
 
-#[derive(Debug, Default)]
-struct State {
-    sequence: u64,
-    calls: HashMap<String, Call>,
-    /// session id -> ids of the calls it is in
-    session_calls: HashMap<String, BTreeSet<String>>,
-}
-
-/// Limits that hold across the cluster, since every call lives here.
+/// Limits that hold across the cluster.
 #[derive(Debug, Clone, Copy)]
 pub struct CallLimits {
     /// Most sessions in one call.
@@ -76,13 +67,33 @@ pub struct Left {
     pub left: bool,
     pub ended: bool,
     pub call: Option<Call>,
+    /// Store revision of the change; 0 when nothing changed.
+    pub revision: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Counts {
     pub active_calls: u32,
     pub participants: u32,
-    pub sequence: u64,
+}
+
+/// A call's record and the revision it was read at.
+#[derive(Debug, Clone)]
+struct Current {
+    record: CallRecord,
+    revision: u64,
+}
+
+impl Current {
+    fn live(&self) -> Option<&Call> {
+        self.record.call.as_ref().filter(|c| c.ended_at.is_none())
+    }
+}
+
+/// What a change decided: write this record, or leave the call as it is.
+enum Decision<T> {
+    Write(Box<CallRecord>, T),
+    Keep(T),
 }
 
 fn validate_participant(p: &Participant) -> Result<(), CallError> {
@@ -101,52 +112,212 @@ fn user_id(p: &Participant) -> &str {
     p.user.as_ref().map(|u| u.id.as_str()).unwrap_or_default()
 }
 
+fn decode_call(entry: &store::Entry) -> Option<CallRecord> {
+    let value = entry.value.as_ref()?;
+    match CallRecord::decode(value.clone()) {
+        Ok(record) => Some(record),
+        Err(error) => {
+            tracing::error!(key = %entry.key, %error, "undecodable call record; treated as absent");
+            None
+        }
+    }
+}
+
+fn now() -> prost_types::Timestamp {
+    SystemTime::now().into()
+}
+
+fn change(change: call_change::Change) -> Option<CallChange> {
+    Some(CallChange {
+        change: Some(change),
+    })
+}
+
+/// Records in `call.attendees` that `user` joined now.
+fn attend(call: &mut Call, user: &CallUser) {
+    let at = now();
+    match call
+        .attendees
+        .iter_mut()
+        .find(|a| a.user.as_ref().is_some_and(|u| u.id == user.id))
+    {
+        Some(a) => {
+            a.user = Some(user.clone());
+            a.joined_at.get_or_insert(at);
+            a.left_at = None;
+            a.outcome = Outcome::Answered as i32;
+        }
+        None => call.attendees.push(Attendee {
+            user: Some(user.clone()),
+            invited_at: None,
+            joined_at: Some(at),
+            left_at: None,
+            outcome: Outcome::Answered as i32,
+        }),
+    }
+}
+
+/// Marks the call ended: whoever still rings missed it.
+fn finish(call: &mut Call) {
+    let at = now();
+    call.ended_at = Some(at);
+    for a in &mut call.attendees {
+        if a.joined_at.is_some() && a.left_at.is_none() {
+            a.left_at = Some(at);
+        }
+        if a.outcome == Outcome::Ringing as i32 {
+            a.outcome = Outcome::Missed as i32;
+        }
+    }
+}
+
 impl CallRegistry {
-    pub fn new(publisher: OrderedPublisher, limits: CallLimits) -> Self {
+    pub fn new(state: &StateStore, limits: CallLimits) -> Self {
         CallRegistry {
             shared: Arc::new(Shared {
-                instance_id: format!("{:016x}", rand::random::<u64>()),
-                publisher,
+                calls: state.calls.clone(),
+                index: state.call_index.clone(),
+                leases: state.gateways.clone(),
                 limits,
-                state: Mutex::new(State::default()),
             }),
         }
     }
 
-    pub fn instance_id(&self) -> &str {
-        &self.shared.instance_id
+    async fn read(&self, call_id: &str) -> Result<Option<Current>, CallError> {
+        let entry = self.shared.calls.get(&keys::call(call_id)).await?;
+        Ok(entry.and_then(|e| {
+            decode_call(&e).map(|record| Current {
+                record,
+                revision: e.revision,
+            })
+        }))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
+    /// Reads the call, lets `decide` change it, and writes the result with the
+    /// revision it read; again from the start when another writer came first.
+    /// Returns `decide`'s value and the revision written (0 when nothing was).
+    async fn modify<T>(
+        &self,
+        call_id: &str,
+        mut decide: impl FnMut(Option<&Current>) -> Result<Decision<T>, CallError>,
+    ) -> Result<(T, u64), CallError> {
+        let key = keys::call(call_id);
+        for round in 0..store::MAX_ATTEMPTS {
+            let current = self.read(call_id).await?;
+            let (record, value) = match decide(current.as_ref())? {
+                Decision::Keep(value) => return Ok((value, 0)),
+                Decision::Write(record, value) => (record, value),
+            };
+            let bytes = Bytes::from(record.encode_to_vec());
+            let written = match &current {
+                Some(c) => self.shared.calls.update(&key, bytes, c.revision).await,
+                None => self.shared.calls.create(&key, bytes).await,
+            };
+            match written {
+                Ok(revision) => return Ok((value, revision)),
+                Err(store::StoreError::Conflict) => store::pause_after_conflict(round).await,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(store::contention().into())
     }
 
-    /// Queues one event; called with the state lock held so events keep state order.
-    fn publish(&self, state: &mut State, call: Call, change: call_event::Change) -> Announcement {
-        state.sequence += 1;
-        let event = CallEvent {
-            instance_id: self.shared.instance_id.clone(),
-            sequence: state.sequence,
-            call: Some(call),
-            change: Some(change),
-        };
-        let receipt = self
-            .shared
-            .publisher
-            .enqueue(subjects::CALL_EVENTS, Bytes::from(event.encode_to_vec()));
-        Announcement {
-            sequence: state.sequence,
-            receipt,
+    /// Adds `call_id` to the live calls `user` started, unless they already have
+    /// the most allowed. Ids whose call is over are dropped; so are reservations
+    /// whose call never came (its writer died in between) after [`RESERVATION_TTL`].
+    async fn reserve(&self, user: &str, call_id: &str) -> Result<bool, CallError> {
+        let key = keys::started_calls(user);
+        let max = self.shared.limits.max_calls_per_user;
+        retry_on_conflict(|| async {
+            let entry = self.shared.index.get(&key).await?;
+            let mut started = entry
+                .as_ref()
+                .and_then(|e| e.value.clone())
+                .and_then(|v| StartedCalls::decode(v).ok())
+                .unwrap_or_default();
+            if started.calls.iter().any(|c| c.call_id == call_id) {
+                return Ok(false);
+            }
+            if started.calls.len() >= max {
+                let mut kept = Vec::new();
+                for reserved in std::mem::take(&mut started.calls) {
+                    let keep = match self.read(&reserved.call_id).await? {
+                        Some(current) => current.live().is_some(),
+                        None => reserved
+                            .reserved_at
+                            .and_then(|t| SystemTime::try_from(t).ok())
+                            .and_then(|t| t.elapsed().ok())
+                            .is_none_or(|age| age < RESERVATION_TTL),
+                    };
+                    if keep {
+                        kept.push(reserved);
+                    }
+                }
+                started.calls = kept;
+            }
+            if started.calls.len() >= max {
+                return Err(CallError::TooManyCalls {
+                    user_id: user.to_owned(),
+                    max,
+                });
+            }
+            started.calls.push(StartedCall {
+                call_id: call_id.to_owned(),
+                reserved_at: Some(now()),
+            });
+            let bytes = Bytes::from(started.encode_to_vec());
+            match &entry {
+                Some(e) => self.shared.index.update(&key, bytes, e.revision).await?,
+                None => self.shared.index.create(&key, bytes).await?,
+            };
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Takes `call_id` out of the live calls `user` started (best effort: a
+    /// leftover id is dropped by the next [`CallRegistry::reserve`] that needs room).
+    async fn release(&self, user: &str, call_id: &str) {
+        let key = keys::started_calls(user);
+        let released = retry_on_conflict(|| async {
+            let Some(entry) = self.shared.index.get(&key).await? else {
+                return Ok(());
+            };
+            let mut started = entry
+                .value
+                .clone()
+                .and_then(|v| StartedCalls::decode(v).ok())
+                .unwrap_or_default();
+            let before = started.calls.len();
+            started.calls.retain(|c| c.call_id != call_id);
+            if started.calls.len() == before {
+                return Ok(());
+            }
+            if started.calls.is_empty() {
+                self.shared.index.delete(&key, entry.revision).await
+            } else {
+                let bytes = Bytes::from(started.encode_to_vec());
+                self.shared
+                    .index
+                    .update(&key, bytes, entry.revision)
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .await;
+        if let Err(error) = released {
+            tracing::warn!(user_id = user, call_id, %error, "call not released from the index");
         }
     }
 
-    pub fn start(
+    pub async fn start(
         &self,
         call_id: &str,
         mut initiator: Participant,
         is_video: bool,
         invited_user_ids: Vec<String>,
-    ) -> Result<(Call, Announcement), CallError> {
+        traceparent: &str,
+    ) -> Result<(Call, u64), CallError> {
         require("call_id", call_id)?;
         validate_participant(&initiator)?;
         if invited_user_ids.len() > MAX_INVITED {
@@ -164,379 +335,449 @@ impl CallRegistry {
                 invited.push(id);
             }
         }
-        let now = SystemTime::now();
-        initiator.joined_at = Some(now.into());
-        let mut state = self.lock();
-        if state.calls.contains_key(call_id) {
+        if self
+            .read(call_id)
+            .await?
+            .is_some_and(|c| c.live().is_some())
+        {
             return Err(CallError::CallExists(call_id.to_owned()));
         }
-        let started = state
-            .calls
-            .values()
-            .filter(|c| c.initiator.as_ref().is_some_and(|u| u.id == initiator_id))
-            .count();
-        if started >= self.shared.limits.max_calls_per_user {
-            return Err(CallError::TooManyCalls {
-                user_id: initiator_id,
-                max: self.shared.limits.max_calls_per_user,
-            });
+        let reserved = self.reserve(&initiator_id, call_id).await?;
+        initiator.joined_at = Some(now());
+        let started = self
+            .modify(call_id, |current| {
+                if current.is_some_and(|c| c.live().is_some()) {
+                    return Err(CallError::CallExists(call_id.to_owned()));
+                }
+                let at = now();
+                let mut attendees = vec![Attendee {
+                    user: initiator.user.clone(),
+                    invited_at: None,
+                    joined_at: Some(at),
+                    left_at: None,
+                    outcome: Outcome::Answered as i32,
+                }];
+                attendees.extend(invited.iter().map(|id| Attendee {
+                    user: Some(CallUser {
+                        id: id.clone(),
+                        username: String::new(),
+                    }),
+                    invited_at: Some(at),
+                    joined_at: None,
+                    left_at: None,
+                    outcome: Outcome::Ringing as i32,
+                }));
+                let call = Call {
+                    id: call_id.to_owned(),
+                    initiator: initiator.user.clone(),
+                    is_video,
+                    participants: vec![initiator.clone()],
+                    invited_user_ids: invited.clone(),
+                    created_at: Some(at),
+                    // Versions go on across a reused id, so no reader takes the new
+                    // call for an older state of the ended one.
+                    version: current
+                        .and_then(|c| c.record.call.as_ref())
+                        .map_or(1, |c| c.version + 1),
+                    ended_at: None,
+                    attendees,
+                };
+                let record = CallRecord {
+                    call: Some(call.clone()),
+                    change: change(call_change::Change::Started(CallStarted {})),
+                    traceparent: traceparent.to_owned(),
+                };
+                Ok(Decision::Write(Box::new(record), call))
+            })
+            .await;
+        match started {
+            Ok((call, revision)) => {
+                tracing::info!(call_id, user_id = %initiator_id, "call started");
+                Ok((call, revision))
+            }
+            Err(error) => {
+                if reserved {
+                    self.release(&initiator_id, call_id).await;
+                }
+                Err(error)
+            }
         }
-        let call = Call {
-            id: call_id.to_owned(),
-            initiator: initiator.user.clone(),
-            is_video,
-            participants: vec![initiator.clone()],
-            invited_user_ids: invited,
-            created_at: Some(now.into()),
-            version: 1,
-        };
-        state.calls.insert(call_id.to_owned(), call.clone());
-        state
-            .session_calls
-            .entry(initiator.session_id.clone())
-            .or_default()
-            .insert(call_id.to_owned());
-        let receipt = self.publish(
-            &mut state,
-            call.clone(),
-            call_event::Change::Started(CallStarted {}),
-        );
-        tracing::info!(call_id, user_id = %initiator_id, "call started");
-        Ok((call, receipt))
     }
 
-    /// Adds a session to a call; `None` receipt when it was already in it.
-    pub fn join(
+    /// Adds a session to a call; a revision of 0 when it was already in it.
+    pub async fn join(
         &self,
         call_id: &str,
         mut participant: Participant,
-    ) -> Result<(Call, Option<Announcement>), CallError> {
+        traceparent: &str,
+    ) -> Result<(Call, u64), CallError> {
         require("call_id", call_id)?;
         validate_participant(&participant)?;
-        participant.joined_at = Some(SystemTime::now().into());
-        let mut state = self.lock();
-        let call = state
-            .calls
-            .get_mut(call_id)
-            .ok_or_else(|| CallError::CallNotFound(call_id.to_owned()))?;
-        if call
-            .participants
-            .iter()
-            .any(|p| p.session_id == participant.session_id)
-        {
-            return Ok((call.clone(), None));
+        participant.joined_at = Some(now());
+        let max = self.shared.limits.max_participants;
+        let (call, revision) = self
+            .modify(call_id, |current| {
+                let mut call = current
+                    .and_then(Current::live)
+                    .cloned()
+                    .ok_or_else(|| CallError::CallNotFound(call_id.to_owned()))?;
+                if call
+                    .participants
+                    .iter()
+                    .any(|p| p.session_id == participant.session_id)
+                {
+                    return Ok(Decision::Keep(call));
+                }
+                if call.participants.len() >= max {
+                    return Err(CallError::CallFull {
+                        call_id: call_id.to_owned(),
+                        max,
+                    });
+                }
+                call.participants.push(participant.clone());
+                if let Some(user) = &participant.user {
+                    attend(&mut call, user);
+                }
+                call.version += 1;
+                let record = CallRecord {
+                    call: Some(call.clone()),
+                    change: change(call_change::Change::Joined(ParticipantJoined {
+                        participant: Some(participant.clone()),
+                    })),
+                    traceparent: traceparent.to_owned(),
+                };
+                Ok(Decision::Write(Box::new(record), call))
+            })
+            .await?;
+        if revision > 0 {
+            tracing::info!(call_id, user_id = %user_id(&participant), "joined call");
         }
-        if call.participants.len() >= self.shared.limits.max_participants {
-            return Err(CallError::CallFull {
-                call_id: call_id.to_owned(),
-                max: self.shared.limits.max_participants,
-            });
-        }
-        call.participants.push(participant.clone());
-        call.version += 1;
-        let call = call.clone();
-        state
-            .session_calls
-            .entry(participant.session_id.clone())
-            .or_default()
-            .insert(call_id.to_owned());
-        tracing::info!(call_id, user_id = %user_id(&participant), "joined call");
-        let receipt = self.publish(
-            &mut state,
-            call.clone(),
-            call_event::Change::Joined(ParticipantJoined {
-                participant: Some(participant),
-            }),
-        );
-        Ok((call, Some(receipt)))
+        Ok((call, revision))
     }
 
-    /// Removes one session from one call; the call ends when left empty.
-    fn remove_from_call(
+    /// Removes the sessions `leaving` picks from one call; the call ends when
+    /// left empty. Returns what happened; nothing when none of them was in it.
+    async fn remove_sessions(
         &self,
-        state: &mut State,
         call_id: &str,
-        session_id: &str,
+        leaving: impl Fn(&Participant) -> bool,
         reason: LeaveReason,
-    ) -> Option<(Call, bool, Announcement)> {
-        let call = state.calls.get_mut(call_id)?;
-        let index = call
-            .participants
-            .iter()
-            .position(|p| p.session_id == session_id)?;
-        let participant = call.participants.remove(index);
-        call.version += 1;
-        let call = call.clone();
-        let ended = call.participants.is_empty();
-        if ended {
-            state.calls.remove(call_id);
+        traceparent: &str,
+    ) -> Result<Left, CallError> {
+        let (left, revision) = self
+            .modify(call_id, |current| {
+                let Some(live) = current.and_then(Current::live) else {
+                    return Ok(Decision::Keep(Left {
+                        left: false,
+                        ended: false,
+                        call: None,
+                        revision: 0,
+                    }));
+                };
+                let mut call = live.clone();
+                let (gone, stay): (Vec<Participant>, Vec<Participant>) =
+                    call.participants.drain(..).partition(|p| leaving(p));
+                call.participants = stay;
+                let Some(first) = gone.first().cloned() else {
+                    return Ok(Decision::Keep(Left {
+                        left: false,
+                        ended: false,
+                        call: Some(call),
+                        revision: 0,
+                    }));
+                };
+                let at = now();
+                for p in &gone {
+                    let id = user_id(p);
+                    if !call.participants.iter().any(|q| user_id(q) == id)
+                        && let Some(a) = call
+                            .attendees
+                            .iter_mut()
+                            .find(|a| a.user.as_ref().is_some_and(|u| u.id == id))
+                    {
+                        a.left_at = Some(at);
+                    }
+                }
+                let ended = call.participants.is_empty();
+                if ended {
+                    finish(&mut call);
+                }
+                call.version += 1;
+                let record = CallRecord {
+                    call: Some(call.clone()),
+                    change: change(call_change::Change::Left(ParticipantLeft {
+                        participant: Some(first),
+                        reason: reason as i32,
+                        call_ended: ended,
+                    })),
+                    traceparent: traceparent.to_owned(),
+                };
+                Ok(Decision::Write(
+                    Box::new(record),
+                    Left {
+                        left: true,
+                        ended,
+                        call: Some(call),
+                        revision: 0,
+                    },
+                ))
+            })
+            .await?;
+        if left.ended
+            && let Some(initiator) = left.call.as_ref().and_then(|c| c.initiator.as_ref())
+        {
+            self.release(&initiator.id, call_id).await;
         }
-        if let Some(calls) = state.session_calls.get_mut(session_id) {
-            calls.remove(call_id);
-            if calls.is_empty() {
-                state.session_calls.remove(session_id);
-            }
+        if left.left {
+            tracing::info!(call_id, ?reason, ended = left.ended, "left call");
         }
-        tracing::info!(call_id, user_id = %user_id(&participant), ?reason, ended, "left call");
-        let receipt = self.publish(
-            state,
-            call.clone(),
-            call_event::Change::Left(ParticipantLeft {
-                participant: Some(participant),
-                reason: reason as i32,
-                call_ended: ended,
-            }),
-        );
-        Some((call, ended, receipt))
+        Ok(Left { revision, ..left })
     }
 
-    pub fn leave(
+    pub async fn leave(
         &self,
         call_id: &str,
         session_id: &str,
-    ) -> Result<(Left, Option<Announcement>), CallError> {
+        traceparent: &str,
+    ) -> Result<Left, CallError> {
         require("call_id", call_id)?;
         require("session_id", session_id)?;
-        let mut state = self.lock();
-        match self.remove_from_call(&mut state, call_id, session_id, LeaveReason::Left) {
-            Some((call, ended, receipt)) => Ok((
-                Left {
-                    left: true,
-                    ended,
-                    call: Some(call),
-                },
-                Some(receipt),
-            )),
-            None => Ok((
-                Left {
-                    left: false,
-                    ended: false,
-                    call: state.calls.get(call_id).cloned(),
-                },
-                None,
-            )),
-        }
+        self.remove_sessions(
+            call_id,
+            |p| p.session_id == session_id,
+            LeaveReason::Left,
+            traceparent,
+        )
+        .await
     }
 
     /// Removes a session from every call it is in (its socket went away).
-    pub fn remove_session(
+    /// `call_ids` are the calls the caller knows it is in; without them every
+    /// live call is looked at. Returns the calls it left and the last revision.
+    pub async fn remove_session(
         &self,
         session_id: &str,
-    ) -> Result<(Vec<String>, Option<Announcement>), CallError> {
+        call_ids: Vec<String>,
+        traceparent: &str,
+    ) -> Result<(Vec<String>, u64), CallError> {
         require("session_id", session_id)?;
-        let mut state = self.lock();
-        let call_ids: Vec<String> = state
-            .session_calls
-            .get(session_id)
-            .map(|c| c.iter().cloned().collect())
-            .unwrap_or_default();
-        let mut last = None;
-        for call_id in &call_ids {
-            if let Some((_, _, receipt)) =
-                self.remove_from_call(&mut state, call_id, session_id, LeaveReason::Disconnected)
-            {
-                last = Some(receipt);
+        let call_ids = if call_ids.is_empty() {
+            self.live_calls()
+                .await?
+                .into_iter()
+                .filter(|c| c.participants.iter().any(|p| p.session_id == session_id))
+                .map(|c| c.id)
+                .collect()
+        } else {
+            call_ids
+        };
+        let mut left_calls = Vec::new();
+        let mut last = 0;
+        for call_id in call_ids {
+            let left = self
+                .remove_sessions(
+                    &call_id,
+                    |p| p.session_id == session_id,
+                    LeaveReason::Disconnected,
+                    traceparent,
+                )
+                .await?;
+            if left.left {
+                last = last.max(left.revision);
+                left_calls.push(call_id);
             }
         }
-        Ok((call_ids, last))
+        Ok((left_calls, last))
     }
 
-    /// Removes every session of one gateway from every call.
-    pub fn remove_gateway(
+    /// Removes every session of one gateway that joined before `cutoff` (all
+    /// without one) from every call.
+    pub async fn remove_gateway(
         &self,
         gateway_id: &str,
-    ) -> Result<(u32, Option<Announcement>), CallError> {
+        cutoff: Option<SystemTime>,
+    ) -> Result<(u32, u64), CallError> {
         require("gateway_id", gateway_id)?;
-        let mut state = self.lock();
-        let doomed: Vec<(String, String)> = state
-            .calls
-            .values()
-            .flat_map(|c| {
-                c.participants
-                    .iter()
-                    .filter(|p| p.gateway_id == gateway_id)
-                    .map(|p| (c.id.clone(), p.session_id.clone()))
-            })
-            .collect();
-        let mut last = None;
-        for (call_id, session_id) in &doomed {
-            if let Some((_, _, receipt)) =
-                self.remove_from_call(&mut state, call_id, session_id, LeaveReason::Disconnected)
-            {
-                last = Some(receipt);
+        let doomed = |p: &Participant| {
+            p.gateway_id == gateway_id
+                && cutoff.is_none_or(|cutoff| {
+                    p.joined_at
+                        .and_then(|t| SystemTime::try_from(t).ok())
+                        .is_none_or(|t| t < cutoff)
+                })
+        };
+        let mut removed = 0;
+        let mut last = 0;
+        for call in self.live_calls().await? {
+            let count = call.participants.iter().filter(|p| doomed(p)).count() as u32;
+            if count == 0 {
+                continue;
+            }
+            let left = self
+                .remove_sessions(&call.id, doomed, LeaveReason::Disconnected, "")
+                .await?;
+            if left.left {
+                removed += count;
+                last = last.max(left.revision);
             }
         }
-        Ok((doomed.len() as u32, last))
+        Ok((removed, last))
     }
 
-    /// Removes every session of `user_id` from one call.
-    pub fn remove_participant(
+    /// Removes every session of `user_id_to_remove` from one call.
+    pub async fn remove_participant(
         &self,
         call_id: &str,
         user_id_to_remove: &str,
-    ) -> Result<(u32, bool, Option<Announcement>), CallError> {
+        traceparent: &str,
+    ) -> Result<(u32, Left), CallError> {
         require("call_id", call_id)?;
         require("user_id", user_id_to_remove)?;
-        let mut state = self.lock();
-        let call = state
-            .calls
-            .get(call_id)
-            .ok_or_else(|| CallError::CallNotFound(call_id.to_owned()))?;
-        let sessions: Vec<String> = call
+        let call = self.get(call_id).await?;
+        let sessions = call
             .participants
             .iter()
             .filter(|p| user_id(p) == user_id_to_remove)
-            .map(|p| p.session_id.clone())
-            .collect();
-        if sessions.is_empty() {
+            .count() as u32;
+        if sessions == 0 {
             return Err(CallError::NotParticipant {
                 call_id: call_id.to_owned(),
                 user_id: user_id_to_remove.to_owned(),
             });
         }
-        let mut ended = false;
-        let mut last = None;
-        for session_id in &sessions {
-            if let Some((_, e, receipt)) =
-                self.remove_from_call(&mut state, call_id, session_id, LeaveReason::Removed)
-            {
-                ended |= e;
-                last = Some(receipt);
-            }
-        }
-        Ok((sessions.len() as u32, ended, last))
+        let left = self
+            .remove_sessions(
+                call_id,
+                |p| user_id(p) == user_id_to_remove,
+                LeaveReason::Removed,
+                traceparent,
+            )
+            .await?;
+        Ok((sessions, left))
     }
 
     /// Ends a call for everyone in it.
-    pub fn end(&self, call_id: &str) -> Result<(Call, Announcement), CallError> {
+    pub async fn end(&self, call_id: &str, traceparent: &str) -> Result<(Call, u64), CallError> {
         require("call_id", call_id)?;
-        let mut state = self.lock();
-        let mut call = state
-            .calls
-            .remove(call_id)
-            .ok_or_else(|| CallError::CallNotFound(call_id.to_owned()))?;
-        for p in &call.participants {
-            if let Some(calls) = state.session_calls.get_mut(&p.session_id) {
-                calls.remove(call_id);
-                if calls.is_empty() {
-                    state.session_calls.remove(&p.session_id);
-                }
-            }
-        }
-        call.version += 1;
-        tracing::info!(call_id, "call ended");
-        let receipt = self.publish(
-            &mut state,
-            call.clone(),
-            call_event::Change::Ended(CallEnded {}),
-        );
-        Ok((call, receipt))
-    }
-
-    /// Puts back a call after a restart: creates it when missing, else adds the
-    /// participants whose sessions it lacks. `None` when nothing changed.
-    pub fn restore(&self, call: Call) -> Result<(Call, Option<Announcement>), CallError> {
-        require("call.id", &call.id)?;
-        let initiator = call
-            .initiator
-            .as_ref()
-            .ok_or_else(|| CallError::InvalidArgument("call.initiator is required".into()))?;
-        require("call.initiator.id", &initiator.id)?;
-        if call.participants.is_empty() {
-            return Err(CallError::InvalidArgument(
-                "a restored call needs at least one participant".into(),
-            ));
-        }
-        for p in &call.participants {
-            validate_participant(p)?;
-        }
-        if call.invited_user_ids.len() > MAX_INVITED {
-            return Err(CallError::InvalidArgument(format!(
-                "at most {MAX_INVITED} users can be invited"
-            )));
-        }
-        let mut state = self.lock();
-        let state = &mut *state;
-        let sessions: Vec<String> = call
-            .participants
-            .iter()
-            .map(|p| p.session_id.clone())
-            .collect();
-        let merged = match state.calls.get_mut(&call.id) {
-            None => {
-                let restored = Call {
-                    version: 1,
-                    created_at: call.created_at.or_else(|| Some(SystemTime::now().into())),
-                    ..call
+        let (call, revision) = self
+            .modify(call_id, |current| {
+                let mut call = current
+                    .and_then(Current::live)
+                    .cloned()
+                    .ok_or_else(|| CallError::CallNotFound(call_id.to_owned()))?;
+                let participants = std::mem::take(&mut call.participants);
+                finish(&mut call);
+                call.version += 1;
+                let record = CallRecord {
+                    call: Some(call.clone()),
+                    change: change(call_change::Change::Ended(CallEnded {
+                        reason: EndReason::Ended as i32,
+                        participants: participants.clone(),
+                    })),
+                    traceparent: traceparent.to_owned(),
                 };
-                state.calls.insert(restored.id.clone(), restored.clone());
-                restored
-            }
-            Some(existing) => {
-                let before = existing.participants.len();
-                for p in call.participants {
-                    if !existing
-                        .participants
-                        .iter()
-                        .any(|q| q.session_id == p.session_id)
-                    {
-                        existing.participants.push(p);
-                    }
-                }
-                if existing.participants.len() == before {
-                    return Ok((existing.clone(), None));
-                }
-                existing.version += 1;
-                existing.clone()
-            }
-        };
-        for session_id in sessions {
-            state
-                .session_calls
-                .entry(session_id)
-                .or_default()
-                .insert(merged.id.clone());
+                // The caller learns who was in the call when it ended.
+                call.participants = participants;
+                Ok(Decision::Write(Box::new(record), call))
+            })
+            .await?;
+        if let Some(initiator) = &call.initiator {
+            self.release(&initiator.id, call_id).await;
         }
-        tracing::info!(call_id = %merged.id, participants = merged.participants.len(), "call restored");
-        let announcement = self.publish(
-            state,
-            merged.clone(),
-            call_event::Change::Restored(CallRestored {}),
-        );
-        Ok((merged, Some(announcement)))
+        tracing::info!(call_id, "call ended");
+        Ok((call, revision))
     }
 
-    pub fn get(&self, call_id: &str) -> Result<Call, CallError> {
+    pub async fn get(&self, call_id: &str) -> Result<Call, CallError> {
         require("call_id", call_id)?;
-        self.lock()
-            .calls
-            .get(call_id)
-            .cloned()
+        self.read(call_id)
+            .await?
+            .and_then(|c| c.live().cloned())
             .ok_or_else(|| CallError::CallNotFound(call_id.to_owned()))
     }
 
-    /// Every live call, oldest first, and the sequence of the last event.
-    pub fn list(&self) -> (Vec<Call>, u64) {
-        let state = self.lock();
-        let mut calls: Vec<Call> = state.calls.values().cloned().collect();
+    async fn records(&self) -> Result<Vec<Current>, CallError> {
+        let entries = self.shared.calls.scan(keys::CALL_PREFIX).await?;
+        Ok(entries
+            .iter()
+            .filter_map(|e| {
+                decode_call(e).map(|record| Current {
+                    record,
+                    revision: e.revision,
+                })
+            })
+            .collect())
+    }
+
+    async fn live_calls(&self) -> Result<Vec<Call>, CallError> {
+        Ok(self
+            .records()
+            .await?
+            .iter()
+            .filter_map(|c| c.live().cloned())
+            .collect())
+    }
+
+    /// Every live call, oldest first.
+    pub async fn list(&self) -> Result<Vec<Call>, CallError> {
+        let mut calls = self.live_calls().await?;
         calls.sort_by(|a, b| {
             let key = |c: &Call| c.created_at.map(|t| (t.seconds, t.nanos));
             key(a).cmp(&key(b)).then_with(|| a.id.cmp(&b.id))
         });
-        (calls, state.sequence)
+        Ok(calls)
     }
 
-    pub fn counts(&self) -> Counts {
-        let state = self.lock();
-        Counts {
-            active_calls: state.calls.len() as u32,
-            participants: state
-                .calls
-                .values()
-                .map(|c| c.participants.len() as u32)
-                .sum(),
-            sequence: state.sequence,
+    pub async fn counts(&self) -> Result<Counts, CallError> {
+        let calls = self.live_calls().await?;
+        Ok(Counts {
+            active_calls: calls.len() as u32,
+            participants: calls.iter().map(|c| c.participants.len() as u32).sum(),
+        })
+    }
+
+    /// One sweep: takes the sessions of gateways whose lease is gone out of their
+    /// calls, and deletes the records of calls ended longer than `retention` ago.
+    pub async fn sweep(&self, view: &mut LeaseView, retention: Duration) -> Result<u32, CallError> {
+        let records = self.records().await?;
+        let mentioned: std::collections::BTreeSet<&str> = records
+            .iter()
+            .filter_map(Current::live)
+            .flat_map(|c| c.participants.iter().map(|p| p.gateway_id.as_str()))
+            .collect();
+        let dead = view
+            .dead_gateways(&self.shared.leases, mentioned, Duration::ZERO)
+            .await?;
+        let mut removed = 0;
+        for gateway in dead {
+            let (count, _) = self
+                .remove_gateway(&gateway.gateway_id, Some(gateway.cutoff))
+                .await?;
+            if count > 0 {
+                tracing::warn!(gateway_id = %gateway.gateway_id, sessions = count, "gateway lease gone; its sessions left their calls");
+            }
+            removed += count;
         }
+        let expired = SystemTime::now() - retention;
+        for current in &records {
+            let ended = current
+                .record
+                .call
+                .as_ref()
+                .and_then(|c| c.ended_at)
+                .and_then(|t| SystemTime::try_from(t).ok());
+            if let (Some(ended), Some(call)) = (ended, &current.record.call)
+                && ended < expired
+            {
+                // A conflict means the id was reused meanwhile: keep it.
+                let _ = self
+                    .shared
+                    .calls
+                    .delete(&keys::call(&call.id), current.revision)
+                    .await;
+            }
+        }
+        Ok(removed)
     }
 }
 
@@ -560,220 +801,279 @@ pub fn participant(
 
 #[cfg(test)]
 mod tests {
-    use futures::StreamExt;
-    use meetup_runtime::Bus;
+    use meetup_runtime::store::BucketSettings;
 
     use super::*;
 
-    async fn registry_with_events() -> (CallRegistry, meetup_runtime::Subscription) {
-        let bus = Bus::local();
-        let events = bus
-            .subscribe(subjects::CALL_EVENTS.into())
-            .await
-            .expect("subscribe");
-        let limits = CallLimits {
-            max_participants: 3,
-            max_calls_per_user: 2,
-        };
-        (
-            CallRegistry::new(OrderedPublisher::start(bus), limits),
-            events,
-        )
+    fn registry(limits: CallLimits) -> (CallRegistry, StateStore) {
+        let state = StateStore::memory(BucketSettings::default());
+        (CallRegistry::new(&state, limits), state)
     }
 
-    async fn next_event(events: &mut meetup_runtime::Subscription) -> CallEvent {
-        CallEvent::decode(events.next().await.expect("event").payload).expect("decodes")
+    fn p(user: &str, session: &str) -> Participant {
+        participant(user, &user.to_uppercase(), session, "gw")
+    }
+
+    fn outcome_of(call: &Call, user: &str) -> Outcome {
+        call.attendees
+            .iter()
+            .find(|a| a.user.as_ref().is_some_and(|u| u.id == user))
+            .and_then(|a| Outcome::try_from(a.outcome).ok())
+            .unwrap_or(Outcome::Unspecified)
     }
 
     #[tokio::test]
     async fn start_join_leave_until_the_call_ends() {
-        let (calls, mut events) = registry_with_events().await;
-        let (call, _) = calls
+        let (r, state) = registry(CallLimits::default());
+        let (call, r1) = r
             .start(
                 "c1",
-                participant("a", "Ann", "s1", "gw"),
+                p("a", "sa"),
                 true,
-                vec!["b".into(), "a".into(), "b".into()],
+                vec!["b".into(), "a".into(), "b".into(), "c".into()],
+                "",
             )
+            .await
             .expect("start");
         assert_eq!(
             call.invited_user_ids,
-            vec!["b".to_string()],
+            ["b", "c"],
             "deduplicated, initiator dropped"
         );
-        assert_eq!(call.participants.len(), 1);
+        assert_eq!(outcome_of(&call, "b"), Outcome::Ringing);
         assert!(matches!(
-            calls.start("c1", participant("x", "X", "s9", "gw"), false, vec![]),
+            r.start("c1", p("z", "sz"), false, vec![], "").await,
             Err(CallError::CallExists(_))
         ));
-
-        let (call, receipt) = calls
-            .join("c1", participant("b", "Bob", "s2", "gw"))
-            .expect("join");
-        assert!(receipt.is_some());
+        let (call, r2) = r.join("c1", p("b", "sb"), "").await.expect("join");
+        assert!(r2 > r1);
         assert_eq!(call.participants.len(), 2);
-        let (again, receipt) = calls
-            .join("c1", participant("b", "Bob", "s2", "gw"))
-            .expect("join");
-        assert!(receipt.is_none(), "second join is a no-op");
-        assert_eq!(again.version, call.version);
+        assert_eq!(outcome_of(&call, "b"), Outcome::Answered);
+        let (_, again) = r.join("c1", p("b", "sb"), "").await.expect("join again");
+        assert_eq!(again, 0, "joining twice changes nothing");
 
-        let (left, _) = calls.leave("c1", "s1").expect("leave");
+        let left = r.leave("c1", "sa", "").await.expect("leave");
         assert!(left.left && !left.ended);
-        let (left, _) = calls.leave("c1", "s1").expect("leave");
-        assert!(!left.left, "not in the call any more");
-        let (left, _) = calls.leave("c1", "s2").expect("leave");
+        let left = r.leave("c1", "sa", "").await.expect("leave again");
+        assert!(!left.left);
+        let left = r.leave("c1", "sb", "").await.expect("last leave");
         assert!(left.left && left.ended);
-        assert!(matches!(calls.get("c1"), Err(CallError::CallNotFound(_))));
-        assert!(matches!(
-            calls.join("c1", participant("b", "Bob", "s2", "gw")),
-            Err(CallError::CallNotFound(_))
-        ));
-
-        let kinds: Vec<_> = [
-            next_event(&mut events).await,
-            next_event(&mut events).await,
-            next_event(&mut events).await,
-            next_event(&mut events).await,
-        ]
-        .into_iter()
-        .map(|e| (e.sequence, e.change))
-        .collect();
-        assert!(matches!(
-            kinds[0],
-            (1, Some(call_event::Change::Started(_)))
-        ));
-        assert!(matches!(kinds[1], (2, Some(call_event::Change::Joined(_)))));
-        assert!(matches!(&kinds[2], (3, Some(call_event::Change::Left(l))) if !l.call_ended));
-        assert!(matches!(&kinds[3], (4, Some(call_event::Change::Left(l))) if l.call_ended));
+        let ended = left.call.expect("final call");
+        assert!(ended.ended_at.is_some());
+        assert_eq!(outcome_of(&ended, "c"), Outcome::Missed);
+        assert!(matches!(r.get("c1").await, Err(CallError::CallNotFound(_))));
+        assert_eq!(r.counts().await.expect("counts"), Counts::default());
+        // The ended record stays for the history; the id can be used again.
+        assert!(
+            state
+                .calls
+                .get(&keys::call("c1"))
+                .await
+                .expect("get")
+                .is_some()
+        );
+        let (again, _) = r
+            .start("c1", p("a", "sa"), false, vec![], "")
+            .await
+            .expect("reuse");
+        assert!(again.version > ended.version);
     }
 
     #[tokio::test]
     async fn a_disconnected_session_leaves_all_its_calls() {
-        let (calls, _events) = registry_with_events().await;
-        calls
-            .start("c1", participant("a", "Ann", "s1", "gw1"), false, vec![])
+        let (r, _state) = registry(CallLimits::default());
+        r.start("c1", p("a", "sa"), false, vec![], "")
+            .await
             .expect("start");
-        calls
-            .start("c2", participant("b", "Bob", "s2", "gw2"), false, vec![])
+        r.start("c2", p("b", "sb"), false, vec![], "")
+            .await
             .expect("start");
-        calls
-            .join("c2", participant("a", "Ann", "s1", "gw1"))
-            .expect("join");
-        let (left, _) = calls.remove_session("s1").expect("remove");
-        assert_eq!(left, vec!["c1".to_string(), "c2".to_string()]);
-        let counts = calls.counts();
-        assert_eq!((counts.active_calls, counts.participants), (1, 1));
-        let (removed, _) = calls.remove_gateway("gw2").expect("remove");
-        assert_eq!(removed, 1);
-        assert_eq!(calls.counts().active_calls, 0);
+        r.join("c2", p("a", "sa"), "").await.expect("join");
+        let (left, revision) = r.remove_session("sa", vec![], "").await.expect("remove");
+        assert_eq!(left.len(), 2);
+        assert!(revision > 0);
+        assert!(r.get("c1").await.is_err(), "emptied call ended");
+        assert_eq!(r.get("c2").await.expect("live").participants.len(), 1);
     }
 
     #[tokio::test]
     async fn remove_participant_and_end() {
-        let (calls, _events) = registry_with_events().await;
-        calls
-            .start("c1", participant("a", "Ann", "s1", "gw"), false, vec![])
+        let (r, _state) = registry(CallLimits::default());
+        r.start("c1", p("a", "sa"), false, vec![], "")
+            .await
             .expect("start");
-        calls
-            .join("c1", participant("b", "Bob", "s2", "gw"))
-            .expect("join");
-        calls
-            .join("c1", participant("b", "Bob", "s3", "gw"))
-            .expect("join");
+        r.join("c1", p("b", "sb1"), "").await.expect("join");
+        r.join("c1", p("b", "sb2"), "").await.expect("join");
+        let (removed, left) = r.remove_participant("c1", "b", "").await.expect("remove");
+        assert_eq!(removed, 2);
+        assert!(!left.ended);
         assert!(matches!(
-            calls.remove_participant("c1", "zed"),
+            r.remove_participant("c1", "b", "").await,
             Err(CallError::NotParticipant { .. })
         ));
-        let (removed, ended, _) = calls.remove_participant("c1", "b").expect("remove");
-        assert_eq!((removed, ended), (2, false));
-        let (call, _) = calls.end("c1").expect("end");
-        assert_eq!(call.participants.len(), 1);
-        assert!(matches!(calls.end("c1"), Err(CallError::CallNotFound(_))));
-        assert_eq!(calls.counts().active_calls, 0);
-    }
-
-    #[tokio::test]
-    async fn restore_creates_missing_calls_and_merges_participants() {
-        let (calls, _events) = registry_with_events().await;
-        let (original, _) = calls
-            .start(
-                "c1",
-                participant("a", "Ann", "s1", "gw1"),
-                true,
-                vec!["b".into()],
-            )
-            .expect("start");
-        // A fresh registry, as after a restart, gets the call back from two gateways.
-        let (restarted, _events) = registry_with_events().await;
-        let mut from_gw2 = original.clone();
-        from_gw2.participants = vec![participant("b", "Bob", "s2", "gw2")];
-        let (call, announced) = restarted.restore(from_gw2).expect("restore");
-        assert!(announced.is_some());
-        assert_eq!(call.invited_user_ids, vec!["b".to_string()]);
-        assert!(call.is_video);
-        let (call, announced) = restarted.restore(original.clone()).expect("restore");
-        assert!(announced.is_some());
-        assert_eq!(call.participants.len(), 2);
-        let (_, announced) = restarted.restore(original).expect("restore");
-        assert!(announced.is_none(), "nothing new");
-        let (left, _) = restarted.remove_session("s2").expect("remove");
-        assert_eq!(left, vec!["c1".to_string()], "sessions are indexed");
+        let (call, _) = r.end("c1", "").await.expect("end");
+        assert!(call.participants.len() == 1 && call.ended_at.is_some());
+        assert!(matches!(
+            r.end("c1", "").await,
+            Err(CallError::CallNotFound(_))
+        ));
     }
 
     #[tokio::test]
     async fn calls_have_a_size_and_users_a_number_of_calls() {
-        let (calls, _events) = registry_with_events().await;
-        calls
-            .start("c1", participant("a", "A", "s1", "g"), false, vec![])
+        let limits = CallLimits {
+            max_participants: 2,
+            max_calls_per_user: 2,
+        };
+        let (r, _state) = registry(limits);
+        r.start("c1", p("a", "s1"), false, vec![], "")
+            .await
             .expect("start");
-        calls
-            .join("c1", participant("b", "B", "s2", "g"))
-            .expect("join");
-        calls
-            .join("c1", participant("c", "C", "s3", "g"))
-            .expect("join");
+        r.join("c1", p("b", "s2"), "").await.expect("join");
         assert!(matches!(
-            calls.join("c1", participant("d", "D", "s4", "g")),
-            Err(CallError::CallFull { max: 3, .. })
+            r.join("c1", p("c", "s3"), "").await,
+            Err(CallError::CallFull { .. })
         ));
-        calls
-            .start("c2", participant("a", "A", "s1", "g"), false, vec![])
-            .expect("start");
+        r.start("c2", p("a", "s1"), false, vec![], "")
+            .await
+            .expect("second call");
         assert!(matches!(
-            calls.start("c3", participant("a", "A", "s1", "g"), false, vec![]),
-            Err(CallError::TooManyCalls { max: 2, .. })
+            r.start("c3", p("a", "s1"), false, vec![], "").await,
+            Err(CallError::TooManyCalls { .. })
         ));
-        calls.end("c2").expect("end");
-        assert!(
-            calls
-                .start("c3", participant("a", "A", "s1", "g"), false, vec![])
+        // Ending one frees a place.
+        r.end("c2", "").await.expect("end");
+        r.start("c3", p("a", "s1"), false, vec![], "")
+            .await
+            .expect("room again");
+    }
+
+    #[tokio::test]
+    async fn racing_replicas_let_exactly_one_win() {
+        let limits = CallLimits {
+            max_participants: 2,
+            max_calls_per_user: 1,
+        };
+        let (r, _state) = registry(limits);
+        // The same call id started many times at once.
+        let starts = (0..12).map(|i| {
+            let r = r.clone();
+            tokio::spawn(async move {
+                r.start(
+                    "same",
+                    p(&format!("u{i}"), &format!("s{i}")),
+                    false,
+                    vec![],
+                    "",
+                )
+                .await
                 .is_ok()
+            })
+        });
+        let won = futures::future::join_all(starts)
+            .await
+            .into_iter()
+            .filter(|r| matches!(r, Ok(true)))
+            .count();
+        assert_eq!(won, 1);
+        // The last free seat.
+        let joins = (0..12).map(|i| {
+            let r = r.clone();
+            tokio::spawn(async move {
+                r.join("same", p(&format!("j{i}"), &format!("js{i}")), "")
+                    .await
+                    .is_ok()
+            })
+        });
+        let won = futures::future::join_all(joins)
+            .await
+            .into_iter()
+            .filter(|r| matches!(r, Ok(true)))
+            .count();
+        assert_eq!(won, 1);
+        assert_eq!(r.get("same").await.expect("live").participants.len(), 2);
+        // One user's last allowed call, started under many ids at once.
+        let mine = (0..12).map(|i| {
+            let r = r.clone();
+            tokio::spawn(async move {
+                r.start(&format!("mine{i}"), p("solo", "s"), false, vec![], "")
+                    .await
+                    .is_ok()
+            })
+        });
+        let won = futures::future::join_all(mine)
+            .await
+            .into_iter()
+            .filter(|r| matches!(r, Ok(true)))
+            .count();
+        assert_eq!(won, 1);
+    }
+
+    #[tokio::test]
+    async fn a_sweep_takes_dead_gateways_out_and_old_records_away() {
+        let (r, state) = registry(CallLimits::default());
+        state
+            .gateways
+            .put(&keys::lease("alive"), Bytes::from_static(b"x"))
+            .await
+            .expect("lease");
+        r.start(
+            "c1",
+            participant("a", "A", "sa", "alive"),
+            false,
+            vec![],
+            "",
+        )
+        .await
+        .expect("start");
+        r.join("c1", participant("b", "B", "sb", "dead"), "")
+            .await
+            .expect("join");
+        r.start("c2", participant("b", "B", "sb", "dead"), false, vec![], "")
+            .await
+            .expect("start");
+        let mut view = LeaseView::default();
+        let removed = r.sweep(&mut view, Duration::ZERO).await.expect("sweep");
+        assert_eq!(removed, 2);
+        assert_eq!(r.get("c1").await.expect("live").participants.len(), 1);
+        assert!(r.get("c2").await.is_err());
+        // Ended with no retention: its record goes on the next sweep.
+        r.sweep(&mut view, Duration::ZERO).await.expect("sweep");
+        assert!(
+            state
+                .calls
+                .get(&keys::call("c2"))
+                .await
+                .expect("get")
+                .is_none()
         );
     }
 
     #[tokio::test]
     async fn bad_fields_are_invalid_arguments() {
-        let (calls, _events) = registry_with_events().await;
+        let (r, _state) = registry(CallLimits::default());
+        let long = "x".repeat(129);
         assert!(matches!(
-            calls.start("", participant("a", "A", "s", "g"), false, vec![]),
+            r.start("", p("a", "s"), false, vec![], "").await,
             Err(CallError::InvalidArgument(_))
         ));
         assert!(matches!(
-            calls.start("c", participant("", "A", "s", "g"), false, vec![]),
+            r.start(&long, p("a", "s"), false, vec![], "").await,
             Err(CallError::InvalidArgument(_))
         ));
-        let too_many: Vec<String> = (0..=MAX_INVITED).map(|i| i.to_string()).collect();
         assert!(matches!(
-            calls.start("c", participant("a", "A", "s", "g"), false, too_many),
+            r.start("c", p("", "s"), false, vec![], "").await,
             Err(CallError::InvalidArgument(_))
         ));
-        let mut no_user = participant("a", "A", "s", "g");
-        no_user.user = None;
+        let too_many: Vec<String> = (0..=MAX_INVITED).map(|i| format!("u{i}")).collect();
         assert!(matches!(
-            calls.join("c", no_user),
+            r.start("c", p("a", "s"), false, too_many, "").await,
             Err(CallError::InvalidArgument(_))
         ));
-        assert_eq!(calls.counts().active_calls, 0);
+        assert!(matches!(
+            r.join("c", p("a", ""), "").await,
+            Err(CallError::InvalidArgument(_))
+        ));
+        assert_eq!(r.counts().await.expect("counts"), Counts::default());
     }
 }

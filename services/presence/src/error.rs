@@ -1,4 +1,9 @@
-//! The presence service's errors and their one mapping to gRPC status codes.
+//! The presence service's errors and their one mapping to gRPC status codes and
+//! machine-readable reasons (`meetup-reason`).
+
+use meetup_runtime::reason;
+use meetup_runtime::store::{IsConflict, StoreError};
+use tonic::Code;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PresenceError {
@@ -8,23 +13,35 @@ pub enum PresenceError {
     UserNotFound(String),
     #[error("session {0:?} is not registered")]
     SessionNotFound(String),
-    #[error("session {session_id:?} is registered to another user")]
-    SessionTaken { session_id: String },
     #[error("user {user_id:?} already has {max} sessions")]
     TooManySessions { user_id: String, max: usize },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl IsConflict for PresenceError {
+    fn is_conflict(&self) -> bool {
+        matches!(self, PresenceError::Store(StoreError::Conflict))
+    }
 }
 
 impl From<PresenceError> for tonic::Status {
     fn from(error: PresenceError) -> Self {
         let message = error.to_string();
-        match error {
-            PresenceError::InvalidArgument(_) => tonic::Status::invalid_argument(message),
-            PresenceError::UserNotFound(_) | PresenceError::SessionNotFound(_) => {
-                tonic::Status::not_found(message)
+        let (code, why) = match &error {
+            PresenceError::InvalidArgument(_) => (Code::InvalidArgument, "invalid-argument"),
+            PresenceError::UserNotFound(_) => (Code::NotFound, "user-not-found"),
+            PresenceError::SessionNotFound(_) => (Code::NotFound, "session-not-found"),
+            PresenceError::TooManySessions { .. } => (Code::ResourceExhausted, "too-many-sockets"),
+            PresenceError::Store(StoreError::InvalidKey(_)) => {
+                (Code::InvalidArgument, "invalid-argument")
             }
-            PresenceError::SessionTaken { .. } => tonic::Status::already_exists(message),
-            PresenceError::TooManySessions { .. } => tonic::Status::resource_exhausted(message),
-        }
+            PresenceError::Store(_) => {
+                tracing::warn!(%error, "state store failed");
+                (Code::Unavailable, "unavailable")
+            }
+        };
+        reason::status(code, message, why)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The presence service: who is online, and through which sessions (sockets) on
-//! which gateways. Every change is published on the bus as a `PresenceEvent` so that
-//! every gateway keeps a replica.
+//! which gateways. The state is one key per user in the presence bucket of the
+//! shared store; this service is stateless, so any number of replicas serve it,
+//! and each one sweeps the sessions of gateways whose lease has expired.
 
 #![forbid(unsafe_code)]
 
@@ -9,8 +10,10 @@ pub mod service;
 pub mod store;
 
 use std::future::Future;
+use std::time::Duration;
 
 use meetup_proto::presence::v1::presence_service_server::PresenceServiceServer;
+use meetup_runtime::store::leases::LeaseView;
 use tokio::net::TcpListener;
 
 pub use error::PresenceError;
@@ -32,25 +35,55 @@ pub async fn run(
     meetup_runtime::grpc::serve(listener, service, shutdown).await
 }
 
-/// Registers this service's state gauges in the process metrics.
-pub fn register_metrics(store: &PresenceStore) {
+/// Removes, every `interval`, the sessions of gateways whose lease has been gone
+/// for one interval (the call service removes them from calls one interval
+/// earlier, so their peers hear `user-left-call` before `user-left`).
+pub async fn sweep(store: PresenceStore, interval: Duration, stop: impl Future<Output = ()>) {
+    let view = std::sync::Arc::new(tokio::sync::Mutex::new(LeaseView::default()));
+    meetup_runtime::service::every(
+        interval,
+        || {
+            let (store, view) = (store.clone(), view.clone());
+            async move {
+                if let Err(error) = store.sweep(&mut *view.lock().await, interval).await {
+                    tracing::warn!(%error, "presence sweep failed");
+                }
+            }
+        },
+        stop,
+    )
+    .await;
+}
+
+/// Registers this service's state gauges in the process metrics and keeps them
+/// current until `stop`.
+pub async fn gauges(store: PresenceStore, stop: impl Future<Output = ()>) {
     use prometheus_client::metrics::gauge::Gauge;
-    let presence_online_users = Gauge::<i64>::default();
+    let online_users = Gauge::<i64>::default();
     meetup_runtime::metrics::register(
         "presence_online_users",
         "Users online in the cluster",
-        presence_online_users.clone(),
+        online_users.clone(),
     );
-    let presence_sessions = Gauge::<i64>::default();
+    let sessions = Gauge::<i64>::default();
     meetup_runtime::metrics::register(
         "presence_sessions",
         "Sessions (sockets) registered",
-        presence_sessions.clone(),
+        sessions.clone(),
     );
-    let store = store.clone();
-    meetup_runtime::metrics::on_scrape(move || {
-        let counts = store.counts();
-        presence_online_users.set(i64::from(counts.online_users));
-        presence_sessions.set(i64::from(counts.sessions));
-    });
+    meetup_runtime::service::every(
+        Duration::from_secs(5),
+        || {
+            let store = store.clone();
+            let (online_users, sessions) = (online_users.clone(), sessions.clone());
+            async move {
+                if let Ok(counts) = store.counts().await {
+                    online_users.set(i64::from(counts.online_users));
+                    sessions.set(i64::from(counts.sessions));
+                }
+            }
+        },
+        stop,
+    )
+    .await;
 }

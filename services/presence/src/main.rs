@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
-use meetup_runtime::service::ServiceArgs;
+use meetup_runtime::service::{Background, ServiceArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -28,16 +28,27 @@ struct Config {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    let token = config.common.internal_api_token.clone();
+    let common = config.common.clone();
     meetup_runtime::service::run(
         "presence",
         config.listen,
         config.metrics_listen,
         &config.common,
-        |publisher, listener, shutdown| {
-            let store = meetup_presence::PresenceStore::new(publisher, config.max_sockets_per_user);
-            meetup_presence::register_metrics(&store);
-            meetup_presence::run(listener, store, token, shutdown)
+        |state, listener, shutdown| async move {
+            let store = meetup_presence::PresenceStore::new(&state, config.max_sockets_per_user);
+            let mut background = Background::default();
+            background.spawn(meetup_presence::gauges(store.clone(), background.stopped()));
+            if let Some(interval) = common.sweep_interval(&state) {
+                background.spawn(meetup_presence::sweep(
+                    store.clone(),
+                    interval,
+                    background.stopped(),
+                ));
+            }
+            let token = common.internal_api_token.clone();
+            let result = meetup_presence::run(listener, store, token, shutdown).await;
+            background.stop().await;
+            result
         },
     )
     .await

@@ -1,22 +1,16 @@
 //! The `meetup.presence.v1.PresenceService` gRPC API over the [`PresenceStore`].
 
-use std::time::Duration;
-
+use meetup_proto::bus::v1::LeaveReason;
 use meetup_proto::presence::v1::{
     GetCountsRequest, GetCountsResponse, GetUserRequest, GetUserResponse, ListUsersRequest,
     ListUsersResponse, RegisterSessionRequest, RegisterSessionResponse, UnregisterGatewayRequest,
     UnregisterGatewayResponse, UnregisterSessionRequest, UnregisterSessionResponse,
     presence_service_server::PresenceService,
 };
-use meetup_runtime::Receipt;
+use meetup_runtime::grpc::traceparent;
 use tonic::{Request, Response, Status};
 
 use crate::store::PresenceStore;
-
-/// How long a mutation waits for its event to reach the bus before answering.
-/// Callers rely on "answered means announced"; past this the bus is in trouble
-/// and answering late would only stall them.
-const PUBLISH_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Debug)]
 pub struct PresenceGrpc {
@@ -29,34 +23,28 @@ impl PresenceGrpc {
     }
 }
 
-async fn announced(receipt: Receipt) {
-    if !receipt.published_within(PUBLISH_WAIT).await {
-        tracing::warn!("presence event not on the bus in time");
-    }
-}
-
 #[tonic::async_trait]
 impl PresenceService for PresenceGrpc {
     async fn register_session(
         &self,
         request: Request<RegisterSessionRequest>,
     ) -> Result<Response<RegisterSessionResponse>, Status> {
+        let trace = traceparent(&request);
         let r = request.into_inner();
-        let joined_at = r
-            .joined_at
-            .and_then(|t| std::time::SystemTime::try_from(t).ok());
-        let (registered, receipt) = self.store.register(
-            &r.user_id,
-            &r.username,
-            &r.gateway_id,
-            &r.session_id,
-            joined_at,
-        )?;
-        announced(receipt).await;
+        let registered = self
+            .store
+            .register(
+                &r.user_id,
+                &r.username,
+                &r.gateway_id,
+                &r.session_id,
+                &trace,
+            )
+            .await?;
         Ok(Response::new(RegisterSessionResponse {
             user: Some(registered.user),
             first_session: registered.first_session,
-            version: registered.version,
+            revision: registered.revision,
         }))
     }
 
@@ -64,12 +52,21 @@ impl PresenceService for PresenceGrpc {
         &self,
         request: Request<UnregisterSessionRequest>,
     ) -> Result<Response<UnregisterSessionResponse>, Status> {
-        let (unregistered, receipt) = self.store.unregister(&request.get_ref().session_id)?;
-        announced(receipt).await;
+        let trace = traceparent(&request);
+        let r = request.get_ref();
+        let gone = self
+            .store
+            .unregister(
+                &r.session_id,
+                Some(r.user_id.as_str()),
+                LeaveReason::Disconnected,
+                &trace,
+            )
+            .await?;
         Ok(Response::new(UnregisterSessionResponse {
-            user_id: unregistered.user_id,
-            last_session: unregistered.last_session,
-            version: unregistered.version,
+            user_id: gone.user_id,
+            last_session: gone.last_session,
+            revision: gone.revision,
         }))
     }
 
@@ -77,12 +74,10 @@ impl PresenceService for PresenceGrpc {
         &self,
         request: Request<UnregisterGatewayRequest>,
     ) -> Result<Response<UnregisterGatewayResponse>, Status> {
-        let (sessions_removed, users_gone_offline, receipt) = self
+        let (sessions_removed, users_gone_offline) = self
             .store
-            .unregister_gateway(&request.get_ref().gateway_id)?;
-        if let Some(receipt) = receipt {
-            announced(receipt).await;
-        }
+            .unregister_gateway(&request.get_ref().gateway_id, None)
+            .await?;
         Ok(Response::new(UnregisterGatewayResponse {
             sessions_removed,
             users_gone_offline,
@@ -93,19 +88,15 @@ impl PresenceService for PresenceGrpc {
         &self,
         _request: Request<ListUsersRequest>,
     ) -> Result<Response<ListUsersResponse>, Status> {
-        let (users, version) = self.store.list();
-        Ok(Response::new(ListUsersResponse {
-            users,
-            version,
-            instance_id: self.store.instance_id().to_owned(),
-        }))
+        let users = self.store.list().await?;
+        Ok(Response::new(ListUsersResponse { users }))
     }
 
     async fn get_user(
         &self,
         request: Request<GetUserRequest>,
     ) -> Result<Response<GetUserResponse>, Status> {
-        let user = self.store.get(&request.get_ref().user_id)?;
+        let user = self.store.get(&request.get_ref().user_id).await?;
         Ok(Response::new(GetUserResponse { user: Some(user) }))
     }
 
@@ -113,13 +104,11 @@ impl PresenceService for PresenceGrpc {
         &self,
         _request: Request<GetCountsRequest>,
     ) -> Result<Response<GetCountsResponse>, Status> {
-        let counts = self.store.counts();
+        let counts = self.store.counts().await?;
         Ok(Response::new(GetCountsResponse {
             online_users: counts.online_users,
             sessions: counts.sessions,
             gateways: counts.gateways,
-            version: counts.version,
-            instance_id: self.store.instance_id().to_owned(),
         }))
     }
 }

@@ -1,21 +1,23 @@
-//! The presence state: users, their sessions and the gateways that hold them.
+//! The presence state: one key per online user in the presence bucket, holding
+//! the user and its sessions (sockets) on gateways. Every change is one
+//! compare-and-set on that key, so any number of replicas serve the same state,
+//! and the per-user session limit holds under concurrency.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use meetup_proto::bus::v1::{
-    PresenceEvent, SessionRegistered, SessionUnregistered, presence_event,
+    LeaveReason, PresenceChange, SessionRegistered, SessionUnregistered, UserRecord,
+    presence_change,
 };
 use meetup_proto::presence::v1::{OnlineUser, Session, User};
-use meetup_runtime::{OrderedPublisher, Receipt, subjects};
+use meetup_runtime::store::{self, Bucket, StateStore, keys, retry_on_conflict};
 use prost::Message;
 
 use crate::error::{PresenceError, require};
 
-/// Cheap-to-clone handle on the presence state; methods hide the lock and queue
-/// the resulting events for publication in state order.
+/// Cheap-to-clone handle on the presence bucket.
 #[derive(Clone, Debug)]
 pub struct PresenceStore {
     shared: Arc<Shared>,
@@ -23,40 +25,9 @@ pub struct PresenceStore {
 
 #[derive(Debug)]
 struct Shared {
-    instance_id: String,
-    publisher: OrderedPublisher,
+    bucket: Bucket,
+    leases: Bucket,
     max_sessions_per_user: usize,
-    // A std Mutex is fine: it is never held across an `.await`, and every
-    // critical section is a few map operations.
-    state: Mutex<State>,
-}
-
-#[derive(Debug, Default)]
-struct State {
-    version: u64,
-    next_sequence: u64,
-    users: HashMap<String, UserEntry>,
-    /// session id -> user id
-    sessions: HashMap<String, String>,
-}
-
-#[derive(Debug)]
-struct UserEntry {
-    username: String,
-    joined_at: SystemTime,
-    /// Sequence of the first live session: orders the users list.
-    online_sequence: u64,
-    sessions: Vec<Session>,
-}
-
-impl UserEntry {
-    fn user(&self, id: &str) -> User {
-        User {
-            id: id.to_owned(),
-            username: self.username.clone(),
-            joined_at: Some(self.joined_at.into()),
-        }
-    }
 }
 
 /// What a registration did.
@@ -64,7 +35,7 @@ impl UserEntry {
 pub struct Registered {
     pub user: User,
     pub first_session: bool,
-    pub version: u64,
+    pub revision: u64,
 }
 
 /// What an unregistration did.
@@ -72,7 +43,7 @@ pub struct Registered {
 pub struct Unregistered {
     pub user_id: String,
     pub last_session: bool,
-    pub version: u64,
+    pub revision: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -80,389 +51,537 @@ pub struct Counts {
     pub online_users: u32,
     pub sessions: u32,
     pub gateways: u32,
-    pub version: u64,
+}
+
+/// A user's record and the revision it was read at.
+struct Current {
+    record: UserRecord,
+    revision: u64,
+}
+
+impl Current {
+    fn sessions(&self) -> &[Session] {
+        self.record
+            .user
+            .as_ref()
+            .map(|u| u.sessions.as_slice())
+            .unwrap_or_default()
+    }
+}
+
+fn decode(entry: &store::Entry) -> Option<UserRecord> {
+    let value = entry.value.as_ref()?;
+    match UserRecord::decode(value.clone()) {
+        Ok(record) => Some(record),
+        Err(error) => {
+            tracing::error!(key = %entry.key, %error, "undecodable user record; treated as absent");
+            None
+        }
+    }
+}
+
+fn online(record: &UserRecord) -> Option<&OnlineUser> {
+    record.user.as_ref().filter(|u| !u.sessions.is_empty())
 }
 
 impl PresenceStore {
     /// A store that lets one user id hold at most `max_sessions_per_user` sessions.
-    pub fn new(publisher: OrderedPublisher, max_sessions_per_user: usize) -> Self {
-        let instance_id = format!("{:016x}", rand::random::<u64>());
+    pub fn new(state: &StateStore, max_sessions_per_user: usize) -> Self {
         PresenceStore {
             shared: Arc::new(Shared {
-                instance_id,
-                publisher,
+                bucket: state.presence.clone(),
+                leases: state.gateways.clone(),
                 max_sessions_per_user: max_sessions_per_user.max(1),
-                state: Mutex::new(State::default()),
             }),
         }
     }
 
-    pub fn instance_id(&self) -> &str {
-        &self.shared.instance_id
+    async fn read(&self, user_id: &str) -> Result<Option<Current>, PresenceError> {
+        let entry = self.shared.bucket.get(&keys::user(user_id)).await?;
+        Ok(entry.and_then(|e| {
+            decode(&e).map(|record| Current {
+                record,
+                revision: e.revision,
+            })
+        }))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // No code path panics with the lock held; recover the state if one ever did.
-        self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Queues one event; called with the state lock held so events keep state order.
-    fn publish(&self, version: u64, change: presence_event::Change) -> Receipt {
-        let event = PresenceEvent {
-            instance_id: self.shared.instance_id.clone(),
-            version,
-            change: Some(change),
+    /// Writes `record` over `current` (or creates the key); `Conflict` when the
+    /// key moved meanwhile.
+    async fn write(
+        &self,
+        user_id: &str,
+        current: Option<&Current>,
+        record: &UserRecord,
+    ) -> Result<u64, PresenceError> {
+        let key = keys::user(user_id);
+        let value = Bytes::from(record.encode_to_vec());
+        let revision = match current {
+            Some(c) => self.shared.bucket.update(&key, value, c.revision).await?,
+            None => self.shared.bucket.create(&key, value).await?,
         };
-        self.shared.publisher.enqueue(
-            subjects::PRESENCE_EVENTS,
-            Bytes::from(event.encode_to_vec()),
-        )
+        Ok(revision)
     }
 
-    /// Registers `session_id` for `user_id`. Registering a session again for the
-    /// same user refreshes the username; for another user it is refused.
-    /// `joined_at` restores the original online time of a user after a restart.
-    pub fn register(
+    /// Registers `session_id` for `user_id`. Registering a session again refreshes
+    /// the username and makes it the user's most recent session.
+    pub async fn register(
         &self,
         user_id: &str,
         username: &str,
         gateway_id: &str,
         session_id: &str,
-        joined_at: Option<SystemTime>,
-    ) -> Result<(Registered, Receipt), PresenceError> {
+        traceparent: &str,
+    ) -> Result<Registered, PresenceError> {
         require("user_id", user_id)?;
         require("username", username)?;
         require("gateway_id", gateway_id)?;
         require("session_id", session_id)?;
-        let now = SystemTime::now();
-        let mut state = self.lock();
-        let state = &mut *state;
-        if let Some(owner) = state.sessions.get(session_id)
-            && owner != user_id
-        {
-            return Err(PresenceError::SessionTaken {
+        let registered = retry_on_conflict(|| async {
+            let current = self.read(user_id).await?;
+            let now = SystemTime::now();
+            let previous = current.as_ref().map(Current::sessions).unwrap_or_default();
+            let first_session = previous.is_empty();
+            if previous.len() >= self.shared.max_sessions_per_user
+                && !previous.iter().any(|s| s.session_id == session_id)
+            {
+                return Err(PresenceError::TooManySessions {
+                    user_id: user_id.to_owned(),
+                    max: self.shared.max_sessions_per_user,
+                });
+            }
+            let joined_at = match current.as_ref().and_then(|c| online(&c.record)) {
+                Some(u) => u.user.as_ref().and_then(|u| u.joined_at),
+                None => None,
+            }
+            .unwrap_or_else(|| now.into());
+            let session = Session {
                 session_id: session_id.to_owned(),
-            });
-        }
-        if let Some(entry) = state.users.get(user_id)
-            && entry.sessions.len() >= self.shared.max_sessions_per_user
-            && !entry.sessions.iter().any(|s| s.session_id == session_id)
-        {
-            return Err(PresenceError::TooManySessions {
-                user_id: user_id.to_owned(),
-                max: self.shared.max_sessions_per_user,
-            });
-        }
-        state.next_sequence += 1;
-        let sequence = state.next_sequence;
-        let session = Session {
-            session_id: session_id.to_owned(),
-            gateway_id: gateway_id.to_owned(),
-            registered_at: Some(now.into()),
-            sequence,
-        };
-        let entry = state
-            .users
-            .entry(user_id.to_owned())
-            .or_insert_with(|| UserEntry {
+                gateway_id: gateway_id.to_owned(),
+                registered_at: Some(now.into()),
+            };
+            let mut sessions: Vec<Session> = previous
+                .iter()
+                .filter(|s| s.session_id != session_id)
+                .cloned()
+                .collect();
+            sessions.push(session.clone());
+            let user = User {
+                id: user_id.to_owned(),
                 username: username.to_owned(),
-                joined_at: joined_at.filter(|t| *t < now).unwrap_or(now),
-                online_sequence: sequence,
-                sessions: Vec::new(),
-            });
-        entry.username = username.to_owned();
-        let first_session = entry.sessions.is_empty();
-        // A repeated registration moves the session to the most recent position.
-        entry.sessions.retain(|s| s.session_id != session_id);
-        entry.sessions.push(session.clone());
-        state
-            .sessions
-            .insert(session_id.to_owned(), user_id.to_owned());
-        state.version += 1;
-        let user = entry.user(user_id);
-        let receipt = self.publish(
-            state.version,
-            presence_event::Change::Registered(SessionRegistered {
-                user: Some(user.clone()),
-                session: Some(session),
+                joined_at: Some(joined_at),
+            };
+            let record = UserRecord {
+                user: Some(OnlineUser {
+                    user: Some(user.clone()),
+                    sessions,
+                }),
+                change: Some(PresenceChange {
+                    change: Some(presence_change::Change::Registered(SessionRegistered {
+                        session: Some(session),
+                        first_session,
+                    })),
+                }),
+                traceparent: traceparent.to_owned(),
+            };
+            let revision = self.write(user_id, current.as_ref(), &record).await?;
+            Ok::<_, PresenceError>(Registered {
+                user,
                 first_session,
-            }),
-        );
+                revision,
+            })
+        })
+        .await?;
         tracing::info!(
             user_id,
             session_id,
             gateway_id,
-            first_session,
+            first_session = registered.first_session,
             "session registered"
         );
-        Ok((
-            Registered {
-                user,
-                first_session,
-                version: state.version,
-            },
-            receipt,
-        ))
+        Ok(registered)
     }
 
-    pub fn unregister(&self, session_id: &str) -> Result<(Unregistered, Receipt), PresenceError> {
-        let mut state = self.lock();
-        let (unregistered, receipt) = self
-            .remove_session(&mut state, session_id)
-            .ok_or_else(|| PresenceError::SessionNotFound(session_id.to_owned()))?;
-        Ok((unregistered, receipt))
-    }
-
-    fn remove_session(
+    /// Removes one session. `user_id` names its user when the caller knows it;
+    /// else every user is scanned for it.
+    pub async fn unregister(
         &self,
-        state: &mut State,
         session_id: &str,
-    ) -> Option<(Unregistered, Receipt)> {
-        let user_id = state.sessions.remove(session_id)?;
-        let last_session = match state.users.get_mut(&user_id) {
-            Some(entry) => {
-                entry.sessions.retain(|s| s.session_id != session_id);
-                entry.sessions.is_empty()
-            }
-            None => true,
+        user_id: Option<&str>,
+        reason: LeaveReason,
+        traceparent: &str,
+    ) -> Result<Unregistered, PresenceError> {
+        require("session_id", session_id)?;
+        let user_id = match user_id.filter(|u| !u.is_empty()) {
+            Some(user_id) => user_id.to_owned(),
+            None => self
+                .owner_of(session_id)
+                .await?
+                .ok_or_else(|| PresenceError::SessionNotFound(session_id.to_owned()))?,
         };
-        if last_session {
-            state.users.remove(&user_id);
-        }
-        state.version += 1;
-        let receipt = self.publish(
-            state.version,
-            presence_event::Change::Unregistered(SessionUnregistered {
+        let gone = retry_on_conflict(|| async {
+            let current = self
+                .read(&user_id)
+                .await?
+                .filter(|c| c.sessions().iter().any(|s| s.session_id == session_id))
+                .ok_or_else(|| PresenceError::SessionNotFound(session_id.to_owned()))?;
+            let mut record = current.record.clone();
+            if let Some(user) = record.user.as_mut() {
+                user.sessions.retain(|s| s.session_id != session_id);
+            }
+            let last_session = online(&record).is_none();
+            record.change = Some(PresenceChange {
+                change: Some(presence_change::Change::Unregistered(SessionUnregistered {
+                    session_id: session_id.to_owned(),
+                    reason: reason as i32,
+                })),
+            });
+            record.traceparent = traceparent.to_owned();
+            let revision = self.write(&user_id, Some(&current), &record).await?;
+            Ok::<_, PresenceError>(Unregistered {
                 user_id: user_id.clone(),
-                session_id: session_id.to_owned(),
                 last_session,
-            }),
-        );
-        tracing::info!(user_id = %user_id, session_id, last_session, "session unregistered");
-        Some((
-            Unregistered {
-                user_id,
-                last_session,
-                version: state.version,
-            },
-            receipt,
-        ))
+                revision,
+            })
+        })
+        .await?;
+        if gone.last_session {
+            // The empty record already says "offline"; deleting the key only keeps
+            // the bucket small. A registration that came in between wins.
+            let key = keys::user(&user_id);
+            if let Err(error) = self.shared.bucket.delete(&key, gone.revision).await
+                && error != store::StoreError::Conflict
+            {
+                tracing::warn!(user_id, %error, "offline user's key not deleted");
+            }
+        }
+        tracing::info!(user_id = %gone.user_id, session_id, last_session = gone.last_session, "session unregistered");
+        Ok(gone)
     }
 
-    /// Removes every session of one gateway. Returns the number of sessions removed,
-    /// the users that went offline, and the receipt of the last event.
-    pub fn unregister_gateway(
+    async fn owner_of(&self, session_id: &str) -> Result<Option<String>, PresenceError> {
+        Ok(self.all().await?.into_iter().find_map(|u| {
+            u.sessions
+                .iter()
+                .any(|s| s.session_id == session_id)
+                .then(|| u.user.map(|u| u.id))
+                .flatten()
+        }))
+    }
+
+    /// Removes every session of one gateway registered before `cutoff` (all of
+    /// them without one). Returns the sessions removed and the users that went
+    /// offline. Idempotent: sessions already gone are skipped.
+    pub async fn unregister_gateway(
         &self,
         gateway_id: &str,
-    ) -> Result<(u32, Vec<String>, Option<Receipt>), PresenceError> {
+        cutoff: Option<SystemTime>,
+    ) -> Result<(u32, Vec<String>), PresenceError> {
         require("gateway_id", gateway_id)?;
-        let mut state = self.lock();
-        let doomed: Vec<String> = state
-            .users
-            .values()
-            .flat_map(|u| u.sessions.iter())
-            .filter(|s| s.gateway_id == gateway_id)
-            .map(|s| s.session_id.clone())
-            .collect();
-        let mut offline = Vec::new();
-        let mut last_receipt = None;
-        for session_id in &doomed {
-            if let Some((unregistered, receipt)) = self.remove_session(&mut state, session_id) {
-                if unregistered.last_session {
-                    offline.push(unregistered.user_id);
-                }
-                last_receipt = Some(receipt);
-            }
-        }
-        Ok((doomed.len() as u32, offline, last_receipt))
-    }
-
-    /// All online users, in the order they came online, and the current version.
-    pub fn list(&self) -> (Vec<OnlineUser>, u64) {
-        let state = self.lock();
-        let mut entries: Vec<(&String, &UserEntry)> = state.users.iter().collect();
-        entries.sort_by_key(|(_, e)| e.online_sequence);
-        let users = entries
+        let doomed: Vec<(String, String)> = self
+            .all()
+            .await?
             .into_iter()
-            .map(|(id, e)| OnlineUser {
-                user: Some(e.user(id)),
-                sessions: e.sessions.clone(),
-                online_sequence: e.online_sequence,
+            .flat_map(|u| {
+                let user_id = u.user.map(|u| u.id).unwrap_or_default();
+                u.sessions
+                    .into_iter()
+                    .filter(|s| s.gateway_id == gateway_id && registered_before(s, cutoff))
+                    .map(move |s| (user_id.clone(), s.session_id))
             })
             .collect();
-        (users, state.version)
+        let mut removed = 0;
+        let mut offline = Vec::new();
+        for (user_id, session_id) in doomed {
+            match self
+                .unregister(&session_id, Some(&user_id), LeaveReason::Disconnected, "")
+                .await
+            {
+                Ok(gone) => {
+                    removed += 1;
+                    if gone.last_session {
+                        offline.push(gone.user_id);
+                    }
+                }
+                Err(PresenceError::SessionNotFound(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok((removed, offline))
     }
 
-    pub fn get(&self, user_id: &str) -> Result<OnlineUser, PresenceError> {
+    /// Every online user with its sessions, in no particular order.
+    async fn all(&self) -> Result<Vec<OnlineUser>, PresenceError> {
+        let entries = self.shared.bucket.scan(keys::USER_PREFIX).await?;
+        Ok(entries
+            .iter()
+            .filter_map(decode)
+            .filter_map(|r| online(&r).cloned())
+            .collect())
+    }
+
+    /// All online users, in the order they came online.
+    pub async fn list(&self) -> Result<Vec<OnlineUser>, PresenceError> {
+        let mut users = self.all().await?;
+        users.sort_by_key(|u| {
+            let user = u.user.as_ref();
+            (
+                user.and_then(|u| u.joined_at)
+                    .map(|t| (t.seconds, t.nanos))
+                    .unwrap_or_default(),
+                user.map(|u| u.id.clone()).unwrap_or_default(),
+            )
+        });
+        Ok(users)
+    }
+
+    pub async fn get(&self, user_id: &str) -> Result<OnlineUser, PresenceError> {
         require("user_id", user_id)?;
-        let state = self.lock();
-        let entry = state
-            .users
-            .get(user_id)
-            .ok_or_else(|| PresenceError::UserNotFound(user_id.to_owned()))?;
-        Ok(OnlineUser {
-            user: Some(entry.user(user_id)),
-            sessions: entry.sessions.clone(),
-            online_sequence: entry.online_sequence,
+        self.read(user_id)
+            .await?
+            .and_then(|c| online(&c.record).cloned())
+            .ok_or_else(|| PresenceError::UserNotFound(user_id.to_owned()))
+    }
+
+    pub async fn counts(&self) -> Result<Counts, PresenceError> {
+        let users = self.all().await?;
+        let gateways: std::collections::HashSet<&str> = users
+            .iter()
+            .flat_map(|u| u.sessions.iter().map(|s| s.gateway_id.as_str()))
+            .collect();
+        Ok(Counts {
+            online_users: users.len() as u32,
+            sessions: users.iter().map(|u| u.sessions.len() as u32).sum(),
+            gateways: gateways.len() as u32,
         })
     }
 
-    pub fn counts(&self) -> Counts {
-        let state = self.lock();
-        let gateways: std::collections::HashSet<&str> = state
-            .users
-            .values()
+    /// One sweep: removes the sessions of gateways whose lease has been gone for
+    /// `confirm`. Returns how many sessions went.
+    pub async fn sweep(
+        &self,
+        view: &mut store::leases::LeaseView,
+        confirm: std::time::Duration,
+    ) -> Result<u32, PresenceError> {
+        let users = self.all().await?;
+        let mentioned: std::collections::BTreeSet<&str> = users
+            .iter()
             .flat_map(|u| u.sessions.iter().map(|s| s.gateway_id.as_str()))
             .collect();
-        Counts {
-            online_users: state.users.len() as u32,
-            sessions: state.sessions.len() as u32,
-            gateways: gateways.len() as u32,
-            version: state.version,
+        let dead = view
+            .dead_gateways(&self.shared.leases, mentioned, confirm)
+            .await?;
+        let mut removed = 0;
+        for gateway in dead {
+            let (count, _) = self
+                .unregister_gateway(&gateway.gateway_id, Some(gateway.cutoff))
+                .await?;
+            if count > 0 {
+                tracing::warn!(gateway_id = %gateway.gateway_id, sessions = count, "gateway lease gone; its sessions removed");
+            }
+            removed += count;
         }
+        Ok(removed)
     }
+}
+
+fn registered_before(session: &Session, cutoff: Option<SystemTime>) -> bool {
+    let Some(cutoff) = cutoff else { return true };
+    session
+        .registered_at
+        .and_then(|t| SystemTime::try_from(t).ok())
+        .is_none_or(|t| t < cutoff)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use futures::StreamExt;
-    use meetup_runtime::Bus;
+    use meetup_runtime::store::{BucketSettings, Watched};
 
     use super::*;
 
-    async fn store_with_events() -> (PresenceStore, meetup_runtime::Subscription) {
-        let bus = Bus::local();
-        let events = bus
-            .subscribe(subjects::PRESENCE_EVENTS.into())
-            .await
-            .expect("subscribe");
-        (PresenceStore::new(OrderedPublisher::start(bus), 3), events)
-    }
-
-    async fn next_event(events: &mut meetup_runtime::Subscription) -> PresenceEvent {
-        let message = events.next().await.expect("event");
-        PresenceEvent::decode(message.payload).expect("decodes")
+    fn store(max: usize) -> (PresenceStore, StateStore) {
+        let state = StateStore::memory(BucketSettings::default());
+        (PresenceStore::new(&state, max), state)
     }
 
     #[tokio::test]
     async fn first_and_last_session_bring_a_user_on_and_off_line() {
-        let (store, mut events) = store_with_events().await;
-        let (a, _) = store
-            .register("u1", "Ann", "gw", "s1", None)
+        let (store, state) = store(3);
+        let mut watch = state.presence.watch().await.expect("watch");
+        assert_eq!(watch.next().await, Some(Ok(Watched::Current)));
+        let a = store
+            .register("u1", "Ann", "gw", "s1", "")
+            .await
             .expect("register");
         assert!(a.first_session);
-        assert_eq!(a.version, 1);
-        let (b, _) = store
-            .register("u1", "Annie", "gw", "s2", None)
+        let b = store
+            .register("u1", "Annie", "gw", "s2", "")
+            .await
             .expect("register");
         assert!(!b.first_session);
+        assert!(b.revision > a.revision);
         assert_eq!(b.user.username, "Annie");
         assert_eq!(b.user.joined_at, a.user.joined_at, "joinedAt stays");
-        assert_eq!(store.counts().online_users, 1);
-        assert_eq!(store.counts().sessions, 2);
+        let counts = store.counts().await.expect("counts");
+        assert_eq!((counts.online_users, counts.sessions), (1, 2));
 
-        let (gone, _) = store.unregister("s1").expect("unregister");
+        let gone = store
+            .unregister("s1", None, LeaveReason::Left, "")
+            .await
+            .expect("unregister");
         assert!(!gone.last_session);
-        let (gone, _) = store.unregister("s2").expect("unregister");
+        let gone = store
+            .unregister("s2", Some("u1"), LeaveReason::Left, "")
+            .await
+            .expect("unregister");
         assert!(gone.last_session);
-        assert_eq!(
-            (store.counts().online_users, store.counts().sessions),
-            (0, 0)
-        );
+        assert_eq!(store.counts().await.expect("counts"), Counts::default());
         assert!(matches!(
-            store.unregister("s2"),
+            store
+                .unregister("s2", Some("u1"), LeaveReason::Left, "")
+                .await,
             Err(PresenceError::SessionNotFound(_))
         ));
-
-        let versions: Vec<u64> = [
-            next_event(&mut events).await,
-            next_event(&mut events).await,
-            next_event(&mut events).await,
-            next_event(&mut events).await,
-        ]
-        .iter()
-        .map(|e| e.version)
-        .collect();
-        assert_eq!(versions, vec![1, 2, 3, 4]);
+        // Every change reached the watch in order: 4 writes and the key's deletion.
+        let mut revisions = Vec::new();
+        for _ in 0..5 {
+            match watch.next().await {
+                Some(Ok(Watched::Entry(e))) => revisions.push(e.revision),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(revisions.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[tokio::test]
     async fn a_user_holds_at_most_the_configured_sessions() {
-        let (store, _events) = store_with_events().await;
+        let (store, _state) = store(3);
         for session in ["s1", "s2", "s3"] {
             store
-                .register("u1", "Ann", "gw", session, None)
+                .register("u1", "Ann", "gw", session, "")
+                .await
                 .expect("register");
         }
         assert!(matches!(
-            store.register("u1", "Ann", "gw", "s4", None),
+            store.register("u1", "Ann", "gw", "s4", "").await,
             Err(PresenceError::TooManySessions { max: 3, .. })
         ));
         // Refreshing a session it holds is no new session.
-        assert!(store.register("u1", "Ann", "gw", "s2", None).is_ok());
-        assert_eq!(store.counts().sessions, 3);
+        assert!(store.register("u1", "Ann", "gw", "s2", "").await.is_ok());
+        assert_eq!(store.counts().await.expect("counts").sessions, 3);
     }
 
     #[tokio::test]
-    async fn a_session_cannot_change_user() {
-        let (store, _events) = store_with_events().await;
-        store
-            .register("u1", "Ann", "gw", "s1", None)
-            .expect("register");
-        assert!(matches!(
-            store.register("u2", "Bob", "gw", "s1", None),
-            Err(PresenceError::SessionTaken { .. })
-        ));
-        assert_eq!(store.counts().online_users, 1);
+    async fn racing_registrations_never_exceed_the_limit() {
+        let (store, _state) = store(2);
+        let attempts = (0..16).map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .register("u1", "Ann", "gw", &format!("s{i}"), "")
+                    .await
+                    .is_ok()
+            })
+        });
+        let won = futures::future::join_all(attempts)
+            .await
+            .into_iter()
+            .filter(|r| matches!(r, Ok(true)))
+            .count();
+        assert_eq!(won, 2);
+        assert_eq!(store.get("u1").await.expect("online").sessions.len(), 2);
     }
 
     #[tokio::test]
     async fn list_is_in_coming_online_order() {
-        let (store, _events) = store_with_events().await;
+        let (store, _state) = store(5);
         for (user, session) in [("c", "1"), ("a", "2"), ("b", "3")] {
             store
-                .register(user, user, "gw", session, None)
+                .register(user, user, "gw", session, "")
+                .await
                 .expect("register");
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
         // A later session of "c" does not move it.
-        store.register("c", "c", "gw", "4", None).expect("register");
-        let (users, version) = store.list();
-        let ids: Vec<_> = users
+        store
+            .register("c", "c", "gw", "4", "")
+            .await
+            .expect("register");
+        let ids: Vec<_> = store
+            .list()
+            .await
+            .expect("list")
             .iter()
-            .filter_map(|u| u.user.as_ref().map(|u| u.id.as_str()))
+            .filter_map(|u| u.user.as_ref().map(|u| u.id.clone()))
             .collect();
         assert_eq!(ids, ["c", "a", "b"]);
-        assert_eq!(version, 4);
     }
 
     #[tokio::test]
     async fn a_gateway_going_away_takes_its_sessions_only() {
-        let (store, _events) = store_with_events().await;
+        let (store, _state) = store(5);
         store
-            .register("u1", "Ann", "gw1", "s1", None)
+            .register("u1", "Ann", "gw1", "s1", "")
+            .await
             .expect("register");
         store
-            .register("u1", "Ann", "gw2", "s2", None)
+            .register("u1", "Ann", "gw2", "s2", "")
+            .await
             .expect("register");
         store
-            .register("u2", "Bob", "gw1", "s3", None)
+            .register("u2", "Bob", "gw1", "s3", "")
+            .await
             .expect("register");
-        let (removed, offline, receipt) = store.unregister_gateway("gw1").expect("valid");
+        let (removed, offline) = store.unregister_gateway("gw1", None).await.expect("valid");
         assert_eq!(removed, 2);
         assert_eq!(offline, vec!["u2".to_string()]);
-        assert!(receipt.is_some());
-        let ann = store.get("u1").expect("still online");
+        let ann = store.get("u1").await.expect("still online");
         assert_eq!(ann.sessions.len(), 1);
         assert_eq!(ann.sessions[0].gateway_id, "gw2");
         assert!(matches!(
-            store.get("u2"),
+            store.get("u2").await,
             Err(PresenceError::UserNotFound(_))
         ));
+        // Again: nothing left to do.
+        assert_eq!(
+            store
+                .unregister_gateway("gw1", None)
+                .await
+                .expect("valid")
+                .0,
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn a_sweep_removes_the_sessions_of_gateways_without_lease() {
+        let (store, state) = store(5);
+        state
+            .gateways
+            .put(&keys::lease("alive"), Bytes::from_static(b"x"))
+            .await
+            .expect("lease");
+        store
+            .register("u1", "Ann", "alive", "s1", "")
+            .await
+            .expect("register");
+        store
+            .register("u2", "Bob", "dead", "s2", "")
+            .await
+            .expect("register");
+        let mut view = store::leases::LeaseView::default();
+        let removed = store.sweep(&mut view, Duration::ZERO).await.expect("sweep");
+        assert_eq!(removed, 1);
+        assert!(store.get("u1").await.is_ok());
+        assert!(store.get("u2").await.is_err());
     }
 
     #[tokio::test]
     async fn bad_fields_are_invalid_arguments() {
-        let (store, _events) = store_with_events().await;
+        let (store, _state) = store(3);
         let long = "x".repeat(129);
         for (user, name, gw, session) in [
             ("", "n", "g", "s"),
@@ -472,13 +591,10 @@ mod tests {
             (long.as_str(), "n", "g", "s"),
         ] {
             assert!(matches!(
-                store.register(user, name, gw, session, None),
+                store.register(user, name, gw, session, "").await,
                 Err(PresenceError::InvalidArgument(_))
             ));
         }
-        assert_eq!(
-            (store.counts().online_users, store.counts().sessions),
-            (0, 0)
-        );
+        assert_eq!(store.counts().await.expect("counts"), Counts::default());
     }
 }

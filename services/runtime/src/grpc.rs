@@ -116,6 +116,16 @@ impl tonic::service::Interceptor for AttachBearer {
     }
 }
 
+/// The W3C trace context a request carries (`traceparent` metadata), or "".
+pub fn traceparent<T>(request: &tonic::Request<T>) -> String {
+    request
+        .metadata()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -1,6 +1,6 @@
-//! Plumbing every MeetUp binary shares: the event bus (NATS or in-process) and its
-//! subjects, the ordered event publisher, logging set-up, shutdown signals and the
-//! gRPC server wrapper with health and reflection.
+//! Plumbing every MeetUp binary shares: the shared state store (JetStream KV or
+//! in-memory), the bus (NATS or in-process) and its subjects, logging set-up,
+//! shutdown signals and the gRPC server wrapper with health and reflection.
 
 #![forbid(unsafe_code)]
 
@@ -8,11 +8,11 @@ pub mod bus;
 pub mod grpc;
 mod local;
 pub mod metrics;
-pub mod publisher;
+pub mod reason;
 pub mod service;
 pub mod shutdown;
+pub mod store;
 pub mod subjects;
 pub mod telemetry;
 
 pub use bus::{Bus, BusError, BusMessage, Subscription};
-pub use publisher::{OrderedPublisher, Receipt};

@@ -1,5 +1,6 @@
-//! What every service binary does around its gRPC API: logging, the bus, the
-//! listeners, `/metrics`, and an orderly stop on SIGTERM.
+//! What every service binary does around its gRPC API: logging, the state store
+//! (JetStream over NATS, or in memory when alone), the listeners, `/metrics`, a
+//! background sweep, and an orderly stop on SIGTERM.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -8,19 +9,32 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::Bus;
+use crate::store::{BucketSettings, StateStore};
 use crate::telemetry::{self, LogFormat};
-use crate::{Bus, OrderedPublisher};
 
 /// Settings every service binary shares.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServiceArgs {
-    /// NATS server the events are published on. Without it, events stay in the
-    /// process (useful only to load-test the API on its own).
+    /// NATS servers (comma-separated) whose JetStream holds the state. Without
+    /// it, the state lives in this process (useful only to load-test the API on
+    /// its own: no gateway can share it).
     #[arg(long, env = "NATS_URL")]
     pub nats_url: Option<String>,
     /// How long to wait for NATS at start, in seconds.
     #[arg(long, env = "NATS_CONNECT_TIMEOUT_SECS", default_value_t = 10)]
     pub nats_connect_timeout_secs: u64,
+    /// Copies of each JetStream bucket (1 on one NATS node, 3 on a three-node cluster).
+    #[arg(long, env = "JETSTREAM_REPLICAS", default_value_t = 1)]
+    pub jetstream_replicas: usize,
+    /// Lifetime of a gateway lease: a gateway that has not renewed its lease for
+    /// this long is dead to the cluster.
+    #[arg(long, env = "GATEWAY_TIMEOUT_MS", default_value_t = 3000)]
+    pub gateway_timeout_ms: u64,
+    /// How often this replica looks for sessions of gateways whose lease is gone
+    /// (0: never; a service alone has no gateways to look for).
+    #[arg(long, env = "SWEEP_INTERVAL_MS", default_value_t = 500)]
+    pub sweep_interval_ms: u64,
     /// Bearer token every API call must carry (unset: no check).
     #[arg(long, env = "INTERNAL_API_TOKEN", hide_env_values = true)]
     pub internal_api_token: Option<String>,
@@ -29,18 +43,33 @@ pub struct ServiceArgs {
     pub log_format: LogFormat,
 }
 
+impl ServiceArgs {
+    pub fn bucket_settings(&self) -> BucketSettings {
+        BucketSettings {
+            replicas: self.jetstream_replicas.max(1),
+            lease_ttl: Duration::from_millis(self.gateway_timeout_ms.max(100)),
+        }
+    }
+
+    /// The sweep interval, when sweeps make sense (gateways share the store).
+    pub fn sweep_interval(&self, store: &StateStore) -> Option<Duration> {
+        (self.sweep_interval_ms > 0 && store.kind() == "jetstream")
+            .then(|| Duration::from_millis(self.sweep_interval_ms))
+    }
+}
+
 /// The shutdown signal handed to the service.
 pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// Runs one service: connects the bus, binds `listen` and `metrics_listen`, and
-/// calls `serve` with the event publisher, the API listener and the shutdown
-/// signal. Returns once `serve` has stopped and the bus is drained.
+/// Runs one service: connects NATS and opens the state store, binds `listen` and
+/// `metrics_listen`, and calls `serve` with the store, the API listener and the
+/// shutdown signal. Returns once `serve` has stopped and NATS is drained.
 pub async fn run<Fut>(
     name: &'static str,
     listen: SocketAddr,
     metrics_listen: SocketAddr,
     args: &ServiceArgs,
-    serve: impl FnOnce(OrderedPublisher, TcpListener, Shutdown) -> Fut,
+    serve: impl FnOnce(StateStore, TcpListener, Shutdown) -> Fut,
 ) -> anyhow::Result<()>
 where
     Fut: Future<Output = anyhow::Result<()>>,
@@ -52,27 +81,79 @@ where
             Bus::connect_nats(url, &format!("meetup-{name}"), timeout).await?
         }
         None => {
-            tracing::warn!("NATS_URL is not set: events are not published");
+            tracing::warn!("NATS_URL is not set: the state lives in this process alone");
             Bus::local()
         }
     };
+    let store = StateStore::for_bus(&bus, args.bucket_settings()).await?;
     let listener = TcpListener::bind(listen).await?;
-    tracing::info!(service = name, addr = %listener.local_addr()?, bus = bus.kind(), "listening");
+    tracing::info!(service = name, addr = %listener.local_addr()?, store = store.kind(), "listening");
     let metrics = TcpListener::bind(metrics_listen).await?;
     tracing::info!(service = format!("{name}-metrics"), addr = %metrics.local_addr()?, "listening");
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics_server = tokio::spawn(crate::metrics::serve(metrics, async move {
         let _ = metrics_stopped.await;
     }));
-    let result = serve(
-        OrderedPublisher::start(bus.clone()),
-        listener,
-        Box::pin(crate::shutdown::signal()),
-    )
-    .await;
+    let result = serve(store, listener, Box::pin(crate::shutdown::signal())).await;
     let _ = stop_metrics.send(());
     let _ = metrics_server.await;
     bus.drain().await;
     tracing::info!("stopped");
     result
+}
+
+/// Calls `tick` every `every` until `stop` resolves: the services' sweeps and
+/// gauges. A slow tick delays the next one rather than piling up.
+pub async fn every<F, Fut>(every: Duration, mut tick: F, stop: impl Future<Output = ()>)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            _ = interval.tick() => tick().await,
+        }
+    }
+}
+
+/// A service's background tasks (sweeps, gauges), stopped together.
+#[derive(Debug)]
+pub struct Background {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Default for Background {
+    fn default() -> Self {
+        Background {
+            stop: tokio::sync::watch::channel(false).0,
+            tasks: Vec::new(),
+        }
+    }
+}
+
+impl Background {
+    /// Resolves once [`Background::stop`] is called.
+    pub fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut stopped = self.stop.subscribe();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    }
+
+    pub fn spawn(&mut self, task: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.push(tokio::spawn(task));
+    }
+
+    /// Tells every task to stop and waits for them.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
 }

@@ -2,18 +2,10 @@
 //!
 //! | subject | publisher | subscribers | payload |
 //! |---|---|---|---|
-//! | `meetup.v1.events.presence` | presence service | every gateway | `meetup.bus.v1.PresenceEvent` |
-//! | `meetup.v1.events.calls` | call service | every gateway | `meetup.bus.v1.CallEvent` |
 //! | `meetup.v1.gateway.<gateway id>.relay` | any gateway | that gateway | `meetup.bus.v1.Relay` |
-//! | `meetup.v1.gateways.heartbeat` | every gateway | every gateway | `meetup.bus.v1.GatewayHeartbeat` |
-
-/// Both event streams; one subscription keeps their relative order.
-pub const ALL_EVENTS: &str = "meetup.v1.events.>";
-pub const PRESENCE_EVENTS: &str = "meetup.v1.events.presence";
-pub const CALL_EVENTS: &str = "meetup.v1.events.calls";
-
-/// Liveness of the gateways.
-pub const GATEWAY_HEARTBEATS: &str = "meetup.v1.gateways.heartbeat";
+//!
+//! State changes do not travel as messages of our own: they are the JetStream
+//! KV buckets' streams (see `store::keys`), which gateways watch.
 
 /// Where relays for the sessions of one gateway go.
 pub fn gateway_relay(gateway_id: &str) -> String {
@@ -49,9 +41,8 @@ mod tests {
 
     #[test]
     fn wildcards_follow_nats_rules() {
-        assert!(matches(ALL_EVENTS, PRESENCE_EVENTS));
-        assert!(matches(ALL_EVENTS, CALL_EVENTS));
-        assert!(!matches(ALL_EVENTS, "meetup.v1.events"));
+        assert!(matches("meetup.v1.events.>", "meetup.v1.events.calls"));
+        assert!(!matches("meetup.v1.events.>", "meetup.v1.events"));
         assert!(matches("a.*.c", "a.b.c"));
         assert!(!matches("a.*.c", "a.b.d"));
         assert!(!matches("a.*", "a.b.c"));

@@ -1,0 +1,250 @@
+//! The JetStream KV side of [`super::Bucket`]: the library's compare-and-set
+//! writes, and reads through ordered consumers of the bucket's stream so that a
+//! scan or a watch knows when it has seen every key (also in an empty bucket).
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::push::OrderedConfig;
+use async_nats::jetstream::consumer::{DeliverPolicy, ReplayPolicy};
+use async_nats::jetstream::kv::{self, CreateErrorKind, UpdateErrorKind};
+use async_nats::jetstream::stream::StorageType;
+use bytes::Bytes;
+use futures::StreamExt;
+
+use super::{Bucket, Entry, StoreError, WatchStream, Watched, keys};
+
+/// The header JetStream KV marks deletes and purges with.
+const KV_OPERATION: &str = "KV-Operation";
+/// Marker reasons of the server's own deletes (max age, purge).
+const MARKER_REASON: &str = "Nats-Marker-Reason";
+/// Longest wait for one store operation; past it the store counts as unavailable.
+const OP_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+async fn timed<T>(
+    what: &'static str,
+    op: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(OP_TIMEOUT, op)
+        .await
+        .map_err(|_| StoreError::Unavailable(format!("{what} timed out")))?
+}
+
+/// Opens the bucket, creating it when missing.
+pub async fn open(
+    js: &async_nats::jetstream::Context,
+    name: &str,
+    replicas: usize,
+    ttl: Option<Duration>,
+) -> Result<Bucket, StoreError> {
+    let store = match js.get_key_value(name).await {
+        Ok(store) => store,
+        Err(_) => {
+            let config = kv::Config {
+                bucket: name.to_owned(),
+                history: 1,
+                max_age: ttl.unwrap_or_default(),
+                storage: StorageType::File,
+                num_replicas: replicas.max(1),
+                ..Default::default()
+            };
+            match js.create_key_value(config).await {
+                Ok(store) => store,
+                // Another process created it meanwhile.
+                Err(create_error) => js.get_key_value(name).await.map_err(|_| {
+                    StoreError::Unavailable(format!("cannot create bucket {name}: {create_error}"))
+                })?,
+            }
+        }
+    };
+    Ok(Bucket::JetStream(Box::new(store)))
+}
+
+pub async fn get(kv: &kv::Store, key: &str) -> Result<Option<Entry>, StoreError> {
+    if !keys::is_valid(key) {
+        return Err(StoreError::InvalidKey(key.to_owned()));
+    }
+    let entry = timed("get", async { kv.entry(key).await.map_err(unavailable) }).await?;
+    Ok(entry.and_then(|e| match e.operation {
+        kv::Operation::Put => Some(Entry {
+            key: e.key,
+            value: Some(e.value),
+            revision: e.revision,
+        }),
+        kv::Operation::Delete | kv::Operation::Purge => None,
+    }))
+}
+
+pub async fn create(kv: &kv::Store, key: &str, value: Bytes) -> Result<u64, StoreError> {
+    if !keys::is_valid(key) {
+        return Err(StoreError::InvalidKey(key.to_owned()));
+    }
+    timed("create", async {
+        kv.create(key, value).await.map_err(|e| match e.kind() {
+            CreateErrorKind::AlreadyExists => StoreError::Conflict,
+            _ => unavailable(e),
+        })
+    })
+    .await
+}
+
+fn update_error(e: kv::UpdateError) -> StoreError {
+    match e.kind() {
+        UpdateErrorKind::WrongLastRevision => StoreError::Conflict,
+        _ => unavailable(e),
+    }
+}
+
+pub async fn update(
+    kv: &kv::Store,
+    key: &str,
+    value: Bytes,
+    revision: u64,
+) -> Result<u64, StoreError> {
+    if !keys::is_valid(key) {
+        return Err(StoreError::InvalidKey(key.to_owned()));
+    }
+    if revision == 0 {
+        return Err(StoreError::Conflict);
+    }
+    timed("update", async {
+        kv.update(key, value, revision).await.map_err(update_error)
+    })
+    .await
+}
+
+pub async fn put(kv: &kv::Store, key: &str, value: Bytes) -> Result<u64, StoreError> {
+    if !keys::is_valid(key) {
+        return Err(StoreError::InvalidKey(key.to_owned()));
+    }
+    timed("put", async {
+        kv.put(key, value).await.map_err(unavailable)
+    })
+    .await
+}
+
+pub async fn delete(kv: &kv::Store, key: &str, revision: Option<u64>) -> Result<(), StoreError> {
+    if !keys::is_valid(key) {
+        return Err(StoreError::InvalidKey(key.to_owned()));
+    }
+    timed("delete", async {
+        kv.delete_expect_revision(key, revision)
+            .await
+            .map_err(update_error)
+    })
+    .await
+}
+
+/// An ordered consumer on the latest message of every key under `prefix`, then
+/// (for a watch) every new one. Also returns whether nothing was pending at start.
+async fn latest_per_key(
+    kv: &kv::Store,
+    prefix: &str,
+) -> Result<(async_nats::jetstream::consumer::push::Ordered, bool), StoreError> {
+    let consumer = kv
+        .stream
+        .create_consumer(OrderedConfig {
+            // The default inbox prefix, which the client's own inboxes use too.
+            deliver_subject: format!("_INBOX.{:032x}", rand::random::<u128>()),
+            description: Some("meetup state reader".to_owned()),
+            filter_subject: format!("{}{prefix}>", kv.prefix),
+            replay_policy: ReplayPolicy::Instant,
+            deliver_policy: DeliverPolicy::LastPerSubject,
+            ..Default::default()
+        })
+        .await
+        .map_err(unavailable)?;
+    let empty = consumer.cached_info().num_pending == 0;
+    let messages = consumer.messages().await.map_err(unavailable)?;
+    Ok((messages, empty))
+}
+
+/// One message of the bucket's stream as an [`Entry`], and how many are pending.
+fn entry_of(
+    kv: &kv::Store,
+    message: &async_nats::jetstream::Message,
+) -> Result<(Entry, u64), StoreError> {
+    let info = message.info().map_err(unavailable)?;
+    let deleted = message
+        .headers
+        .as_ref()
+        .is_some_and(|h| h.get(KV_OPERATION).is_some() || h.get(MARKER_REASON).is_some());
+    let key = message
+        .subject
+        .strip_prefix(kv.prefix.as_str())
+        .ok_or_else(|| StoreError::Unavailable(format!("foreign subject {}", message.subject)))?
+        .to_owned();
+    Ok((
+        Entry {
+            key,
+            value: (!deleted).then(|| message.payload.clone()),
+            revision: info.stream_sequence,
+        },
+        info.pending,
+    ))
+}
+
+pub async fn scan(kv: &kv::Store, prefix: &str) -> Result<Vec<Entry>, StoreError> {
+    timed("scan", async {
+        let (mut messages, empty) = latest_per_key(kv, prefix).await?;
+        let mut entries = Vec::new();
+        if empty {
+            return Ok(entries);
+        }
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(unavailable)?;
+            let (entry, pending) = entry_of(kv, &message)?;
+            if entry.value.is_some() {
+                entries.push(entry);
+            }
+            if pending == 0 {
+                return Ok(entries);
+            }
+        }
+        Err(StoreError::Unavailable("scan ended early".into()))
+    })
+    .await
+}
+
+pub async fn keys(kv: &kv::Store, prefix: &str) -> Result<Vec<String>, StoreError> {
+    timed("keys", async {
+        let mut keys = kv.keys().await.map_err(unavailable)?;
+        let mut found = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(unavailable)?;
+            if key.starts_with(prefix) {
+                found.push(key);
+            }
+        }
+        Ok(found)
+    })
+    .await
+}
+
+pub async fn watch(kv: &kv::Store) -> Result<WatchStream, StoreError> {
+    let (messages, empty) = timed("watch", latest_per_key(kv, "")).await?;
+    let kv = kv.clone();
+    let head = futures::stream::iter(empty.then_some(Ok(Watched::Current)));
+    let mut current = empty;
+    let live = messages.flat_map(move |message| {
+        let items: Vec<Result<Watched, StoreError>> = match message {
+            Err(error) => vec![Err(StoreError::WatchEnded(error.to_string()))],
+            Ok(message) => match entry_of(&kv, &message) {
+                Err(error) => vec![Err(error)],
+                Ok((entry, pending)) => {
+                    let mut items = vec![Ok(Watched::Entry(entry))];
+                    if !current && pending == 0 {
+                        current = true;
+                        items.push(Ok(Watched::Current));
+                    }
+                    items
+                }
+            },
+        };
+        futures::stream::iter(items)
+    });
+    Ok(Box::pin(head.chain(live)))
+}

@@ -1,0 +1,267 @@
+//! The shared state of the system: Key-Value buckets with compare-and-set on each
+//! key's revision and an ordered watch of every change. NATS JetStream KV in a
+//! cluster; an in-memory store with the same semantics in the embedded mode and
+//! for a service started alone.
+//!
+//! Every write names the revision it expects, so two replicas racing on one key
+//! never lose an update: the loser gets [`StoreError::Conflict`], reads again and
+//! retries ([`retry_on_conflict`]). Revisions grow across the whole bucket (they
+//! are stream sequences in JetStream), so a reader that has seen revision `r` has
+//! seen every change up to `r`.
+
+mod jetstream;
+pub mod keys;
+pub mod leases;
+mod memory;
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Stream;
+
+use crate::bus::Bus;
+pub use memory::MemoryBucket;
+
+/// One key's value at one revision; `value` is `None` for a deleted key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub key: String,
+    pub value: Option<Bytes>,
+    pub revision: u64,
+}
+
+/// What a watch yields: every key's latest entry first, then [`Watched::Current`]
+/// once those are all delivered, then each change as it happens, in revision order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Watched {
+    Entry(Entry),
+    Current,
+}
+
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<Watched, StoreError>> + Send>>;
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    /// The key is not at the revision the write expected (or already exists, for
+    /// a create): somebody else changed it first.
+    #[error("the key changed meanwhile")]
+    Conflict,
+    #[error("invalid store key {0:?}")]
+    InvalidKey(String),
+    /// The store cannot be reached or did not answer in time.
+    #[error("state store unavailable: {0}")]
+    Unavailable(String),
+    #[error("state store watch ended: {0}")]
+    WatchEnded(String),
+}
+
+/// Settings of the buckets a cluster creates.
+#[derive(Debug, Clone, Copy)]
+pub struct BucketSettings {
+    /// Copies of each bucket in a NATS cluster (1 on one node, 3 on three).
+    pub replicas: usize,
+    /// Time-to-live of every entry of the gateways bucket: a lease not renewed
+    /// within it is gone.
+    pub lease_ttl: Duration,
+}
+
+impl Default for BucketSettings {
+    fn default() -> Self {
+        BucketSettings {
+            replicas: 1,
+            lease_ttl: Duration::from_secs(3),
+        }
+    }
+}
+
+/// One bucket, cheap to clone.
+#[derive(Debug, Clone)]
+pub enum Bucket {
+    Memory(MemoryBucket),
+    JetStream(Box<async_nats::jetstream::kv::Store>),
+}
+
+impl Bucket {
+    pub async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        match self {
+            Bucket::Memory(b) => Ok(b.get(key)),
+            Bucket::JetStream(kv) => jetstream::get(kv, key).await,
+        }
+    }
+
+    /// Writes `key` only when it has no live value; returns the new revision.
+    pub async fn create(&self, key: &str, value: Bytes) -> Result<u64, StoreError> {
+        match self {
+            Bucket::Memory(b) => b.create(key, value),
+            Bucket::JetStream(kv) => jetstream::create(kv, key, value).await,
+        }
+    }
+
+    /// Writes `key` only when its latest revision is `revision`.
+    pub async fn update(&self, key: &str, value: Bytes, revision: u64) -> Result<u64, StoreError> {
+        match self {
+            Bucket::Memory(b) => b.update(key, value, revision),
+            Bucket::JetStream(kv) => jetstream::update(kv, key, value, revision).await,
+        }
+    }
+
+    /// Writes `key` whatever it holds (leases, which only their owner writes).
+    pub async fn put(&self, key: &str, value: Bytes) -> Result<u64, StoreError> {
+        match self {
+            Bucket::Memory(b) => b.put(key, value),
+            Bucket::JetStream(kv) => jetstream::put(kv, key, value).await,
+        }
+    }
+
+    /// Deletes `key` only when its latest revision is `revision`.
+    pub async fn delete(&self, key: &str, revision: u64) -> Result<(), StoreError> {
+        match self {
+            Bucket::Memory(b) => b.delete(key, Some(revision)),
+            Bucket::JetStream(kv) => jetstream::delete(kv, key, Some(revision)).await,
+        }
+    }
+
+    /// Deletes `key` whatever it holds.
+    pub async fn remove(&self, key: &str) -> Result<(), StoreError> {
+        match self {
+            Bucket::Memory(b) => b.delete(key, None),
+            Bucket::JetStream(kv) => jetstream::delete(kv, key, None).await,
+        }
+    }
+
+    /// The live entries whose key starts with `prefix`, read in one pass.
+    pub async fn scan(&self, prefix: &str) -> Result<Vec<Entry>, StoreError> {
+        match self {
+            Bucket::Memory(b) => Ok(b.scan(prefix)),
+            Bucket::JetStream(kv) => jetstream::scan(kv, prefix).await,
+        }
+    }
+
+    /// The live keys starting with `prefix` (no values).
+    pub async fn keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        match self {
+            Bucket::Memory(b) => Ok(b.scan(prefix).into_iter().map(|e| e.key).collect()),
+            Bucket::JetStream(kv) => jetstream::keys(kv, prefix).await,
+        }
+    }
+
+    /// Every key's latest entry, then [`Watched::Current`], then every change.
+    pub async fn watch(&self) -> Result<WatchStream, StoreError> {
+        match self {
+            Bucket::Memory(b) => Ok(b.watch()),
+            Bucket::JetStream(kv) => jetstream::watch(kv).await,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Bucket::Memory(_) => "in-memory",
+            Bucket::JetStream(_) => "jetstream",
+        }
+    }
+}
+
+/// The buckets of the system.
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    /// One key per online user: `UserRecord`.
+    pub presence: Bucket,
+    /// One key per call: `CallRecord`.
+    pub calls: Bucket,
+    /// One key per user with live calls they started: `StartedCalls`.
+    pub call_index: Bucket,
+    /// One key per live gateway: `GatewayLease`, expiring after the lease TTL.
+    pub gateways: Bucket,
+}
+
+impl StateStore {
+    /// Fresh in-memory buckets (embedded mode, or a service alone).
+    pub fn memory(settings: BucketSettings) -> Self {
+        StateStore {
+            presence: Bucket::Memory(MemoryBucket::new(None)),
+            calls: Bucket::Memory(MemoryBucket::new(None)),
+            call_index: Bucket::Memory(MemoryBucket::new(None)),
+            gateways: Bucket::Memory(MemoryBucket::new(Some(settings.lease_ttl))),
+        }
+    }
+
+    /// The JetStream buckets, created when missing. An existing bucket is used
+    /// as it is, so every process of a cluster shares one configuration.
+    pub async fn jetstream(
+        client: async_nats::Client,
+        settings: BucketSettings,
+    ) -> Result<Self, StoreError> {
+        let js = async_nats::jetstream::new(client);
+        Ok(StateStore {
+            presence: jetstream::open(&js, keys::PRESENCE_BUCKET, settings.replicas, None).await?,
+            calls: jetstream::open(&js, keys::CALLS_BUCKET, settings.replicas, None).await?,
+            call_index: jetstream::open(&js, keys::CALL_INDEX_BUCKET, settings.replicas, None)
+                .await?,
+            gateways: jetstream::open(
+                &js,
+                keys::GATEWAYS_BUCKET,
+                settings.replicas,
+                Some(settings.lease_ttl),
+            )
+            .await?,
+        })
+    }
+
+    /// In-memory buckets for the in-process bus, JetStream ones over NATS.
+    pub async fn for_bus(bus: &Bus, settings: BucketSettings) -> Result<Self, StoreError> {
+        match bus {
+            Bus::Local(_) => Ok(StateStore::memory(settings)),
+            Bus::Nats(client) => StateStore::jetstream(client.clone(), settings).await,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        self.presence.kind()
+    }
+}
+
+/// How often a read-modify-write is retried after losing a race.
+pub const MAX_ATTEMPTS: usize = 64;
+
+/// The pause before attempt `round + 1` of a read-modify-write that lost a race:
+/// none at first, then a short random one that grows, so racing writers spread out.
+pub async fn pause_after_conflict(round: usize) {
+    if round > 2 {
+        let jitter = rand::random::<u64>() % (200 * round as u64);
+        tokio::time::sleep(Duration::from_micros(jitter)).await;
+    }
+}
+
+/// The error of a read-modify-write that lost [`MAX_ATTEMPTS`] races in a row.
+pub fn contention() -> StoreError {
+    StoreError::Unavailable("too much contention on one key".into())
+}
+
+/// Runs `attempt` (read, change, write with the expected revision) until it does
+/// not lose a race; a bounded number of times, with a short growing pause.
+pub async fn retry_on_conflict<T, E, F, Fut>(mut attempt: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: From<StoreError> + IsConflict,
+{
+    for round in 0..MAX_ATTEMPTS {
+        match attempt().await {
+            Err(e) if e.is_conflict() => pause_after_conflict(round).await,
+            other => return other,
+        }
+    }
+    Err(E::from(contention()))
+}
+
+/// Lets [`retry_on_conflict`] recognise a lost race inside a caller's error type.
+pub trait IsConflict {
+    fn is_conflict(&self) -> bool;
+}
+
+impl IsConflict for StoreError {
+    fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::Conflict)
+    }
+}
