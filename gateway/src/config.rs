@@ -140,6 +140,15 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
+/// Timing of the liveness protocol.
+#[derive(Debug, Clone, Copy)]
+pub struct Liveness {
+    /// How often this gateway renews its lease and probes the services.
+    pub heartbeat: Duration,
+    /// Lifetime of the lease: past it without renewal, this gateway is dead.
+    pub timeout: Duration,
+}
+
 /// A configuration that cannot work.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -237,8 +246,8 @@ impl Config {
         non_empty(&self.ice_servers)
     }
 
-    pub fn ice(&self) -> crate::turn::IceConfig {
-        crate::turn::IceConfig {
+    pub fn ice(&self) -> crate::edge::turn::IceConfig {
+        crate::edge::turn::IceConfig {
             stun_urls: self.ice_server_urls(),
             turn_urls: non_empty(&self.turn_urls),
             turn_secret: self.turn_secret.clone().filter(|s| !s.is_empty()),
@@ -246,8 +255,8 @@ impl Config {
         }
     }
 
-    pub fn auth(&self) -> crate::auth::AuthSettings {
-        crate::auth::AuthSettings {
+    pub fn auth(&self) -> crate::edge::auth::AuthSettings {
+        crate::edge::auth::AuthSettings {
             secret: self.auth_jwt_secret.clone(),
             public_key: self.auth_jwt_public_key.clone(),
             issuer: self.auth_jwt_issuer.clone(),
@@ -260,8 +269,8 @@ impl Config {
         Duration::from_millis(self.rpc_timeout_ms)
     }
 
-    pub fn liveness(&self) -> crate::cluster::Liveness {
-        crate::cluster::Liveness {
+    pub fn liveness(&self) -> Liveness {
+        Liveness {
             heartbeat: Duration::from_millis(self.gateway_heartbeat_ms),
             timeout: Duration::from_millis(self.gateway_timeout_ms),
         }

@@ -2,27 +2,29 @@
 //! gRPC calls on the presence and call services, and relays WebRTC signaling over
 //! the bus to whichever gateway holds the target socket.
 //!
-//! Where to look: `session` handles one socket's events, `payload` checks what
-//! browsers send, `replica` mirrors the state store's presence and calls,
-//! `dispatch` follows the store's watches and the relays and tells the sockets,
-//! `cluster` keeps this gateway's lease, `backends` reaches (or embeds) the services.
+//! Where to look: `socket` (a socket's connection, queue and task), `handlers`
+//! (what each client event does), `payload` (what browsers may send), `mirror`
+//! (presence and calls as this gateway knows them, and relay routing),
+//! `dispatch` (the store's watches and the relays, told to the sockets),
+//! `cluster` (this gateway's lease and health), `edge` (HTTP, limits, auth,
+//! TURN), `backends` (the services, remote or in-process), `state` (the handle
+//! every task shares), `config`, `metrics`, `ack` (acknowledgements and the one
+//! mapping from service failures to client error codes).
 
 #![forbid(unsafe_code)]
 
 pub mod ack;
-pub mod auth;
 pub mod backends;
 pub mod cluster;
 pub mod config;
 pub mod dispatch;
-pub mod gateway;
-pub mod http;
-pub mod limits;
+pub mod edge;
+pub mod handlers;
 pub mod metrics;
+pub mod mirror;
 pub mod payload;
-pub mod replica;
-pub mod session;
-pub mod turn;
+pub mod socket;
+pub mod state;
 
 use std::future::Future;
 use std::time::Duration;
@@ -38,8 +40,8 @@ use tokio::sync::watch;
 pub use config::Config;
 
 use crate::backends::Backends;
-use crate::gateway::{Gateway, GatewayParts, Limits};
-use crate::replica::Replica;
+use crate::mirror::Mirror;
+use crate::state::{Gateway, GatewayParts, Limits};
 
 /// Runs the gateway on `listener` until `shutdown` resolves, then drains: closes
 /// every socket, removes this gateway's users from calls and presence, and stops.
@@ -50,7 +52,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     config.validate()?;
     let gateway_id = config.gateway_id();
-    let auth = auth::Authenticator::from_settings(&config.auth()).map_err(anyhow::Error::msg)?;
+    let auth =
+        edge::auth::Authenticator::from_settings(&config.auth()).map_err(anyhow::Error::msg)?;
     if auth.is_some() {
         tracing::info!("browsers must authenticate with a JWT");
     }
@@ -68,7 +71,7 @@ pub async fn run(
         calls: backends.calls.clone(),
         bus: backends.bus.clone(),
         store: backends.store.clone(),
-        replica: Replica::default(),
+        mirror: Mirror::default(),
         limits: Limits {
             max_payload_bytes: config.max_payload_bytes,
             socket_queue: config.socket_queue,
@@ -81,15 +84,15 @@ pub async fn run(
         auth,
     });
     {
-        let replica = gw.replica().clone();
+        let mirror = gw.mirror().clone();
         meetup_runtime::metrics::on_scrape(move || {
-            let (users, calls) = replica.counts();
+            let (users, calls) = mirror.counts();
             metrics::get().online_users.set(users as i64);
             metrics::get().live_calls.set(calls as i64);
         });
     }
     // The namespace exists before anything can broadcast to it.
-    io.ns("/", session::OnConnect::new(gw.clone()));
+    io.ns("/", socket::OnConnect::new(gw.clone()));
     let relays = backends
         .bus
         .subscribe(subjects::gateway_relay(&gateway_id))
@@ -109,17 +112,17 @@ pub async fn run(
         tokio::spawn(cluster::watch(gw.clone(), config.liveness(), tasks_stopped)),
     ];
 
-    let connection_limit = std::sync::Arc::new(http::ConnectionLimit {
-        limiter: limits::IpLimiter::new(config.connections_per_ip_per_sec),
+    let connection_limit = std::sync::Arc::new(edge::http::ConnectionLimit {
+        limiter: edge::limits::IpLimiter::new(config.connections_per_ip_per_sec),
         trust_forwarded_for: config.trust_forwarded_for,
     });
-    let app = http::router(gw.clone())
+    let app = edge::http::router(gw.clone())
         .layer(layer)
         .layer(axum::middleware::from_fn_with_state(
             connection_limit,
-            http::limit_connections,
+            edge::http::limit_connections,
         ))
-        .layer(http::cors(&config.client_urls));
+        .layer(edge::http::cors(&config.client_urls));
     tracing::info!(
         service = "gateway",
         addr = %listener.local_addr()?,

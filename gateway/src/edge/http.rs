@@ -9,7 +9,7 @@ use axum::routing::get;
 use serde_json::json;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
-use crate::gateway::Gateway;
+use crate::state::Gateway;
 
 pub fn router(gw: Gateway) -> Router {
     let html = || asset("text/html; charset=utf-8", DEMO_HTML.as_bytes());
@@ -81,9 +81,9 @@ fn unauthorized(reason: &str) -> Response {
 }
 
 // The demo page, embedded so that the binary serves it wherever it runs.
-const DEMO_HTML: &str = include_str!("../demo/index.html");
-const DEMO_JS: &str = include_str!("../demo/demo.js");
-const DEMO_CSS: &str = include_str!("../demo/demo.css");
+const DEMO_HTML: &str = include_str!("../../demo/index.html");
+const DEMO_JS: &str = include_str!("../../demo/demo.js");
+const DEMO_CSS: &str = include_str!("../../demo/demo.css");
 #[cfg(demo_bundle)]
 const SOCKET_IO_JS: &[u8] = include_bytes!(env!("DEMO_SOCKET_IO_JS"));
 #[cfg(not(demo_bundle))]
@@ -96,7 +96,7 @@ async fn asset(content_type: &'static str, body: &'static [u8]) -> impl IntoResp
 
 /// Counts are cluster-wide: they come from the mirror of the services' state.
 async fn status(State(gw): State<Gateway>) -> Json<serde_json::Value> {
-    let (online_users, active_calls) = gw.replica().counts();
+    let (online_users, active_calls) = gw.mirror().counts();
     Json(json!({
         "message": "MeetUp signaling server is running",
         "onlineUsers": online_users,
@@ -116,7 +116,7 @@ async fn readyz(State(gw): State<Gateway>) -> impl IntoResponse {
         Some("presence service unreachable")
     } else if !calls_up {
         Some("call service unreachable")
-    } else if !gw.replica().is_synced() {
+    } else if !gw.mirror().is_synced() {
         Some("presence or call service not reachable yet")
     } else {
         None
@@ -147,7 +147,7 @@ pub fn cors(origins: &[String]) -> CorsLayer {
 /// sessions (`sid=` in the query) pass.
 #[derive(Debug)]
 pub struct ConnectionLimit {
-    pub limiter: crate::limits::IpLimiter,
+    pub limiter: crate::edge::limits::IpLimiter,
     pub trust_forwarded_for: bool,
 }
 

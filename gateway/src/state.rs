@@ -12,10 +12,10 @@ use serde::Serialize;
 use socketioxide::SocketIo;
 use socketioxide::socket::Sid;
 
-use crate::auth::Authenticator;
 use crate::backends::{CallsClient, PresenceClient};
-use crate::replica::Replica;
-use crate::turn::IceConfig;
+use crate::edge::auth::Authenticator;
+use crate::edge::turn::IceConfig;
+use crate::mirror::Mirror;
 
 #[derive(Clone, Debug)]
 pub struct Gateway {
@@ -30,7 +30,7 @@ struct Shared {
     calls: CallsClient,
     bus: Bus,
     store: StateStore,
-    replica: Replica,
+    mirror: Mirror,
     limits: Limits,
     ice: IceConfig,
     auth: Option<Authenticator>,
@@ -48,7 +48,7 @@ pub struct GatewayParts {
     pub calls: CallsClient,
     pub bus: Bus,
     pub store: StateStore,
-    pub replica: Replica,
+    pub mirror: Mirror,
     pub limits: Limits,
     pub ice: IceConfig,
     pub auth: Option<Authenticator>,
@@ -89,7 +89,7 @@ impl Gateway {
                 calls: parts.calls,
                 bus: parts.bus,
                 store: parts.store,
-                replica: parts.replica,
+                mirror: parts.mirror,
                 limits: parts.limits,
                 ice: parts.ice,
                 auth: parts.auth,
@@ -173,8 +173,8 @@ impl Gateway {
         &self.shared.store
     }
 
-    pub fn replica(&self) -> &Replica {
-        &self.shared.replica
+    pub fn mirror(&self) -> &Mirror {
+        &self.shared.mirror
     }
 
     pub fn limits(&self) -> Limits {

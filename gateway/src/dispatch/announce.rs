@@ -1,0 +1,150 @@
+//! What changes mean for this gateway's sockets: `users-list` (coalesced),
+//! `user-joined` / `user-left`, and the call events, each to the sockets it is for.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::mirror::{CallNotice, PresenceNotice, public_participants};
+use crate::state::Gateway;
+
+/// Sends `users-list` to every local socket: at once when none went out lately,
+/// else once when the interval is over, with the list as it is then. A burst of
+/// joins so costs a few lists instead of one per join (each list goes to every
+/// socket), every client still ends on the exact final list, and since the mirror
+/// only moves forward, no list is older than one sent before it.
+#[derive(Debug, Default)]
+pub(super) struct UsersListBroadcast {
+    last: Option<tokio::time::Instant>,
+    last_change: Option<tokio::time::Instant>,
+    pending: bool,
+}
+
+/// A burst is over once presence has been quiet this long: the final list then
+/// goes out without waiting for the rest of the interval.
+const BURST_OVER: Duration = Duration::from_millis(100);
+
+/// Bytes per second of `users-list` traffic a burst may cause before lists coalesce.
+const USERS_LIST_BUDGET: f64 = 64e6;
+/// A public user record is about this long in JSON.
+const USER_RECORD_BYTES: f64 = 80.0;
+
+impl UsersListBroadcast {
+    /// The least time between two lists: what keeps a burst's list traffic under
+    /// [`USERS_LIST_BUDGET`], between 20 ms and 5 s.
+    fn interval(gw: &Gateway) -> Duration {
+        let (users, _) = gw.mirror().counts();
+        let sockets = crate::metrics::get().connections.get().max(1) as f64;
+        let seconds = users as f64 * USER_RECORD_BYTES * sockets / USERS_LIST_BUDGET;
+        Duration::from_secs_f64(seconds.clamp(0.02, 5.0))
+    }
+
+    pub(super) async fn changed(&mut self, gw: &Gateway) {
+        self.last_change = Some(tokio::time::Instant::now());
+        match self.last {
+            Some(last) if last.elapsed() < Self::interval(gw) => self.pending = true,
+            _ => self.flush(gw).await,
+        }
+    }
+
+    pub(super) async fn flush(&mut self, gw: &Gateway) {
+        let list = gw.mirror().users_list();
+        gw.emit_all("users-list", &*list, None).await;
+        self.last = Some(tokio::time::Instant::now());
+        self.pending = false;
+    }
+
+    /// When the coalesced list is due, if one is: at the end of the interval,
+    /// or as soon as the burst is over.
+    pub(super) fn due(&self, gw: &Gateway) -> Option<tokio::time::Instant> {
+        if !self.pending {
+            return None;
+        }
+        let interval_over = self.last.map(|last| last + Self::interval(gw));
+        let burst_over = self.last_change.map(|change| change + BURST_OVER);
+        match (interval_over, burst_over) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+pub(super) async fn announce_presence(
+    gw: &Gateway,
+    notices: Vec<PresenceNotice>,
+    users_list: &mut UsersListBroadcast,
+) {
+    for notice in notices {
+        match notice {
+            PresenceNotice::ListChanged => users_list.changed(gw).await,
+            PresenceNotice::Online { user, session } => {
+                let sender = gw.local_sid(&session.session_id, &session.gateway_id);
+                gw.emit_all("user-joined", &user, sender).await;
+            }
+            PresenceNotice::Offline { user_id } => gw.emit_all("user-left", &user_id, None).await,
+        }
+    }
+}
+
+/// This gateway's sessions in `call`, except those of `except_user`.
+fn local_sessions<'a>(
+    gw: &'a Gateway,
+    call: &'a meetup_proto::calls::v1::Call,
+    except_user: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
+    call.participants
+        .iter()
+        .filter(move |p| {
+            p.gateway_id == gw.id() && p.user.as_ref().is_none_or(|u| u.id != except_user)
+        })
+        .map(|p| p.session_id.as_str())
+}
+
+pub(super) fn announce_call(gw: &Gateway, notice: CallNotice) {
+    match notice {
+        CallNotice::Started { call } => {
+            let initiator = call
+                .initiator
+                .as_ref()
+                .map(|u| json!({ "id": u.id, "username": u.username }));
+            let payload =
+                json!({ "callId": call.id, "initiator": initiator, "isVideo": call.is_video });
+            for user_id in &call.invited_user_ids {
+                for session_id in gw.mirror().sessions_on(user_id, gw.id()) {
+                    gw.emit_to_session(&session_id, "incoming-call", &payload);
+                }
+            }
+        }
+        CallNotice::UserJoined {
+            call,
+            user,
+            user_id,
+        } => {
+            let payload = json!({ "callId": call.id, "user": user, "participants": public_participants(&call) });
+            for session_id in local_sessions(gw, &call, &user_id) {
+                gw.emit_to_session(session_id, "user-joined-call", &payload);
+            }
+        }
+        CallNotice::UserLeft { call, user_id } => {
+            let payload = json!({ "callId": call.id, "userId": user_id, "participants": public_participants(&call) });
+            for session_id in local_sessions(gw, &call, &user_id) {
+                gw.emit_to_session(session_id, "user-left-call", &payload);
+            }
+        }
+        CallNotice::Removed { call_id, session } => {
+            if session.gateway_id == gw.id() {
+                gw.emit_to_session(
+                    &session.session_id,
+                    "call-left",
+                    &json!({ "callId": call_id }),
+                );
+            }
+        }
+        CallNotice::Ended { call_id, sessions } => {
+            let payload = json!({ "callId": call_id });
+            for p in sessions.iter().filter(|p| p.gateway_id == gw.id()) {
+                gw.emit_to_session(&p.session_id, "call-ended", &payload);
+            }
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! Following one bucket: its watch, opened again (after a short pause) whenever
+//! it breaks.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use meetup_runtime::store::{Bucket, StoreError, WatchStream, Watched};
+
+/// Pause before a broken watch is opened again.
+const REWATCH_AFTER: Duration = Duration::from_millis(250);
+
+/// What following a bucket brings.
+pub(super) enum Followed {
+    /// A new watch: its snapshot comes next, then [`Watched::Current`].
+    Started,
+    Item(Watched),
+    /// The watch broke; a new one starts shortly.
+    Lost,
+}
+
+/// One bucket's watch, opened again whenever it breaks.
+pub(super) struct Follow {
+    bucket: Bucket,
+    name: &'static str,
+    stream: Option<WatchStream>,
+    retry_at: tokio::time::Instant,
+}
+
+impl Follow {
+    pub(super) fn new(bucket: Bucket, name: &'static str) -> Self {
+        Follow {
+            bucket,
+            name,
+            stream: None,
+            retry_at: tokio::time::Instant::now(),
+        }
+    }
+
+    /// What happened next; `None` while the watch is down (it is reopened in time).
+    pub(super) async fn next(&mut self) -> Option<Followed> {
+        let Some(stream) = self.stream.as_mut() else {
+            tokio::time::sleep_until(self.retry_at).await;
+            return match self.bucket.watch().await {
+                Ok(stream) => {
+                    tracing::info!(bucket = self.name, "watching");
+                    self.stream = Some(stream);
+                    Some(Followed::Started)
+                }
+                Err(error) => {
+                    self.failed(&error);
+                    None
+                }
+            };
+        };
+        match stream.next().await {
+            Some(Ok(item)) => Some(Followed::Item(item)),
+            Some(Err(error)) => {
+                self.failed(&error);
+                Some(Followed::Lost)
+            }
+            None => {
+                self.failed(&StoreError::WatchEnded("the watch ended".into()));
+                Some(Followed::Lost)
+            }
+        }
+    }
+
+    fn failed(&mut self, error: &StoreError) {
+        tracing::warn!(bucket = self.name, %error, "watch lost; watching again");
+        crate::metrics::get().bus_error("watch");
+        self.stream = None;
+        self.retry_at = tokio::time::Instant::now() + REWATCH_AFTER;
+    }
+}

@@ -1,0 +1,7 @@
+//! The HTTP edge: plain HTTP endpoints and CORS (`http`), abuse limits
+//! (`limits`), browser authentication (`auth`) and ICE/TURN credentials (`turn`).
+
+pub mod auth;
+pub mod http;
+pub mod limits;
+pub mod turn;

@@ -1,0 +1,70 @@
+//! `webrtc-offer`, `webrtc-answer`, `webrtc-ice-candidate`: routed by the mirror
+//! to the target's socket, here or through NATS on the gateway that holds it.
+
+use meetup_proto::bus::v1 as busv1;
+use meetup_runtime::subjects;
+use prost::Message;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+use crate::ack::{AckError, ErrorCode, ok};
+use crate::metrics;
+use crate::payload::{self, RelayKind};
+use crate::socket::SessionWorker;
+
+impl SessionWorker {
+    /// Relays never wait on a service: the mirror decides, the bus carries.
+    pub(crate) async fn relay(
+        &mut self,
+        kind: RelayKind,
+        payload: &RawValue,
+    ) -> Result<Value, AckError> {
+        let me = self.identity()?;
+        let relay = payload::relay(kind, payload)?;
+        let route =
+            self.gw
+                .mirror()
+                .route_relay(&relay.call_id, &me.user_id, &relay.target_user_id)?;
+        let out = payload::relay_out(&relay, &me.user_id);
+        if route.gateway_id == self.gw.id() {
+            let raw = RawValue::from_string(out)
+                .map_err(|_| AckError::new(ErrorCode::Internal, "internal error"))?;
+            self.gw
+                .emit_to_session(&route.session_id, kind.event(), &*raw);
+        } else {
+            if !self.gw.bus().is_connected() {
+                return Err(AckError::new(
+                    ErrorCode::Unavailable,
+                    "the message bus is unavailable; try again",
+                ));
+            }
+            let message = busv1::Relay {
+                target_session_id: route.session_id,
+                kind: match kind {
+                    RelayKind::Offer => busv1::RelayKind::Offer,
+                    RelayKind::Answer => busv1::RelayKind::Answer,
+                    RelayKind::IceCandidate => busv1::RelayKind::IceCandidate,
+                } as i32,
+                call_id: relay.call_id,
+                from_user_id: me.user_id.clone(),
+                payload_json: out,
+            };
+            self.gw
+                .bus()
+                .publish(
+                    subjects::gateway_relay(&route.gateway_id),
+                    message.encode_to_vec().into(),
+                )
+                .await
+                .map_err(|error| {
+                    tracing::warn!(%error, "relay not published");
+                    metrics::get().bus_error("publish relay");
+                    AckError::new(
+                        ErrorCode::Unavailable,
+                        "the message bus is unavailable; try again",
+                    )
+                })?;
+        }
+        Ok(ok(json!({})))
+    }
+}

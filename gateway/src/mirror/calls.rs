@@ -1,0 +1,167 @@
+//! The calls half of the mirror: live calls, and what each change of a call's
+//! key means for clients, found by comparing it with the mirrored call.
+
+use std::collections::{HashMap, HashSet};
+
+use meetup_proto::bus::v1::{CallRecord, EndReason, LeaveReason, call_change};
+use meetup_proto::calls::v1::{Call, Participant};
+use serde_json::{Value, json};
+
+use super::{CallNotice, Mirror};
+
+pub(super) fn user_of(p: &Participant) -> &str {
+    p.user.as_ref().map(|u| u.id.as_str()).unwrap_or_default()
+}
+
+fn public_call_user(p: &Participant) -> Value {
+    p.user
+        .as_ref()
+        .map(|u| json!({ "id": u.id, "username": u.username }))
+        .unwrap_or(Value::Null)
+}
+
+impl Mirror {
+    pub fn calls_watch_started(&self) {
+        self.write().calls.resync = Some(HashSet::new());
+    }
+
+    /// The calls watch has delivered every key: calls it did not mention are over.
+    pub fn calls_current(&self) -> Vec<CallNotice> {
+        let mut state = self.write();
+        let seen = state.calls.resync.take().unwrap_or_default();
+        state.calls.synced = true;
+        let gone: Vec<String> = state
+            .calls_by_id
+            .keys()
+            .filter(|id| !seen.contains(*id))
+            .cloned()
+            .collect();
+        for call_id in gone {
+            state.calls_by_id.remove(&call_id);
+        }
+        Vec::new()
+    }
+
+    /// Applies a call's key at `revision` (`None`: deleted).
+    pub fn apply_call(
+        &self,
+        call_id: &str,
+        record: Option<CallRecord>,
+        revision: u64,
+    ) -> Vec<CallNotice> {
+        let mut state = self.write();
+        state.calls.saw(call_id, revision);
+        let change = record
+            .as_ref()
+            .and_then(|r| r.change.as_ref())
+            .and_then(|c| c.change.clone());
+        let call = record.and_then(|r| r.call);
+        let live = call.clone().filter(|c| c.ended_at.is_none());
+        let old = match &live {
+            Some(live) => state.calls_by_id.insert(call_id.to_owned(), live.clone()),
+            None => state.calls_by_id.remove(call_id),
+        };
+        drop(state);
+        let mut notices = Vec::new();
+        if let Some(call_change::Change::Ended(ended)) = &change
+            && ended.reason == EndReason::Ended as i32
+        {
+            notices.push(CallNotice::Ended {
+                call_id: call_id.to_owned(),
+                sessions: ended.participants.clone(),
+            });
+            return notices;
+        }
+        let Some(after) = live.or(call) else {
+            return notices;
+        };
+        let Some(before) = old else {
+            if matches!(change, Some(call_change::Change::Started(_))) {
+                notices.push(CallNotice::Started { call: after });
+            }
+            return notices;
+        };
+        let has =
+            |call: &Call, session: &str| call.participants.iter().any(|p| p.session_id == session);
+        let user_in =
+            |call: &Call, user: &str| call.participants.iter().any(|p| user_of(p) == user);
+        let removed = matches!(
+            &change,
+            Some(call_change::Change::Left(left)) if left.reason == LeaveReason::Removed as i32
+        );
+        for p in before
+            .participants
+            .iter()
+            .filter(|p| !has(&after, &p.session_id))
+        {
+            if removed {
+                notices.push(CallNotice::Removed {
+                    call_id: call_id.to_owned(),
+                    session: p.clone(),
+                });
+            }
+            let user = user_of(p);
+            if !user_in(&after, user)
+                && !notices
+                    .iter()
+                    .any(|n| matches!(n, CallNotice::UserLeft { user_id, .. } if user_id == user))
+            {
+                notices.push(CallNotice::UserLeft {
+                    call: after.clone(),
+                    user_id: user.to_owned(),
+                });
+            }
+        }
+        for p in after
+            .participants
+            .iter()
+            .filter(|p| !has(&before, &p.session_id))
+        {
+            let user = user_of(p);
+            if !user_in(&before, user)
+                && !notices
+                    .iter()
+                    .any(|n| matches!(n, CallNotice::UserJoined { user_id, .. } if user_id == user))
+            {
+                notices.push(CallNotice::UserJoined {
+                    call: after.clone(),
+                    user: public_call_user(p),
+                    user_id: user.to_owned(),
+                });
+            }
+        }
+        notices
+    }
+
+    /// Sessions of `gateway_id` taking part in a call, with their calls.
+    pub fn call_sessions_on(&self, gateway_id: &str) -> HashMap<String, Vec<String>> {
+        let mut sessions: HashMap<String, Vec<String>> = HashMap::new();
+        for call in self.read().calls_by_id.values() {
+            for p in call
+                .participants
+                .iter()
+                .filter(|p| p.gateway_id == gateway_id)
+            {
+                sessions
+                    .entry(p.session_id.clone())
+                    .or_default()
+                    .push(call.id.clone());
+            }
+        }
+        sessions
+    }
+
+    /// The calls `session_id` takes part in.
+    pub fn calls_of_session(&self, session_id: &str) -> Vec<String> {
+        self.read()
+            .calls_by_id
+            .values()
+            .filter(|c| c.participants.iter().any(|p| p.session_id == session_id))
+            .map(|c| c.id.clone())
+            .collect()
+    }
+
+    pub fn call(&self, call_id: &str) -> Option<Call> {
+        self.read().calls_by_id.get(call_id).cloned()
+    }
+}

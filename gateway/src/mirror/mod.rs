@@ -1,0 +1,517 @@
+//! The gateway's mirror of presence and calls, kept from the watches of the
+//! presence and calls buckets of the shared store.
+//!
+//! It answers every per-relay question (may these two talk, where is the target)
+//! without a round trip, and `GET /`'s cluster-wide counters. Applying a changed
+//! key returns what the change means for clients (someone came online, joined a
+//! call, ...), found by comparing the key's new value with the mirrored one, so
+//! the same code serves live changes and a fresh snapshot after a lost watch.
+//! A std `RwLock` is fine: it is never held across an `.await`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use meetup_proto::calls::v1::{Call, Participant};
+use meetup_proto::presence::v1::{Session, User};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+mod calls;
+mod presence;
+mod routing;
+
+/// Cheap-to-clone handle on the mirror.
+#[derive(Clone, Debug)]
+pub struct Mirror {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: RwLock<State>,
+    /// Bumped after each applied change, once its notifications are out.
+    progress: watch::Sender<Progress>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub presence_revision: u64,
+    pub calls_revision: u64,
+    pub synced: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    presence: Following,
+    users: HashMap<String, MirroredUser>,
+    users_list: Option<Arc<Value>>,
+    calls: Following,
+    calls_by_id: HashMap<String, Call>,
+}
+
+/// Where the mirror stands in one bucket's watch.
+#[derive(Debug, Default)]
+struct Following {
+    revision: u64,
+    synced: bool,
+    /// Keys seen since a new watch started, while it delivers its snapshot.
+    resync: Option<HashSet<String>>,
+}
+
+#[derive(Debug, Clone)]
+struct MirroredUser {
+    public: Value,
+    /// Orders the users list: when the user came online, then the id.
+    order: (i64, i32, String),
+    /// In registration order: the last is the most recent.
+    sessions: Vec<Session>,
+}
+
+/// Where a relay goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub session_id: String,
+    pub gateway_id: String,
+}
+
+/// What a presence change means for clients.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PresenceNotice {
+    /// The users list changed (or was refreshed by a registration).
+    ListChanged,
+    /// A user came online through `session`.
+    Online {
+        user: Value,
+        session: Session,
+    },
+    Offline {
+        user_id: String,
+    },
+}
+
+/// What a call change means for clients.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallNotice {
+    /// A call started: its invitees get `incoming-call`.
+    Started { call: Call },
+    /// A user entered the call (its first session in it).
+    UserJoined {
+        call: Call,
+        user: Value,
+        user_id: String,
+    },
+    /// A user left the call (its last session in it).
+    UserLeft { call: Call, user_id: String },
+    /// A session was taken out of the call through the API.
+    Removed {
+        call_id: String,
+        session: Participant,
+    },
+    /// The call was ended through the API: `sessions` were in it.
+    Ended {
+        call_id: String,
+        sessions: Vec<Participant>,
+    },
+}
+
+/// `joinedAt` as clients see it: ISO-8601 UTC with milliseconds, like JavaScript's
+/// `Date.prototype.toISOString()`.
+pub fn iso_time(t: Option<prost_types::Timestamp>) -> String {
+    let time = t
+        .and_then(|t| SystemTime::try_from(t).ok())
+        .unwrap_or_else(SystemTime::now);
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+/// The public user record `{ id, username, joinedAt }`.
+pub fn public_user(user: &User) -> Value {
+    json!({ "id": user.id, "username": user.username, "joinedAt": iso_time(user.joined_at) })
+}
+
+/// `{ id, username }` of each user in the call, once each, in joining order.
+pub fn public_participants(call: &Call) -> Value {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut list = Vec::new();
+    for p in &call.participants {
+        if let Some(user) = &p.user
+            && !seen.contains(&user.id.as_str())
+        {
+            seen.push(&user.id);
+            list.push(json!({ "id": user.id, "username": user.username }));
+        }
+    }
+    Value::Array(list)
+}
+
+impl Default for Mirror {
+    fn default() -> Self {
+        let (progress, _) = watch::channel(Progress::default());
+        Mirror {
+            shared: Arc::new(Shared {
+                state: RwLock::new(State::default()),
+                progress,
+            }),
+        }
+    }
+}
+
+impl Following {
+    fn saw(&mut self, key: &str, revision: u64) {
+        self.revision = self.revision.max(revision);
+        if let Some(seen) = self.resync.as_mut() {
+            seen.insert(key.to_owned());
+        }
+    }
+}
+
+impl Mirror {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.shared.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.shared.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A watch broke: the mirror is not in sync until a new one is current.
+    pub fn watch_lost(&self) {
+        let mut state = self.write();
+        state.presence.synced = false;
+        state.calls.synced = false;
+        drop(state);
+        self.publish_progress();
+    }
+
+    /// Tells waiters that everything applied so far has been announced.
+    pub fn publish_progress(&self) {
+        let state = self.read();
+        let progress = Progress {
+            presence_revision: state.presence.revision,
+            calls_revision: state.calls.revision,
+            synced: state.presence.synced && state.calls.synced,
+        };
+        drop(state);
+        self.shared.progress.send_replace(progress);
+    }
+
+    pub fn is_synced(&self) -> bool {
+        let state = self.read();
+        state.presence.synced && state.calls.synced
+    }
+
+    /// Waits until the mirror has applied (and announced) presence revision
+    /// `revision`, at most `limit`.
+    pub async fn wait_presence(&self, revision: u64, limit: Duration) {
+        if revision > 0 {
+            self.wait(limit, |p| p.presence_revision >= revision).await;
+        }
+    }
+
+    /// Waits until the mirror has applied (and announced) calls revision `revision`.
+    pub async fn wait_calls(&self, revision: u64, limit: Duration) {
+        if revision > 0 {
+            self.wait(limit, |p| p.calls_revision >= revision).await;
+        }
+    }
+
+    async fn wait(&self, limit: Duration, done: impl Fn(&Progress) -> bool) {
+        let mut rx = self.shared.progress.subscribe();
+        if tokio::time::timeout(limit, rx.wait_for(done))
+            .await
+            .is_err()
+        {
+            tracing::warn!(?limit, "mirror did not catch up in time");
+        }
+    }
+
+    pub fn counts(&self) -> (usize, usize) {
+        let state = self.read();
+        (state.users.len(), state.calls_by_id.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ack::ErrorCode;
+    use meetup_proto::bus::v1::{
+        CallChange, CallEnded, CallRecord, CallStarted, EndReason, LeaveReason, ParticipantJoined,
+        ParticipantLeft, PresenceChange, SessionRegistered, SessionUnregistered, UserRecord,
+        call_change, presence_change,
+    };
+    use meetup_proto::calls::v1::CallUser;
+    use meetup_proto::presence::v1::OnlineUser;
+
+    use super::*;
+
+    fn user(id: &str, joined_secs: u64) -> User {
+        User {
+            id: id.into(),
+            username: format!("name-{id}"),
+            joined_at: Some((SystemTime::UNIX_EPOCH + Duration::from_secs(joined_secs)).into()),
+        }
+    }
+
+    fn session(id: &str, gateway: &str) -> Session {
+        Session {
+            session_id: id.into(),
+            gateway_id: gateway.into(),
+            registered_at: None,
+        }
+    }
+
+    fn online(u: User, sessions: Vec<Session>) -> UserRecord {
+        let last = sessions.last().cloned();
+        UserRecord {
+            user: Some(OnlineUser {
+                user: Some(u),
+                sessions,
+            }),
+            change: Some(PresenceChange {
+                change: Some(presence_change::Change::Registered(SessionRegistered {
+                    session: last,
+                    first_session: false,
+                })),
+            }),
+            traceparent: String::new(),
+        }
+    }
+
+    fn participant(u: &str, s: &str, gw: &str) -> Participant {
+        Participant {
+            user: Some(CallUser {
+                id: u.into(),
+                username: u.into(),
+            }),
+            session_id: s.into(),
+            gateway_id: gw.into(),
+            joined_at: None,
+        }
+    }
+
+    fn record(call: &Call, change: call_change::Change) -> Option<CallRecord> {
+        Some(CallRecord {
+            call: Some(call.clone()),
+            change: Some(CallChange {
+                change: Some(change),
+            }),
+            traceparent: String::new(),
+        })
+    }
+
+    fn synced() -> Mirror {
+        let mirror = Mirror::default();
+        mirror.presence_watch_started();
+        mirror.presence_current();
+        mirror.calls_watch_started();
+        mirror.calls_current();
+        mirror
+    }
+
+    #[test]
+    fn users_come_and_go_and_the_list_follows() {
+        let mirror = synced();
+        let notices =
+            mirror.apply_user("b", Some(online(user("b", 2), vec![session("s2", "g")])), 1);
+        assert!(
+            matches!(&notices[..], [PresenceNotice::ListChanged, PresenceNotice::Online { session, .. }] if session.session_id == "s2")
+        );
+        mirror.apply_user("a", Some(online(user("a", 1), vec![session("s1", "g")])), 2);
+        let list = mirror.users_list();
+        assert_eq!(list[0]["id"], "a", "ordered by when they came online");
+        assert_eq!(list[1]["id"], "b");
+        assert_eq!(list[0]["joinedAt"], "1970-01-01T00:00:01.000Z");
+        // A second session: the list is refreshed, nobody came online.
+        let notices = mirror.apply_user(
+            "a",
+            Some(online(
+                user("a", 1),
+                vec![session("s1", "g"), session("s3", "g")],
+            )),
+            3,
+        );
+        assert_eq!(notices, vec![PresenceNotice::ListChanged]);
+        // One of two sessions goes: nothing to tell.
+        let mut one_left = online(user("a", 1), vec![session("s3", "g")]);
+        one_left.change = Some(PresenceChange {
+            change: Some(presence_change::Change::Unregistered(SessionUnregistered {
+                session_id: "s1".into(),
+                reason: LeaveReason::Left as i32,
+            })),
+        });
+        assert!(mirror.apply_user("a", Some(one_left), 4).is_empty());
+        let notices = mirror.apply_user("a", None, 5);
+        assert!(notices.contains(&PresenceNotice::Offline {
+            user_id: "a".into()
+        }));
+        assert_eq!(mirror.counts(), (1, 0));
+    }
+
+    #[test]
+    fn a_new_watch_removes_what_it_no_longer_mentions() {
+        let mirror = synced();
+        mirror.apply_user("a", Some(online(user("a", 1), vec![session("s1", "g")])), 1);
+        mirror.apply_user("b", Some(online(user("b", 2), vec![session("s2", "g")])), 2);
+        mirror.presence_watch_started();
+        mirror.apply_user("b", Some(online(user("b", 2), vec![session("s2", "g")])), 2);
+        let notices = mirror.presence_current();
+        assert!(notices.contains(&PresenceNotice::Offline {
+            user_id: "a".into()
+        }));
+        assert_eq!(mirror.counts().0, 1);
+    }
+
+    #[test]
+    fn call_changes_become_the_protocol_notices() {
+        let mirror = synced();
+        let mut call = Call {
+            id: "c".into(),
+            initiator: Some(CallUser {
+                id: "a".into(),
+                username: "a".into(),
+            }),
+            participants: vec![participant("a", "sa", "g1")],
+            invited_user_ids: vec!["b".into()],
+            version: 1,
+            ..Default::default()
+        };
+        let notices = mirror.apply_call(
+            "c",
+            record(&call, call_change::Change::Started(CallStarted {})),
+            1,
+        );
+        assert!(matches!(&notices[..], [CallNotice::Started { .. }]));
+        call.participants.push(participant("b", "sb1", "g2"));
+        let joined = call_change::Change::Joined(ParticipantJoined {
+            participant: Some(participant("b", "sb1", "g2")),
+        });
+        let notices = mirror.apply_call("c", record(&call, joined.clone()), 2);
+        assert!(matches!(&notices[..], [CallNotice::UserJoined { user_id, .. }] if user_id == "b"));
+        // b's second socket: nobody is told.
+        call.participants.push(participant("b", "sb2", "g2"));
+        assert!(mirror.apply_call("c", record(&call, joined), 3).is_empty());
+        // Removed through the API: both sockets hear call-left, the others user-left-call once.
+        call.participants.retain(|p| p.session_id == "sa");
+        let removed = call_change::Change::Left(ParticipantLeft {
+            participant: Some(participant("b", "sb1", "g2")),
+            reason: LeaveReason::Removed as i32,
+            call_ended: false,
+        });
+        let notices = mirror.apply_call("c", record(&call, removed), 4);
+        assert_eq!(
+            notices
+                .iter()
+                .filter(|n| matches!(n, CallNotice::Removed { .. }))
+                .count(),
+            2
+        );
+        assert_eq!(
+            notices
+                .iter()
+                .filter(|n| matches!(n, CallNotice::UserLeft { .. }))
+                .count(),
+            1
+        );
+        // Ended through the API.
+        let mut ended = call.clone();
+        ended.participants.clear();
+        ended.ended_at = Some(SystemTime::now().into());
+        let end = call_change::Change::Ended(CallEnded {
+            reason: EndReason::Ended as i32,
+            participants: call.participants.clone(),
+        });
+        let notices = mirror.apply_call("c", record(&ended, end), 5);
+        assert!(
+            matches!(&notices[..], [CallNotice::Ended { sessions, .. }] if sessions.len() == 1)
+        );
+        assert_eq!(mirror.counts(), (0, 0));
+    }
+
+    #[test]
+    fn relays_only_between_users_sharing_a_call() {
+        let mirror = synced();
+        mirror.apply_user(
+            "a",
+            Some(online(user("a", 1), vec![session("sa", "g1")])),
+            1,
+        );
+        mirror.apply_user(
+            "b",
+            Some(online(
+                user("b", 2),
+                vec![session("sb1", "g1"), session("sb2", "g2")],
+            )),
+            2,
+        );
+        mirror.apply_user(
+            "c",
+            Some(online(user("c", 3), vec![session("sc", "g1")])),
+            3,
+        );
+        let mut call = Call {
+            id: "call".into(),
+            initiator: Some(CallUser {
+                id: "a".into(),
+                username: "a".into(),
+            }),
+            participants: vec![participant("a", "sa", "g1")],
+            invited_user_ids: vec!["b".into()],
+            version: 1,
+            ..Default::default()
+        };
+        mirror.apply_call(
+            "call",
+            record(&call, call_change::Change::Started(CallStarted {})),
+            4,
+        );
+
+        // b is invited, not joined: its most recent socket.
+        assert_eq!(
+            mirror.route_relay("call", "a", "b"),
+            Ok(Route {
+                session_id: "sb2".into(),
+                gateway_id: "g2".into()
+            })
+        );
+        for (from, to) in [("a", "c"), ("c", "a")] {
+            assert_eq!(
+                mirror.route_relay("call", from, to).map_err(|e| e.code),
+                Err(ErrorCode::NotInCall)
+            );
+        }
+        assert_eq!(
+            mirror.route_relay("nope", "a", "b").map_err(|e| e.code),
+            Err(ErrorCode::NotInCall)
+        );
+        // Once b joins from its older socket, relays go there.
+        call.participants.push(participant("b", "sb1", "g1"));
+        let joined = call_change::Change::Joined(ParticipantJoined {
+            participant: Some(participant("b", "sb1", "g1")),
+        });
+        mirror.apply_call("call", record(&call, joined), 5);
+        assert_eq!(
+            mirror.route_relay("call", "a", "b"),
+            Ok(Route {
+                session_id: "sb1".into(),
+                gateway_id: "g1".into()
+            })
+        );
+        assert_eq!(mirror.sessions_on("b", "g2"), vec!["sb2".to_string()]);
+        assert_eq!(mirror.calls_of_session("sb1"), vec!["call".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn waiters_wake_when_progress_is_published() {
+        let mirror = synced();
+        let waiter = {
+            let mirror = mirror.clone();
+            tokio::spawn(async move { mirror.wait_presence(1, Duration::from_secs(10)).await })
+        };
+        mirror.apply_user("a", Some(online(user("a", 1), vec![session("s1", "g")])), 1);
+        mirror.publish_progress();
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken before the limit")
+            .expect("task");
+    }
+}

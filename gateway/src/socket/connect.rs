@@ -1,0 +1,111 @@
+//! A new socket: its handshake token checked (when authentication is on), its
+//! events wired to its queue, and its task started, all before the client is
+//! told it is connected.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::extract::SocketRef;
+use socketioxide::handler::{ConnectHandler, Value as PacketValue};
+use socketioxide::socket::Socket;
+use tokio::sync::mpsc;
+
+use super::queue::{Enqueue, Queued, Synchronous};
+use super::worker::SessionWorker;
+use crate::edge::auth::{Claims, handshake_token};
+use crate::edge::limits::EventLimiter;
+use crate::payload::ClientEvent;
+use crate::state::Gateway;
+
+/// Connect handler of the default namespace: wires a new socket to its task.
+#[derive(Clone, Debug)]
+pub struct OnConnect {
+    gw: Gateway,
+}
+
+impl OnConnect {
+    pub fn new(gw: Gateway) -> Self {
+        OnConnect { gw }
+    }
+}
+
+impl ConnectHandler<LocalAdapter, Synchronous> for OnConnect {
+    fn call(&self, _socket: Arc<Socket<LocalAdapter>>, _auth: Option<PacketValue>) {}
+
+    // The socket is wired up in the middleware, which runs before the client is
+    // told it is connected: no event it sends can find the handlers missing.
+    fn call_middleware<'a>(
+        &'a self,
+        s: Arc<Socket<LocalAdapter>>,
+        auth: &'a Option<PacketValue>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), Box<dyn std::fmt::Display + Send>>> + Send + 'a>>
+    {
+        let claims = match self.gw.auth() {
+            None => None,
+            Some(authenticator) => {
+                let auth: Option<Value> = auth
+                    .as_ref()
+                    .and_then(|v| v.as_str())
+                    .and_then(|text| serde_json::from_str(text.as_str()).ok());
+                let token = handshake_token(auth.as_ref(), s.req_parts().uri.query());
+                let verified = match token {
+                    Some(token) => authenticator.verify(&token),
+                    None => Err("missing token".to_owned()),
+                };
+                match verified {
+                    Ok(claims) => Some(claims),
+                    Err(reason) => {
+                        tracing::info!(session_id = %s.id, reason, "handshake refused");
+                        let message: Box<dyn std::fmt::Display + Send> =
+                            Box::new(format!("authentication failed: {reason}"));
+                        return Box::pin(async move { Err(message) });
+                    }
+                }
+            }
+        };
+        self.wire(SocketRef::from(s), claims);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl OnConnect {
+    fn wire(&self, socket: SocketRef, claims: Option<Claims>) {
+        // Its own room, so that broadcasts can leave the sender out.
+        socket.join(socket.id);
+        let limits = self.gw.limits();
+        let (tx, rx) = mpsc::channel(limits.socket_queue);
+        let limiter = Arc::new(Mutex::new(EventLimiter::new(
+            limits.events_per_sec,
+            limits.events_burst,
+            limits.abuse_disconnect_after,
+        )));
+        for event in ClientEvent::ALL {
+            socket.on(
+                event.name(),
+                Enqueue {
+                    event,
+                    tx: tx.clone(),
+                    limiter: limiter.clone(),
+                },
+            );
+        }
+        socket.on_disconnect(move || {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(Queued::Disconnect).await;
+            }
+        });
+        tracing::debug!(session_id = %socket.id, transport = ?socket.transport_type(), "socket connected");
+        let worker = SessionWorker {
+            session_id: socket.id.to_string(),
+            gw: self.gw.clone(),
+            socket,
+            identity: None,
+            claims,
+        };
+        tokio::spawn(worker.run(rx));
+    }
+}

@@ -1,0 +1,122 @@
+//! One socket's task: its queued events handled strictly in order, each answered
+//! with exactly one acknowledgement; the disconnect cleanup runs last, after
+//! every queued event. The handlers themselves live in `crate::handlers`.
+
+use meetup_proto::calls::v1::{CallUser, Participant};
+use serde_json::Value;
+use socketioxide::extract::SocketRef;
+use socketioxide::handler::Value as PacketValue;
+use tokio::sync::mpsc;
+
+use super::queue::Queued;
+use crate::ack::AckError;
+use crate::edge::auth::Claims;
+use crate::metrics;
+use crate::payload::{self, ClientEvent, RelayKind};
+use crate::state::Gateway;
+
+/// The registered user behind a socket.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    pub(crate) user_id: String,
+    pub(crate) username: String,
+}
+
+pub(crate) struct SessionWorker {
+    pub(crate) gw: Gateway,
+    pub(crate) socket: SocketRef,
+    pub(crate) session_id: String,
+    pub(crate) identity: Option<Identity>,
+    /// The verified token of the handshake, when authentication is on.
+    pub(crate) claims: Option<Claims>,
+}
+
+impl SessionWorker {
+    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Queued>) {
+        metrics::get().connections.inc();
+        while let Some(queued) = rx.recv().await {
+            match queued {
+                Queued::Event {
+                    event,
+                    packet,
+                    ack,
+                    received,
+                } => {
+                    // Boxed: the handlers' futures (gRPC calls inside) are large, and
+                    // an idle socket's task should not carry their size around.
+                    let body = match Box::pin(self.handle(event, &packet)).await {
+                        Ok(body) => {
+                            metrics::get().event_in(event.name(), "ok");
+                            if matches!(
+                                event,
+                                ClientEvent::Offer
+                                    | ClientEvent::Answer
+                                    | ClientEvent::IceCandidate
+                            ) {
+                                metrics::get().relay_handled(received.elapsed());
+                            }
+                            body
+                        }
+                        Err(error) => {
+                            tracing::debug!(session_id = %self.session_id, event = event.name(), code = %error.code, "event refused");
+                            metrics::get().event_in(event.name(), error.code.as_str());
+                            error.body()
+                        }
+                    };
+                    if let Err(error) = ack.send(&body) {
+                        tracing::debug!(session_id = %self.session_id, %error, "ack not sent");
+                    }
+                }
+                Queued::Disconnect => break,
+            }
+        }
+        Box::pin(self.cleanup()).await;
+        metrics::get().connections.dec();
+    }
+
+    async fn handle(
+        &mut self,
+        event: ClientEvent,
+        packet: &PacketValue,
+    ) -> Result<Value, AckError> {
+        let text = match packet {
+            PacketValue::Str(text, None) => text.as_str(),
+            _ => return Err(AckError::invalid("binary payloads are not accepted")),
+        };
+        let payload = payload::event_payload(text, self.gw.limits().max_payload_bytes)?;
+        match event {
+            ClientEvent::UserJoined => self.user_joined(&payload).await,
+            ClientEvent::StartCall => self.start_call(&payload).await,
+            ClientEvent::JoinCall => self.join_call(&payload).await,
+            ClientEvent::LeaveCall => self.leave_call(&payload).await,
+            ClientEvent::Offer => self.relay(RelayKind::Offer, &payload).await,
+            ClientEvent::Answer => self.relay(RelayKind::Answer, &payload).await,
+            ClientEvent::IceCandidate => self.relay(RelayKind::IceCandidate, &payload).await,
+        }
+    }
+
+    pub(crate) fn identity(&self) -> Result<&Identity, AckError> {
+        self.identity.as_ref().ok_or_else(AckError::not_registered)
+    }
+
+    pub(crate) fn participant(&self, me: &Identity) -> Participant {
+        Participant {
+            user: Some(CallUser {
+                id: me.user_id.clone(),
+                username: me.username.clone(),
+            }),
+            session_id: self.session_id.clone(),
+            gateway_id: self.gw.id().to_owned(),
+            joined_at: None,
+        }
+    }
+
+    pub(crate) fn emit(&self, event: &str, data: &Value) {
+        match self.socket.emit(event, data) {
+            Ok(()) => metrics::get().event_out(event, 1),
+            Err(error) => {
+                tracing::debug!(session_id = %self.session_id, event, %error, "emit failed")
+            }
+        }
+    }
+}
