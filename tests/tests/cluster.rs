@@ -419,3 +419,54 @@ async fn after_nats_restarts_relays_and_events_flow_again() {
         .await
         .expect("user-joined from the other gateway");
 }
+
+#[tokio::test]
+async fn a_gateway_frozen_past_its_lease_closes_its_sockets_when_it_wakes() {
+    let mut cluster = Cluster::start(2, &[]).await.expect("cluster");
+    let (a_id, b_id, call_id) = (id("a"), id("b"), id("call"));
+    let a = user(&cluster.url(0), &a_id).await;
+    let b = user(&cluster.url(1), &b_id).await;
+    call(&a, &b, &call_id, &b_id).await;
+
+    let since = a.mark();
+    cluster.gateways[1].process.signal("STOP").expect("stop");
+    // The cluster gives up on the frozen gateway: its lease expires, and b is
+    // taken out of the call and out of presence.
+    a.wait_for("user-left-call", since, EVENT, |p| {
+        p["userId"] == b_id.as_str()
+    })
+    .await
+    .expect("user-left-call");
+    a.wait_for("user-left", since, EVENT, |u| u == b_id.as_str())
+        .await
+        .expect("user-left");
+    cluster.gateways[1].process.signal("CONT").expect("cont");
+    // Woken, the gateway finds its lease gone and closes b's socket instead of
+    // serving it as if b were still online and in the call.
+    b.wait_closed(EVENT).await.expect("b's socket is closed");
+    // b comes back through the same gateway (which took a new lease) and is
+    // fully online again.
+    let since = a.mark();
+    let b = user(&cluster.url(1), &b_id).await;
+    a.wait_for("user-joined", since, EVENT, |u| u["id"] == b_id.as_str())
+        .await
+        .expect("a hears b is back");
+    // b was taken out of the call: joining it again is news to a.
+    let since = a.mark();
+    let ack = b
+        .emit_ack("join-call", &json!({ "callId": call_id, "user": {} }))
+        .await
+        .expect("ack");
+    assert_eq!(ack["ok"], true, "{ack}");
+    a.wait_for("user-joined-call", since, EVENT, |p| {
+        p["user"]["id"] == b_id.as_str()
+    })
+    .await
+    .expect("a hears b joined again");
+    let c = counts(&cluster, 1).await;
+    assert_eq!(c["onlineUsers"].as_u64(), Some(2), "{c}");
+    // The gateway keeps its lease from now on: b stays online.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let c = counts(&cluster, 0).await;
+    assert_eq!(c["onlineUsers"].as_u64(), Some(2), "{c}");
+}
