@@ -422,7 +422,7 @@ async fn after_nats_restarts_relays_and_events_flow_again() {
 
 #[tokio::test]
 async fn a_gateway_frozen_past_its_lease_closes_its_sockets_when_it_wakes() {
-    let mut cluster = Cluster::start(2, &[]).await.expect("cluster");
+    let cluster = Cluster::start(2, &[]).await.expect("cluster");
     let (a_id, b_id, call_id) = (id("a"), id("b"), id("call"));
     let a = user(&cluster.url(0), &a_id).await;
     let b = user(&cluster.url(1), &b_id).await;
