@@ -2,6 +2,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -116,6 +117,21 @@ impl tonic::service::Interceptor for AttachBearer {
     }
 }
 
+/// Says loudly when a gRPC API is open to the network without a token: the
+/// presence and call APIs can end calls and unregister users, so anyone who can
+/// reach a non-loopback address could do that. Returns true when it warned.
+pub fn warn_if_exposed(service: &str, addr: SocketAddr, token: Option<&str>) -> bool {
+    let exposed = !addr.ip().is_loopback() && token.is_none_or(str::is_empty);
+    if exposed {
+        tracing::warn!(
+            service,
+            %addr,
+            "gRPC API listens on a non-loopback address without INTERNAL_API_TOKEN: anyone who reaches it can change presence and calls"
+        );
+    }
+    exposed
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -125,6 +141,18 @@ mod tests {
     use tonic::service::Interceptor;
 
     use super::*;
+
+    #[test]
+    fn only_open_non_loopback_apis_are_warned_about() {
+        let any: SocketAddr = "0.0.0.0:50051".parse().expect("addr");
+        let local: SocketAddr = "127.0.0.1:50051".parse().expect("addr");
+        let local6: SocketAddr = "[::1]:50051".parse().expect("addr");
+        assert!(warn_if_exposed("presence", any, None));
+        assert!(warn_if_exposed("presence", any, Some("")));
+        assert!(!warn_if_exposed("presence", any, Some("t")));
+        assert!(!warn_if_exposed("presence", local, None));
+        assert!(!warn_if_exposed("presence", local6, None));
+    }
 
     #[test]
     fn bearer_tokens_are_required_only_when_configured() {

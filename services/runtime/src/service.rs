@@ -58,6 +58,11 @@ where
     };
     let listener = TcpListener::bind(listen).await?;
     tracing::info!(service = name, addr = %listener.local_addr()?, bus = bus.kind(), "listening");
+    crate::grpc::warn_if_exposed(
+        name,
+        listener.local_addr()?,
+        args.internal_api_token.as_deref(),
+    );
     let metrics = TcpListener::bind(metrics_listen).await?;
     tracing::info!(service = format!("{name}-metrics"), addr = %metrics.local_addr()?, "listening");
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
