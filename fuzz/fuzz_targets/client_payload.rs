@@ -1,0 +1,31 @@
+//! Client payloads: every event's parser in `gateway/src/payload.rs` on arbitrary
+//! Socket.IO event packets. They must answer with an ack error, never panic.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use meetup_gateway::payload::{self, RelayKind};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(packet) = std::str::from_utf8(data) else {
+        return;
+    };
+    // The whole packet `["event", payload, ack?]`, as the socket layer hands it over.
+    let Ok(raw) = payload::event_payload(packet, 65_536) else {
+        return;
+    };
+    let _ = payload::user_joined(&raw);
+    let _ = payload::start_call(&raw);
+    let _ = payload::join_call(&raw);
+    let _ = payload::leave_call(&raw);
+    for kind in [RelayKind::Offer, RelayKind::Answer, RelayKind::IceCandidate] {
+        if let Ok(relay) = payload::relay(kind, &raw) {
+            // What goes out to the peer must be JSON again.
+            let out = payload::relay_out(&relay, "fuzz-user");
+            assert!(
+                serde_json::from_str::<serde_json::Value>(&out).is_ok(),
+                "{out}"
+            );
+        }
+    }
+});
