@@ -19,8 +19,10 @@ use tonic::transport::{Channel, Endpoint};
 use crate::config::Config;
 
 /// gRPC clients that carry `INTERNAL_API_TOKEN` when one is set.
-pub type PresenceClient = PresenceServiceClient<InterceptedService<Channel, AttachBearer>>;
-pub type CallsClient = CallServiceClient<InterceptedService<Channel, AttachBearer>>;
+/// Each call is traced (`TraceGrpcClient`).
+pub type PresenceClient = PresenceServiceClient<InterceptedService<TracedChannel, AttachBearer>>;
+pub type CallsClient = CallServiceClient<InterceptedService<TracedChannel, AttachBearer>>;
+type TracedChannel = meetup_runtime::tracing_context::TraceGrpcClient<Channel>;
 
 /// Largest response accepted from a service (a presence snapshot of ~1M users).
 const MAX_SNAPSHOT_BYTES: usize = 256 << 20;
@@ -144,7 +146,7 @@ fn local_url(addr: SocketAddr) -> String {
     format!("http://{}", SocketAddr::new(ip, addr.port()))
 }
 
-fn channel(url: &str, config: &Config) -> anyhow::Result<Channel> {
+fn channel(url: &str, config: &Config) -> anyhow::Result<TracedChannel> {
     let endpoint = Endpoint::from_shared(url.to_owned())
         .with_context(|| format!("invalid service address {url:?}"))?
         .connect_timeout(Duration::from_secs(2))
@@ -153,5 +155,5 @@ fn channel(url: &str, config: &Config) -> anyhow::Result<Channel> {
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_while_idle(true);
     // Lazy: the gateway starts even while a service is down, and reconnects by itself.
-    Ok(endpoint.connect_lazy())
+    Ok(TracedChannel::new(endpoint.connect_lazy()))
 }

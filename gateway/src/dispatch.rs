@@ -37,10 +37,14 @@ pub async fn run(
             biased;
             _ = stop.changed() => break,
             Some(message) = events.next() => {
-                handle_event(&gw, message, &mut users_list).await;
+                let span = crate::traces::bus_message(&message, gw.id());
+                tracing::Instrument::instrument(handle_event(&gw, message, &mut users_list), span).await;
                 gw.replica().publish_progress();
             }
-            Some(message) = relays.next() => deliver_relay(&gw, message),
+            Some(message) = relays.next() => {
+                let _span = crate::traces::bus_message(&message, gw.id()).entered();
+                deliver_relay(&gw, message);
+            }
             () = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
                 users_list.flush(&gw).await;
             }

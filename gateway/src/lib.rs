@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod payload;
 pub mod replica;
 pub mod session;
+pub mod traces;
 pub mod turn;
 
 use std::future::Future;

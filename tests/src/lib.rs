@@ -300,12 +300,21 @@ pub struct ServiceProcess {
 impl ServiceProcess {
     /// `service` is `presence` or `calls`.
     pub async fn start(service: &str, nats_url: Option<&str>) -> anyhow::Result<Self> {
+        Self::start_with_env(service, nats_url, &[]).await
+    }
+
+    /// As [`ServiceProcess::start`], with `env` added.
+    pub async fn start_with_env(
+        service: &str,
+        nats_url: Option<&str>,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
         let (bin, listen_var) = match service {
             "presence" => ("meetup-presence", "PRESENCE_LISTEN"),
             "calls" => ("meetup-calls", "CALLS_LISTEN"),
             other => bail!("unknown service {other}"),
         };
-        Self::start_with(service, bin, listen_var, "127.0.0.1:0", nats_url).await
+        Self::start_with(service, bin, listen_var, "127.0.0.1:0", nats_url, env).await
     }
 
     /// Starts the service again on the address it had.
@@ -319,8 +328,15 @@ impl ServiceProcess {
             "presence" => ("meetup-presence", "PRESENCE_LISTEN"),
             _ => ("meetup-calls", "CALLS_LISTEN"),
         };
-        *self =
-            Self::start_with(&service, bin, listen_var, &self.addr.to_string(), nats_url).await?;
+        *self = Self::start_with(
+            &service,
+            bin,
+            listen_var,
+            &self.addr.to_string(),
+            nats_url,
+            &[],
+        )
+        .await?;
         Ok(())
     }
 
@@ -330,6 +346,7 @@ impl ServiceProcess {
         listen_var: &str,
         listen: &str,
         nats_url: Option<&str>,
+        extra_env: &[(&str, String)],
     ) -> anyhow::Result<Self> {
         let mut env = vec![
             (listen_var, listen.to_owned()),
@@ -340,6 +357,7 @@ impl ServiceProcess {
         if let Some(url) = nats_url {
             env.push(("NATS_URL", url.to_owned()));
         }
+        env.extend(extra_env.iter().cloned());
         let process = Process::spawn(service, &bin_path(bin)?, &[], &env)?;
         let addr = listening_addrs(&process, &[service]).await?[service];
         Ok(ServiceProcess { process, addr })
@@ -481,9 +499,19 @@ impl Cluster {
     /// Starts everything and waits until every gateway is ready. `env` goes to
     /// every gateway.
     pub async fn start(gateways: usize, env: &[(&str, String)]) -> anyhow::Result<Self> {
+        Self::start_with_env(gateways, env, &[]).await
+    }
+
+    /// As [`Cluster::start`], with `service_env` going to both services.
+    pub async fn start_with_env(
+        gateways: usize,
+        env: &[(&str, String)],
+        service_env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
         let nats = NatsServer::start().await?;
-        let presence = ServiceProcess::start("presence", Some(&nats.url())).await?;
-        let calls = ServiceProcess::start("calls", Some(&nats.url())).await?;
+        let presence =
+            ServiceProcess::start_with_env("presence", Some(&nats.url()), service_env).await?;
+        let calls = ServiceProcess::start_with_env("calls", Some(&nats.url()), service_env).await?;
         let mut started = Vec::new();
         for n in 0..gateways {
             let mut all = vec![

@@ -41,6 +41,7 @@ where
         // Small responses must not wait for Nagle (40 ms with delayed ACKs).
         .tcp_nodelay(true)
         .layer(crate::metrics::GrpcMetricsLayer)
+        .layer(crate::tracing_context::TraceGrpcServerLayer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(service)

@@ -13,6 +13,7 @@ pub mod service;
 pub mod shutdown;
 pub mod subjects;
 pub mod telemetry;
+pub mod tracing_context;
 
 pub use bus::{Bus, BusError, BusMessage, Subscription};
 pub use publisher::{OrderedPublisher, Receipt};

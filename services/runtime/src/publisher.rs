@@ -14,6 +14,9 @@ use crate::bus::Bus;
 struct Outgoing {
     subject: &'static str,
     payload: Bytes,
+    /// The trace context of the change, taken where it was queued (the
+    /// publishing task runs outside the request's span).
+    traceparent: Option<String>,
     done: oneshot::Sender<()>,
 }
 
@@ -59,6 +62,7 @@ impl OrderedPublisher {
             .send(Outgoing {
                 subject,
                 payload,
+                traceparent: crate::tracing_context::current_traceparent(),
                 done,
             })
             .is_err()
@@ -76,7 +80,11 @@ async fn publish_in_order(bus: Bus, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
             // The NATS client buffers while disconnected and resends on reconnect;
             // an error here means the client is closed for good.
             if let Err(error) = bus
-                .publish(outgoing.subject.to_owned(), outgoing.payload.clone())
+                .publish_traced(
+                    outgoing.subject.to_owned(),
+                    outgoing.payload.clone(),
+                    outgoing.traceparent.clone(),
+                )
                 .await
             {
                 tracing::error!(%error, subject = outgoing.subject, "event not published");

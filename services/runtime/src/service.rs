@@ -45,7 +45,7 @@ pub async fn run<Fut>(
 where
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    telemetry::init(args.log_format);
+    let telemetry = telemetry::init(&format!("meetup-{name}"), args.log_format);
     let bus = match &args.nats_url {
         Some(url) => {
             let timeout = Duration::from_secs(args.nats_connect_timeout_secs);
@@ -79,5 +79,6 @@ where
     let _ = metrics_server.await;
     bus.drain().await;
     tracing::info!("stopped");
+    telemetry.shutdown().await;
     result
 }
