@@ -8,7 +8,7 @@
 use meetup_runtime::BusMessage;
 use meetup_runtime::tracing_context::set_remote_parent;
 
-/// The span of one event from a browser, from its queueing to its ack.
+/// The span of one event from a browser: its handling, up to its answer.
 pub fn socket_event(event: &str, session_id: &str) -> tracing::Span {
     tracing::info_span!(
         "socket event",
