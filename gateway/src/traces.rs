@@ -22,14 +22,21 @@ pub fn socket_event(event: &str, session_id: &str) -> tracing::Span {
 /// The span of one bus message this gateway handles, continuing the trace of
 /// the change it carries.
 pub fn bus_message(message: &BusMessage, gateway_id: &str) -> tracing::Span {
+    change(&message.subject, message.traceparent.as_deref(), gateway_id)
+}
+
+/// The span of one change this gateway takes in from `source` (a bus subject,
+/// or a watched state record), as a child of the span that made the change when
+/// `traceparent` names it ("" or `None`: a trace of its own).
+pub fn change(source: &str, traceparent: Option<&str>, gateway_id: &str) -> tracing::Span {
     let span = tracing::info_span!(
         "bus message",
-        otel.name = %format!("bus {}", message.subject),
+        otel.name = %format!("bus {source}"),
         otel.kind = "consumer",
-        subject = %message.subject,
+        subject = source,
         gateway_id,
     );
-    set_remote_parent(&span, message.traceparent.as_deref());
+    set_remote_parent(&span, traceparent);
     span
 }
 

@@ -10,6 +10,7 @@
 use std::task::{Context, Poll};
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tonic::codegen::http::{self, HeaderMap, HeaderName, HeaderValue};
 use tracing::Instrument;
@@ -30,13 +31,17 @@ pub fn current_traceparent() -> Option<String> {
     traceparent_of(&tracing::Span::current())
 }
 
-/// Makes `span` a child of the remote span named by `traceparent` (a message that
-/// came in). Nothing happens without one, or when it does not parse.
+/// Makes `span` a child of the remote span named by `traceparent` (a message or
+/// record that came in). Nothing happens without one (`None` or ""), or when it
+/// does not parse: the span keeps the parent it had.
 pub fn set_remote_parent(span: &tracing::Span, traceparent: Option<&str>) {
-    let Some(traceparent) = traceparent else {
+    let Some(traceparent) = traceparent.filter(|t| !t.is_empty()) else {
         return;
     };
     let parent = TraceContextPropagator::new().extract(&OneField(Some(traceparent.to_owned())));
+    if !parent.span().span_context().is_valid() {
+        return;
+    }
     // Fails only when the span is disabled (filtered out): nothing to trace then.
     let _ = span.set_parent(parent);
 }
@@ -168,6 +173,7 @@ mod tests {
             Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
         );
         set_remote_parent(&span, Some("garbage"));
+        set_remote_parent(&span, Some(""));
         set_remote_parent(&span, None);
     }
 
