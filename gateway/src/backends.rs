@@ -24,8 +24,10 @@ use tonic::transport::{Channel, Endpoint};
 use crate::config::Config;
 
 /// gRPC clients that carry `INTERNAL_API_TOKEN` when one is set.
-pub type PresenceClient = PresenceServiceClient<InterceptedService<Channel, AttachBearer>>;
-pub type CallsClient = CallServiceClient<InterceptedService<Channel, AttachBearer>>;
+/// Each call is traced (`TraceGrpcClient`).
+pub type PresenceClient = PresenceServiceClient<InterceptedService<TracedChannel, AttachBearer>>;
+pub type CallsClient = CallServiceClient<InterceptedService<TracedChannel, AttachBearer>>;
+type TracedChannel = meetup_runtime::tracing_context::TraceGrpcClient<Channel>;
 
 /// Largest response accepted from a service (a presence snapshot of ~1M users).
 const MAX_SNAPSHOT_BYTES: usize = 256 << 20;
@@ -108,12 +110,12 @@ impl Backends {
         let bearer = AttachBearer::new(config.internal_api_token.clone())?;
         // Snapshots of a large cluster exceed tonic's 4 MB default.
         let presence = PresenceServiceClient::with_interceptor(
-            balanced(&presence_url, config, stopped(stop.clone())).await?,
+            TracedChannel::new(balanced(&presence_url, config, stopped(stop.clone())).await?),
             bearer.clone(),
         )
         .max_decoding_message_size(MAX_SNAPSHOT_BYTES);
         let calls = CallServiceClient::with_interceptor(
-            balanced(&calls_url, config, stopped(stop.clone())).await?,
+            TracedChannel::new(balanced(&calls_url, config, stopped(stop.clone())).await?),
             bearer,
         )
         .max_decoding_message_size(MAX_SNAPSHOT_BYTES);

@@ -48,11 +48,14 @@ pub struct Config {
     /// This gateway's id, unique in the cluster (letters, digits, - and _).
     #[arg(long, env = "GATEWAY_ID")]
     pub gateway_id: Option<String>,
-    /// Where the in-process presence service serves its gRPC API.
-    #[arg(long, env = "PRESENCE_LISTEN", default_value = "0.0.0.0:50051")]
+    /// Where the in-process presence service serves its gRPC API. Loopback by
+    /// default: the API can end calls and unregister users, so it is opened to
+    /// the network only when asked for (and then it wants INTERNAL_API_TOKEN).
+    #[arg(long, env = "PRESENCE_LISTEN", default_value = "127.0.0.1:50051")]
     pub presence_listen: SocketAddr,
-    /// Where the in-process call service serves its gRPC API.
-    #[arg(long, env = "CALLS_LISTEN", default_value = "0.0.0.0:50052")]
+    /// Where the in-process call service serves its gRPC API (loopback by default,
+    /// as above).
+    #[arg(long, env = "CALLS_LISTEN", default_value = "127.0.0.1:50052")]
     pub calls_listen: SocketAddr,
     /// Largest client event payload accepted, in bytes of JSON.
     #[arg(long, env = "MAX_PAYLOAD_BYTES", default_value_t = 65_536)]
@@ -81,6 +84,11 @@ pub struct Config {
     /// Take the client IP from `X-Forwarded-For` (behind a trusted load balancer).
     #[arg(long, env = "TRUST_FORWARDED_FOR", default_value_t = false)]
     pub trust_forwarded_for: bool,
+    /// The balancers' networks (CIDRs, comma-separated): with TRUST_FORWARDED_FOR,
+    /// the client is the rightmost `X-Forwarded-For` address outside them. Unset:
+    /// only the direct peer is trusted.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<crate::edge::forwarded::Cidr>,
     /// In-process presence service: most sockets one user id may hold.
     #[arg(long, env = "MAX_SOCKETS_PER_USER", default_value_t = 10)]
     pub max_sockets_per_user: usize,
@@ -103,6 +111,9 @@ pub struct Config {
     /// Required `aud` of tokens, if any.
     #[arg(long, env = "AUTH_JWT_AUDIENCE")]
     pub auth_jwt_audience: Option<String>,
+    /// Clock skew forgiven when checking a token's `exp` and `nbf`, in seconds.
+    #[arg(long, env = "AUTH_JWT_LEEWAY_SECS", default_value_t = 30)]
+    pub auth_jwt_leeway_secs: u64,
     /// Token claim that gives the username (else the client's own).
     #[arg(long, env = "AUTH_USERNAME_CLAIM", default_value = "name")]
     pub auth_username_claim: String,
@@ -262,6 +273,7 @@ impl Config {
             issuer: self.auth_jwt_issuer.clone(),
             audience: self.auth_jwt_audience.clone(),
             username_claim: self.auth_username_claim.clone(),
+            leeway_secs: self.auth_jwt_leeway_secs,
         }
     }
 
@@ -308,10 +320,21 @@ mod tests {
         let config = parse(&[]);
         assert!(config.validate().is_ok());
         assert_eq!(config.port, 3001);
+        // The internal APIs are not on the network unless asked for.
+        assert!(config.presence_listen.ip().is_loopback());
+        assert!(config.calls_listen.ip().is_loopback());
         assert_eq!(
             config.client_urls,
             vec!["http://localhost:3000".to_string()]
         );
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidrs() {
+        let config = parse(&["--trusted-proxies", "10.0.0.0/8,fd00::/8"]);
+        assert_eq!(config.trusted_proxies.len(), 2);
+        let bad = Config::try_parse_from(["meetup-gateway", "--trusted-proxies", "10.0.0.0/33"]);
+        assert!(bad.is_err());
     }
 
     #[test]

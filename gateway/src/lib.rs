@@ -25,6 +25,7 @@ pub mod mirror;
 pub mod payload;
 pub mod socket;
 pub mod state;
+pub mod traces;
 
 use std::future::Future;
 use std::time::Duration;
@@ -58,6 +59,7 @@ pub async fn run(
         tracing::info!("browsers must authenticate with a JWT");
     }
     let backends = Backends::start(&config).await?;
+    warn_if_embedded_apis_exposed(&config);
     let (layer, io) = SocketIo::builder()
         .max_payload(config.max_message_bytes)
         .ws_max_message_size(config.max_message_bytes as usize)
@@ -115,6 +117,7 @@ pub async fn run(
     let connection_limit = std::sync::Arc::new(edge::http::ConnectionLimit {
         limiter: edge::limits::IpLimiter::new(config.connections_per_ip_per_sec),
         trust_forwarded_for: config.trust_forwarded_for,
+        trusted_proxies: edge::forwarded::TrustedProxies::new(config.trusted_proxies.clone()),
     });
     let app = edge::http::router(gw.clone())
         .layer(layer)
@@ -168,6 +171,18 @@ pub async fn run(
     backends.stop().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The in-process services' APIs are as dangerous on the network as the
+/// standalone ones: same warning.
+fn warn_if_embedded_apis_exposed(config: &Config) {
+    let token = config.internal_api_token.as_deref();
+    if config.presence_url.is_none() {
+        meetup_runtime::grpc::warn_if_exposed("presence", config.presence_listen, token);
+    }
+    if config.calls_url.is_none() {
+        meetup_runtime::grpc::warn_if_exposed("calls", config.calls_listen, token);
+    }
 }
 
 /// Closes every socket so clients reconnect elsewhere, and removes this gateway's

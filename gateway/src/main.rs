@@ -10,7 +10,7 @@ use meetup_runtime::{shutdown, telemetry};
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    telemetry::init(config.log_format);
+    let telemetry = telemetry::init("meetup-gateway", config.log_format);
     if let Err(error) = config.validate() {
         eprintln!("meetup-gateway: {error}");
         return ExitCode::from(2);
@@ -25,7 +25,9 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match meetup_gateway::run(config, listener, shutdown::signal()).await {
+    let result = meetup_gateway::run(config, listener, shutdown::signal()).await;
+    telemetry.shutdown().await;
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("meetup-gateway: {error:#}");

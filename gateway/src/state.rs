@@ -198,6 +198,7 @@ impl Gateway {
             return;
         };
         if let Some(socket) = self.shared.io.get_socket(sid) {
+            let _span = crate::traces::emit(event).entered();
             match socket.emit(event, data) {
                 Ok(()) => crate::metrics::get().event_out(event, 1),
                 Err(error) => tracing::debug!(session_id, event, %error, "emit failed"),
@@ -212,10 +213,13 @@ impl Gateway {
         data: &T,
         except: Option<Sid>,
     ) {
-        let result = match except {
-            Some(sid) => self.shared.io.except(sid).emit(event, data).await,
-            None => self.shared.io.emit(event, data).await,
+        let emit = async {
+            match except {
+                Some(sid) => self.shared.io.except(sid).emit(event, data).await,
+                None => self.shared.io.emit(event, data).await,
+            }
         };
+        let result = tracing::Instrument::instrument(emit, crate::traces::emit(event)).await;
         match result {
             // Approximately the sockets reached: the connected ones.
             Ok(()) => crate::metrics::get()

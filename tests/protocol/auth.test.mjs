@@ -69,6 +69,24 @@ scenario('an expired token is refused: "token expired"', async (sc) => {
   await assertRefused(sc, { query: { token } }, 'token expired', 'expired via query');
 });
 
+scenario('a token expired longer ago than the leeway (AUTH_JWT_LEEWAY_SECS, default 30) is refused; within it, accepted', async (sc) => {
+  const late = hs256({ sub: sc.id('late'), iat: nowSecs(-600), exp: nowSecs(-45) });
+  await assertRefused(sc, { auth: { token: late } }, 'token expired', 'expired 45 s ago');
+  // Clock skew of a few seconds is forgiven.
+  const skewed = await authedUser(sc, 'skewed', { claims: { iat: nowSecs(-600), exp: nowSecs(-5) } });
+  assert.ok(skewed.connected, 'expired 5 s ago: within the leeway');
+});
+
+scenario('a token whose nbf lies in the future is refused: "token not yet valid"', async (sc) => {
+  const early = hs256(claimsFor(sc.id('early'), { nbf: nowSecs(600) }));
+  await assertRefused(sc, { auth: { token: early } }, 'token not yet valid', 'nbf in 10 min via auth');
+  await assertRefused(sc, { query: { token: early } }, 'token not yet valid', 'nbf in 10 min via query');
+  const almost = await authedUser(sc, 'almost', { claims: { nbf: nowSecs(5) } });
+  assert.ok(almost.connected, 'nbf 5 s ahead: within the leeway');
+  const past = await authedUser(sc, 'past', { claims: { nbf: nowSecs(-60) } });
+  assert.ok(past.connected, 'nbf in the past');
+});
+
 scenario('a token with a bad signature is refused: "invalid token signature"', async (sc) => {
   const id = sc.id('forger');
   await assertRefused(sc, { auth: { token: hs256(claimsFor(id), 'another-secret') } }, 'invalid token signature', 'other secret');

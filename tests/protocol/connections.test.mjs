@@ -100,17 +100,12 @@ scenario('TRUST_FORWARDED_FOR unset: different X-Forwarded-For values share the 
   await spendBurst(sc.gatewayUrls[0], { localAddress: freshLoopback(), headers: () => ({ 'X-Forwarded-For': freshRemote() }) }, 'forwarded-for ignored');
 });
 
-scenario('TRUST_FORWARDED_FOR=true: the first X-Forwarded-For address is the client: each gets its own budget', async () => {
-  const system = await startSystem({ env: { CONNECTIONS_PER_IP_PER_SEC: String(RATE), TRUST_FORWARDED_FOR: 'true' } });
-  const sc = new Scenario(system, 'trusted');
+/** Runs `fn(base)` on a system of its own started with `env`. */
+async function withSystem(env, label, fn) {
+  const system = await startSystem({ env: { CONNECTIONS_PER_IP_PER_SEC: String(RATE), ...env } });
+  const sc = new Scenario(system, label);
   try {
-    const [base] = system.gatewayUrls;
-    const localAddress = freshLoopback(); // one proxy
-    const [first, second] = [freshRemote(), `2001:db8::${Math.floor(Math.random() * 0xffff).toString(16)}`];
-    await spendBurst(base, { localAddress, headers: () => ({ 'X-Forwarded-For': first }) }, `client ${first}`);
-    // Through the same proxy, another client (listed first, before the proxy chain) has a budget of its own.
-    await spendBurst(base, { localAddress, headers: () => ({ 'X-Forwarded-For': `${second}, ${first}` }) }, `client ${second}`);
-    assertOpen(await handshake(base, { localAddress }), 'the proxy itself (no X-Forwarded-For)');
+    await fn(system.gatewayUrls[0]);
   } catch (err) {
     console.error(system.logs());
     throw err;
@@ -118,4 +113,31 @@ scenario('TRUST_FORWARDED_FOR=true: the first X-Forwarded-For address is the cli
     sc.closeAll();
     await system.stop();
   }
+}
+
+const freshSpoof = () => `203.0.113.${1 + Math.floor(Math.random() * 250)}`; // what a client writes itself (TEST-NET-3)
+
+scenario('TRUST_FORWARDED_FOR=true, TRUSTED_PROXIES=127.10.0.0/16: the rightmost untrusted X-Forwarded-For address is the client; spoofed entries left of it never count', async () => {
+  await withSystem({ TRUST_FORWARDED_FOR: 'true', TRUSTED_PROXIES: '127.10.0.0/16, ::1' }, 'trusted', async (base) => {
+    const octet = () => 1 + Math.floor(Math.random() * 250);
+    const localAddress = `127.10.${octet()}.${octet()}`; // our balancer
+    const [real, other] = [freshRemote(), `2001:db8::${Math.floor(Math.random() * 0xffff).toString(16)}`];
+    // The client writes a new address of its own each time: still counted against `real`, which the balancer appended.
+    await spendBurst(base, { localAddress, headers: () => ({ 'X-Forwarded-For': `${freshSpoof()}, ${real}` }) }, `spoofing client ${real}`);
+    // Behind a second balancer hop of ours (also trusted), the same client is still `real`.
+    assertLimited(await handshake(base, { localAddress, headers: { 'X-Forwarded-For': `${freshSpoof()}, ${real}, 127.10.0.9` } }), `${real} through two hops`);
+    // Another client through the same balancer has a budget of its own.
+    await spendBurst(base, { localAddress, headers: () => ({ 'X-Forwarded-For': other }) }, `client ${other}`);
+    assertOpen(await handshake(base, { localAddress, headers: {} }), 'the balancer itself (no X-Forwarded-For)');
+    // A peer outside TRUSTED_PROXIES is not our balancer: its header is ignored, whatever it names.
+    await spendBurst(base, { localAddress: `127.20.${octet()}.${octet()}`, headers: () => ({ 'X-Forwarded-For': freshRemote() }) }, 'untrusted peer');
+  });
+});
+
+scenario('TRUST_FORWARDED_FOR=true without TRUSTED_PROXIES: the entry the peer appended (the last) is the client', async () => {
+  await withSystem({ TRUST_FORWARDED_FOR: 'true' }, 'peer-only', async (base) => {
+    const localAddress = freshLoopback();
+    const real = freshRemote();
+    await spendBurst(base, { localAddress, headers: () => ({ 'X-Forwarded-For': `${freshSpoof()}, ${real}` }) }, `spoofing client ${real}`);
+  });
 });

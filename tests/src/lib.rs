@@ -543,9 +543,19 @@ impl Cluster {
     /// Starts everything and waits until every gateway is ready. `env` goes to
     /// every gateway.
     pub async fn start(gateways: usize, env: &[(&str, String)]) -> anyhow::Result<Self> {
+        Self::start_with_env(gateways, env, &[]).await
+    }
+
+    /// As [`Cluster::start`], with `service_env` going to both services.
+    pub async fn start_with_env(
+        gateways: usize,
+        env: &[(&str, String)],
+        service_env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
         let nats = NatsServer::start().await?;
-        let presence = ServiceProcess::start("presence", Some(&nats.url())).await?;
-        let calls = ServiceProcess::start("calls", Some(&nats.url())).await?;
+        let presence =
+            ServiceProcess::start_env("presence", Some(&nats.url()), service_env).await?;
+        let calls = ServiceProcess::start_env("calls", Some(&nats.url()), service_env).await?;
         let mut started = Vec::new();
         for n in 0..gateways {
             let mut all = vec![

@@ -72,7 +72,16 @@ async fn on_presence(gw: &Gateway, item: Followed, users_list: &mut UsersListBro
                     None
                 }
             });
-            gw.mirror().apply_user(&user_id, record, entry.revision)
+            // The trace of the request that wrote the record goes on here.
+            let span = crate::traces::change(
+                keys::PRESENCE_BUCKET,
+                record.as_ref().map(|r| r.traceparent.as_str()),
+                gw.id(),
+            );
+            let notices =
+                span.in_scope(|| gw.mirror().apply_user(&user_id, record, entry.revision));
+            tracing::Instrument::instrument(announce_presence(gw, notices, users_list), span).await;
+            return;
         }
     };
     announce_presence(gw, notices, users_list).await;
@@ -100,7 +109,17 @@ fn on_calls(gw: &Gateway, item: Followed) {
                     None
                 }
             });
-            gw.mirror().apply_call(&call_id, record, entry.revision)
+            // The trace of the request that wrote the record goes on here.
+            let span = crate::traces::change(
+                keys::CALLS_BUCKET,
+                record.as_ref().map(|r| r.traceparent.as_str()),
+                gw.id(),
+            );
+            let _entered = span.enter();
+            for notice in gw.mirror().apply_call(&call_id, record, entry.revision) {
+                announce_call(gw, notice);
+            }
+            return;
         }
     };
     for notice in notices {

@@ -39,6 +39,8 @@ pub struct AuthSettings {
     pub issuer: Option<String>,
     pub audience: Option<String>,
     pub username_claim: String,
+    /// Clock skew forgiven on `exp` and `nbf`, in seconds.
+    pub leeway_secs: u64,
 }
 
 impl Authenticator {
@@ -77,6 +79,10 @@ impl Authenticator {
         let mut validation = Validation::new(algorithms[0]);
         validation.algorithms = algorithms;
         validation.set_required_spec_claims(&["exp", "sub"]);
+        // A token issued for later is not valid yet; both checks forgive the same
+        // small clock skew between the issuer and us.
+        validation.validate_nbf = true;
+        validation.leeway = settings.leeway_secs;
         if let Some(issuer) = settings.issuer.as_deref().filter(|s| !s.is_empty()) {
             validation.set_issuer(&[issuer]);
         }
@@ -98,6 +104,7 @@ impl Authenticator {
                 use jsonwebtoken::errors::ErrorKind;
                 match e.kind() {
                     ErrorKind::ExpiredSignature => "token expired".to_owned(),
+                    ErrorKind::ImmatureSignature => "token not yet valid".to_owned(),
                     ErrorKind::InvalidSignature => "invalid token signature".to_owned(),
                     ErrorKind::InvalidAlgorithm => "token algorithm not accepted".to_owned(),
                     ErrorKind::InvalidIssuer => "token issuer not accepted".to_owned(),
@@ -170,6 +177,7 @@ mod tests {
         AuthSettings {
             secret: Some(secret.into()),
             username_claim: "name".into(),
+            leeway_secs: 30,
             ..Default::default()
         }
     }
@@ -183,12 +191,56 @@ mod tests {
         .expect("encodes")
     }
 
-    fn in_an_hour() -> u64 {
+    fn now() -> u64 {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .expect("clock")
             .as_secs()
-            + 3600
+    }
+
+    fn in_an_hour() -> u64 {
+        now() + 3600
+    }
+
+    #[test]
+    fn nbf_and_exp_are_checked_with_the_configured_leeway() {
+        let auth = Authenticator::from_settings(&settings("s"))
+            .expect("valid")
+            .expect("on");
+        let claims = |nbf: u64, exp: u64| json!({ "sub": "u1", "nbf": nbf, "exp": exp });
+        let cases = [
+            // (nbf, exp, result)
+            (now() + 600, in_an_hour(), Err("token not yet valid")),
+            (now() + 10, in_an_hour(), Ok(())), // within the leeway
+            (now() - 10, in_an_hour(), Ok(())),
+            (now() - 600, now() - 10, Ok(())), // expired, within the leeway
+            (now() - 600, now() - 31 - 5, Err("token expired")),
+            (now() - 600, now() - 300, Err("token expired")),
+        ];
+        for (nbf, exp, want) in cases {
+            let got = auth.verify(&token("s", claims(nbf, exp))).map(|_| ());
+            assert_eq!(
+                got,
+                want.map_err(str::to_owned),
+                "nbf {nbf} exp {exp} now {}",
+                now()
+            );
+        }
+        // A stricter leeway refuses what the default forgave.
+        let strict = Authenticator::from_settings(&AuthSettings {
+            leeway_secs: 0,
+            ..settings("s")
+        })
+        .expect("valid")
+        .expect("on");
+        assert_eq!(
+            strict.verify(&token("s", claims(now() + 10, in_an_hour()))),
+            Err("token not yet valid".to_owned())
+        );
+        assert_eq!(
+            strict.verify(&token("s", claims(now() - 600, now() - 10))),
+            Err("token expired".to_owned())
+        );
     }
 
     #[test]

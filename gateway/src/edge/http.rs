@@ -9,6 +9,9 @@ use axum::routing::get;
 use serde_json::json;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
+use std::net::IpAddr;
+
+use crate::edge::forwarded::TrustedProxies;
 use crate::state::Gateway;
 
 pub fn router(gw: Gateway) -> Router {
@@ -149,6 +152,7 @@ pub fn cors(origins: &[String]) -> CorsLayer {
 pub struct ConnectionLimit {
     pub limiter: crate::edge::limits::IpLimiter,
     pub trust_forwarded_for: bool,
+    pub trusted_proxies: TrustedProxies,
 }
 
 pub async fn limit_connections(
@@ -162,7 +166,7 @@ pub async fn limit_connections(
             .query()
             .is_some_and(|q| q.split('&').any(|p| p.starts_with("sid=")));
     if is_new_connection
-        && let Some(ip) = client_ip(&request, limit.trust_forwarded_for)
+        && let Some(ip) = client_ip(&request, &limit)
         && !limit.limiter.allow(ip)
     {
         tracing::debug!(%ip, "connection rate limit");
@@ -175,22 +179,20 @@ pub async fn limit_connections(
     next.run(request).await
 }
 
-fn client_ip(
-    request: &axum::extract::Request,
-    trust_forwarded_for: bool,
-) -> Option<std::net::IpAddr> {
-    if trust_forwarded_for
-        && let Some(ip) = request
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse().ok())
-    {
-        return Some(ip);
-    }
-    request
+/// The address a connection is counted against: the TCP peer, or behind trusted
+/// balancers the client they name (see `forwarded`).
+fn client_ip(request: &axum::extract::Request, limit: &ConnectionLimit) -> Option<IpAddr> {
+    let peer = request
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|info| info.0.ip())
+        .map(|info| info.0.ip())?;
+    if !limit.trust_forwarded_for {
+        return Some(peer);
+    }
+    let forwarded_for = request
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    Some(limit.trusted_proxies.client_addr(peer, forwarded_for))
 }

@@ -2,6 +2,7 @@
 //! (`limits`), browser authentication (`auth`) and ICE/TURN credentials (`turn`).
 
 pub mod auth;
+pub mod forwarded;
 pub mod http;
 pub mod limits;
 pub mod turn;

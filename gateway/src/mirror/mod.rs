@@ -118,8 +118,14 @@ pub enum CallNotice {
 /// `joinedAt` as clients see it: ISO-8601 UTC with milliseconds, like JavaScript's
 /// `Date.prototype.toISOString()`.
 pub fn iso_time(t: Option<prost_types::Timestamp>) -> String {
+    // humantime formats 1970 to 9999 only and panics outside; a bad timestamp
+    // from a peer must not (found by fuzzing the bus messages).
     let time = t
         .and_then(|t| SystemTime::try_from(t).ok())
+        .filter(|t| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .is_ok_and(|d| d.as_secs() < 253_402_300_800)
+        })
         .unwrap_or_else(SystemTime::now);
     humantime::format_rfc3339_millis(time).to_string()
 }

@@ -44,7 +44,13 @@ impl SessionWorker {
                 } => {
                     // Boxed: the handlers' futures (gRPC calls inside) are large, and
                     // an idle socket's task should not carry their size around.
-                    let body = match Box::pin(self.handle(event, &packet)).await {
+                    let span = crate::traces::socket_event(event.name(), &self.session_id);
+                    let body = match Box::pin(tracing::Instrument::instrument(
+                        self.handle(event, &packet),
+                        span,
+                    ))
+                    .await
+                    {
                         Ok(body) => {
                             metrics::get().event_in(event.name(), "ok");
                             if matches!(

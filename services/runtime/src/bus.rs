@@ -19,6 +19,8 @@ pub use crate::local::LocalBus;
 pub struct BusMessage {
     pub subject: String,
     pub payload: Bytes,
+    /// W3C trace context of the change this message carries (a NATS header).
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,16 +77,35 @@ impl Bus {
         Ok(Bus::Nats(client))
     }
 
+    /// Publishes in the trace of the current span.
     pub async fn publish(&self, subject: String, payload: Bytes) -> Result<(), BusError> {
+        let traceparent = crate::tracing_context::current_traceparent();
+        self.publish_traced(subject, payload, traceparent).await
+    }
+
+    /// Publishes with the given trace context (a `traceparent` NATS header).
+    pub async fn publish_traced(
+        &self,
+        subject: String,
+        payload: Bytes,
+        traceparent: Option<String>,
+    ) -> Result<(), BusError> {
         match self {
             Bus::Local(bus) => {
-                bus.publish(subject, payload);
+                bus.publish(subject, payload, traceparent);
                 Ok(())
             }
-            Bus::Nats(client) => client
-                .publish(subject, payload)
-                .await
-                .map_err(|e| BusError::Publish(e.to_string())),
+            Bus::Nats(client) => {
+                let result = match traceparent {
+                    Some(traceparent) => {
+                        let mut headers = async_nats::HeaderMap::new();
+                        headers.insert(crate::tracing_context::TRACEPARENT, traceparent.as_str());
+                        client.publish_with_headers(subject, headers, payload).await
+                    }
+                    None => client.publish(subject, payload).await,
+                };
+                result.map_err(|e| BusError::Publish(e.to_string()))
+            }
         }
     }
 
@@ -153,6 +174,11 @@ impl Stream for Subscription {
             Subscription::Local(rx) => rx.poll_recv(cx),
             Subscription::Nats(sub) => Pin::new(sub.as_mut()).poll_next(cx).map(|m| {
                 m.map(|m| BusMessage {
+                    traceparent: m
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get(crate::tracing_context::TRACEPARENT))
+                        .map(|v| v.as_str().to_owned()),
                     subject: m.subject.to_string(),
                     payload: m.payload,
                 })

@@ -2,6 +2,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -40,6 +41,7 @@ where
         // Small responses must not wait for Nagle (40 ms with delayed ACKs).
         .tcp_nodelay(true)
         .layer(crate::metrics::GrpcMetricsLayer)
+        .layer(crate::tracing_context::TraceGrpcServerLayer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(service)
@@ -116,14 +118,33 @@ impl tonic::service::Interceptor for AttachBearer {
     }
 }
 
-/// The W3C trace context a request carries (`traceparent` metadata), or "".
+/// The W3C trace context a change made by this request should carry: the
+/// server span handling it (a child of the caller's), else what the request
+/// carries (`traceparent` metadata), else "".
 pub fn traceparent<T>(request: &tonic::Request<T>) -> String {
-    request
-        .metadata()
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
+    crate::tracing_context::current_traceparent().unwrap_or_else(|| {
+        request
+            .metadata()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    })
+}
+
+/// Says loudly when a gRPC API is open to the network without a token: the
+/// presence and call APIs can end calls and unregister users, so anyone who can
+/// reach a non-loopback address could do that. Returns true when it warned.
+pub fn warn_if_exposed(service: &str, addr: SocketAddr, token: Option<&str>) -> bool {
+    let exposed = !addr.ip().is_loopback() && token.is_none_or(str::is_empty);
+    if exposed {
+        tracing::warn!(
+            service,
+            %addr,
+            "gRPC API listens on a non-loopback address without INTERNAL_API_TOKEN: anyone who reaches it can change presence and calls"
+        );
+    }
+    exposed
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -135,6 +156,18 @@ mod tests {
     use tonic::service::Interceptor;
 
     use super::*;
+
+    #[test]
+    fn only_open_non_loopback_apis_are_warned_about() {
+        let any: SocketAddr = "0.0.0.0:50051".parse().expect("addr");
+        let local: SocketAddr = "127.0.0.1:50051".parse().expect("addr");
+        let local6: SocketAddr = "[::1]:50051".parse().expect("addr");
+        assert!(warn_if_exposed("presence", any, None));
+        assert!(warn_if_exposed("presence", any, Some("")));
+        assert!(!warn_if_exposed("presence", any, Some("t")));
+        assert!(!warn_if_exposed("presence", local, None));
+        assert!(!warn_if_exposed("presence", local6, None));
+    }
 
     #[test]
     fn bearer_tokens_are_required_only_when_configured() {

@@ -14,5 +14,6 @@ pub mod shutdown;
 pub mod store;
 pub mod subjects;
 pub mod telemetry;
+pub mod tracing_context;
 
 pub use bus::{Bus, BusError, BusMessage, Subscription};

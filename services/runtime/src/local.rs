@@ -24,7 +24,7 @@ impl LocalBus {
     /// Delivers to every matching subscriber, in publish order. The channels are
     /// unbounded so that a publisher never waits and nothing is dropped; the
     /// gateway bounds what clients can make it publish.
-    pub fn publish(&self, subject: String, payload: Bytes) {
+    pub fn publish(&self, subject: String, payload: Bytes, traceparent: Option<String>) {
         // A std Mutex is fine: it is never held across an `.await`.
         let mut subscribers = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         subscribers.retain(|s| {
@@ -34,6 +34,7 @@ impl LocalBus {
             s.tx.send(BusMessage {
                 subject: subject.clone(),
                 payload: payload.clone(),
+                traceparent: traceparent.clone(),
             })
             .is_ok()
         });
@@ -60,9 +61,9 @@ mod tests {
         let mut one = bus.subscribe("a.b".into());
         let mut other = bus.subscribe("c.*".into());
         for i in 0..100u8 {
-            bus.publish("a.b".into(), Bytes::from(vec![i]));
+            bus.publish("a.b".into(), Bytes::from(vec![i]), None);
         }
-        bus.publish("a.x.y".into(), Bytes::from_static(b"deep"));
+        bus.publish("a.x.y".into(), Bytes::from_static(b"deep"), None);
         for i in 0..100u8 {
             assert_eq!(all.recv().await.map(|m| m.payload[0]), Some(i));
             assert_eq!(one.recv().await.map(|m| m.payload[0]), Some(i));
@@ -80,7 +81,7 @@ mod tests {
         let bus = LocalBus::default();
         let rx = bus.subscribe("a".into());
         drop(rx);
-        bus.publish("a".into(), Bytes::new());
+        bus.publish("a".into(), Bytes::new(), None);
         assert!(bus.shared.lock().map(|s| s.is_empty()).unwrap_or(false));
     }
 }

@@ -74,7 +74,7 @@ pub async fn run<Fut>(
 where
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    telemetry::init(args.log_format);
+    let telemetry = telemetry::init(&format!("meetup-{name}"), args.log_format);
     let bus = match &args.nats_url {
         Some(url) => {
             let timeout = Duration::from_secs(args.nats_connect_timeout_secs);
@@ -88,6 +88,11 @@ where
     let store = StateStore::for_bus(&bus, args.bucket_settings()).await?;
     let listener = TcpListener::bind(listen).await?;
     tracing::info!(service = name, addr = %listener.local_addr()?, store = store.kind(), "listening");
+    crate::grpc::warn_if_exposed(
+        name,
+        listener.local_addr()?,
+        args.internal_api_token.as_deref(),
+    );
     let metrics = TcpListener::bind(metrics_listen).await?;
     tracing::info!(service = format!("{name}-metrics"), addr = %metrics.local_addr()?, "listening");
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -99,6 +104,7 @@ where
     let _ = metrics_server.await;
     bus.drain().await;
     tracing::info!("stopped");
+    telemetry.shutdown().await;
     result
 }
 
