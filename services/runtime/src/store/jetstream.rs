@@ -82,6 +82,24 @@ pub async fn get(kv: &kv::Store, key: &str) -> Result<Option<Entry>, StoreError>
     }))
 }
 
+pub async fn exists_on_leader(kv: &kv::Store, key: &str) -> Result<bool, StoreError> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    if !keys::is_valid(key) {
+        return Err(StoreError::InvalidKey(key.to_owned()));
+    }
+    let subject = format!("{}{key}", kv.prefix);
+    timed("get on leader", async {
+        // The stream message API (not the direct get) is answered by the leader.
+        match kv.stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(message) => Ok(!(message.headers.get(KV_OPERATION).is_some()
+                || message.headers.get(MARKER_REASON).is_some())),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    })
+    .await
+}
+
 /// What a failed write says beneath the library's wrapping.
 #[derive(Debug, PartialEq, Eq)]
 enum WriteFailure {
