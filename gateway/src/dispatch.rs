@@ -80,6 +80,18 @@ impl Follow {
         }
     }
 
+    /// Drops a watch that is open but stuck, to open a new one at once. True
+    /// when there was one to drop.
+    fn reopen(&mut self) -> bool {
+        if self.stream.take().is_none() {
+            return false;
+        }
+        tracing::warn!(bucket = self.name, "watch stuck; watching again");
+        crate::metrics::get().bus_error("watch");
+        self.retry_at = tokio::time::Instant::now();
+        true
+    }
+
     fn failed(&mut self, error: &StoreError) {
         tracing::warn!(bucket = self.name, %error, "watch lost; watching again");
         crate::metrics::get().bus_error("watch");
@@ -105,6 +117,16 @@ pub async fn run(gw: Gateway, mut relays: Subscription, mut stop: watch::Receive
             Some(item) = calls.next() => {
                 on_calls(&gw, item);
                 gw.replica().publish_progress();
+            }
+            () = gw.replica().presence_stalled() => {
+                if presence.reopen() {
+                    on_presence(&gw, Followed::Lost, &mut users_list).await;
+                }
+            }
+            () = gw.replica().calls_stalled() => {
+                if calls.reopen() {
+                    on_calls(&gw, Followed::Lost);
+                }
             }
             Some(message) = relays.next() => deliver_relay(&gw, message),
             () = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
