@@ -144,7 +144,7 @@ async fn on_presence(gw: &Gateway, item: Followed, users_list: &mut UsersListBro
             return;
         }
         Followed::Lost => {
-            gw.replica().watch_lost();
+            gw.replica().presence_watch_lost();
             return;
         }
         Followed::Item(Watched::Current) => gw.replica().presence_current(),
@@ -172,7 +172,7 @@ fn on_calls(gw: &Gateway, item: Followed) {
             return;
         }
         Followed::Lost => {
-            gw.replica().watch_lost();
+            gw.replica().calls_watch_lost();
             return;
         }
         Followed::Item(Watched::Current) => gw.replica().calls_current(),

@@ -259,12 +259,18 @@ impl Replica {
         Vec::new()
     }
 
-    /// A watch broke: the mirror is not in sync until a new one is current.
-    pub fn watch_lost(&self) {
-        let mut state = self.write();
-        state.presence.synced = false;
-        state.calls.synced = false;
-        drop(state);
+    /// The presence watch broke: that half of the mirror is not in sync until
+    /// a new presence watch is current. Only this half: each watch is opened
+    /// again on its own, and a flag the other watch never clears again would
+    /// keep the gateway not ready for good.
+    pub fn presence_watch_lost(&self) {
+        self.write().presence.synced = false;
+        self.publish_progress();
+    }
+
+    /// The calls watch broke; see [`Replica::presence_watch_lost`].
+    pub fn calls_watch_lost(&self) {
+        self.write().calls.synced = false;
         self.publish_progress();
     }
 
