@@ -262,24 +262,58 @@ async fn balanced(
     Ok(channel)
 }
 
+/// How many times a call whose connection could not be made is sent again.
+const REFUSED_RETRIES: u32 = 6;
+
 /// Runs a service call, and once more when it failed because the replica that
 /// took it went away (a connection error before any answer). Callers use it
 /// only for calls that are safe to repeat.
+///
+/// A call whose connection was refused never left this process, so it is sent
+/// again, a few times, whatever it is: the balancer keeps picking a replica
+/// that stopped (its connection is retried lazily, only when picked) until it
+/// notices, and during a rolling restart that turned such calls into
+/// `unavailable` acks while the other replica was serving.
 pub async fn retry_once<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, tonic::Status>>,
 {
-    match call().await {
-        Err(status) if replica_went_away(&status) => {
-            tracing::info!(
-                error = status.message(),
-                "service call failed with its replica; trying another"
-            );
-            call().await
+    let (mut refused, mut retried) = (0, false);
+    loop {
+        match call().await {
+            Err(status) if never_sent(&status) && refused < REFUSED_RETRIES => {
+                refused += 1;
+                tokio::time::sleep(Duration::from_millis(5 * u64::from(refused))).await;
+            }
+            Err(status) if !retried && replica_went_away(&status) => {
+                tracing::info!(
+                    error = status.message(),
+                    "service call failed with its replica; trying another"
+                );
+                retried = true;
+            }
+            other => return other,
         }
-        other => other,
     }
+}
+
+/// True when the call could not even connect (nothing was sent).
+fn never_sent(status: &tonic::Status) -> bool {
+    if status.code() != tonic::Code::Unavailable {
+        return false;
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(error) = cause {
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        cause = error.source();
+    }
+    // tonic's connector's own wording, when the cause is not kept.
+    status.message() == "tcp connect error"
 }
 
 /// True for a failure that left no answer from the service (its replica died or

@@ -108,7 +108,7 @@ pub async fn run(
         tokio::spawn(cluster::renew_lease(
             gw.clone(),
             lease,
-            config.liveness().heartbeat,
+            config.liveness(),
             tasks_stopped.clone(),
         )),
         tokio::spawn(cluster::watch(gw.clone(), config.liveness(), tasks_stopped)),

@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod sio;
 
 use std::collections::HashMap;
@@ -339,6 +340,10 @@ pub fn nats_server_path() -> anyhow::Result<PathBuf> {
 pub struct ServiceProcess {
     pub process: Process,
     pub addr: SocketAddr,
+    /// Everything it was started with, to start it again the same way.
+    env: Vec<(String, String)>,
+    /// What the processes before a restart printed.
+    earlier_output: String,
 }
 
 impl ServiceProcess {
@@ -361,27 +366,49 @@ impl ServiceProcess {
         Self::start_with(service, bin, listen_var, "127.0.0.1:0", nats_url, env).await
     }
 
-    /// Starts the service again on the address it had.
+    /// Starts the service again on the address it had (killing it first if it
+    /// still runs), with `nats_url` instead of the one it had.
     pub async fn restart(&mut self, nats_url: Option<&str>) -> anyhow::Result<()> {
-        if self.process.is_running() {
-            self.process.signal("KILL")?;
+        self.stop("KILL").await?;
+        self.env.retain(|(key, _)| key != "NATS_URL");
+        if let Some(url) = nats_url {
+            self.env.push(("NATS_URL".to_owned(), url.to_owned()));
         }
-        self.process.wait_exit(Duration::from_secs(5)).await?;
-        let service = self.process.name.clone();
-        let (bin, listen_var) = match service.as_str() {
-            "presence" => ("meetup-presence", "PRESENCE_LISTEN"),
-            _ => ("meetup-calls", "CALLS_LISTEN"),
-        };
-        *self = Self::start_with(
-            &service,
-            bin,
-            listen_var,
-            &self.addr.to_string(),
-            nats_url,
-            &[],
-        )
-        .await?;
+        self.start_again().await
+    }
+
+    /// Sends `signal` (`KILL`, `TERM`) unless it already exited, and waits for the exit.
+    pub async fn stop(&mut self, signal: &str) -> anyhow::Result<()> {
+        if self.process.is_running() {
+            self.process.signal(signal)?;
+        }
+        self.process.wait_exit(Duration::from_secs(10)).await?;
         Ok(())
+    }
+
+    /// Starts the stopped service again, on its address with its environment.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        let service = self.process.name.clone();
+        let bin = match service.as_str() {
+            "presence" => "meetup-presence",
+            _ => "meetup-calls",
+        };
+        let env: Vec<(&str, String)> = self
+            .env
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.clone()))
+            .collect();
+        let process = Process::spawn(&service, &bin_path(bin)?, &[], &env)?;
+        listening_addrs(&process, &[service.as_str()]).await?;
+        let before = std::mem::replace(&mut self.process, process);
+        self.earlier_output.push_str(&before.output());
+        self.earlier_output.push('\n');
+        Ok(())
+    }
+
+    /// Everything every process of this service printed, restarts included.
+    pub fn all_output(&self) -> String {
+        format!("{}{}", self.earlier_output, self.process.output())
     }
 
     async fn start_with(
@@ -404,7 +431,24 @@ impl ServiceProcess {
         env.extend(extra.iter().cloned());
         let process = Process::spawn(service, &bin_path(bin)?, &[], &env)?;
         let addr = listening_addrs(&process, &[service]).await?[service];
-        Ok(ServiceProcess { process, addr })
+        // Started again, it listens where it listened before.
+        let env = env
+            .into_iter()
+            .map(|(key, value)| {
+                let value = if key == listen_var {
+                    addr.to_string()
+                } else {
+                    value
+                };
+                (key.to_owned(), value)
+            })
+            .collect();
+        Ok(ServiceProcess {
+            process,
+            addr,
+            env,
+            earlier_output: String::new(),
+        })
     }
 
     pub fn url(&self) -> String {
@@ -453,6 +497,10 @@ pub struct GatewayProcess {
     pub process: Process,
     pub addr: SocketAddr,
     pub id: String,
+    /// Everything it was started with, to start it again the same way.
+    env: Vec<(String, String)>,
+    /// What the processes before a restart printed.
+    earlier_output: String,
 }
 
 impl GatewayProcess {
@@ -471,13 +519,56 @@ impl GatewayProcess {
         all.extend(env.iter().cloned());
         let process = Process::spawn(name, &bin_path("meetup-gateway")?, &[], &all)?;
         let addr = listening_addrs(&process, &["gateway"]).await?["gateway"];
+        let env = all
+            .into_iter()
+            .map(|(key, value)| {
+                let value = if key == "PORT" {
+                    addr.port().to_string()
+                } else {
+                    value
+                };
+                (key.to_owned(), value)
+            })
+            .collect();
         let gateway = GatewayProcess {
             process,
             addr,
             id: name.to_owned(),
+            env,
+            earlier_output: String::new(),
         };
         gateway.wait_ready(true).await?;
         Ok(gateway)
+    }
+
+    /// Sends `signal` (`KILL`, `TERM`) unless it already exited, and waits for the exit.
+    pub async fn stop(&mut self, signal: &str) -> anyhow::Result<()> {
+        if self.process.is_running() {
+            self.process.signal(signal)?;
+        }
+        self.process.wait_exit(Duration::from_secs(15)).await?;
+        Ok(())
+    }
+
+    /// Starts the stopped gateway again, on its port with its environment, and
+    /// waits until it is ready.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        let env: Vec<(&str, String)> = self
+            .env
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.clone()))
+            .collect();
+        let process = Process::spawn(&self.id, &bin_path("meetup-gateway")?, &[], &env)?;
+        let before = std::mem::replace(&mut self.process, process);
+        self.earlier_output.push_str(&before.output());
+        self.earlier_output.push('\n');
+        listening_addrs(&self.process, &["gateway"]).await?;
+        self.wait_ready(true).await
+    }
+
+    /// Everything every process of this gateway printed, restarts included.
+    pub fn all_output(&self) -> String {
+        format!("{}{}", self.earlier_output, self.process.output())
     }
 
     pub fn url(&self) -> String {
@@ -489,16 +580,14 @@ impl GatewayProcess {
         let deadline = Instant::now() + START_TIMEOUT;
         let want = if ready { 200 } else { 503 };
         loop {
-            let status = http_get(self.addr, "/readyz")
-                .await
-                .map(|(status, _)| status)
-                .ok();
+            let answer = http_get(self.addr, "/readyz").await.ok();
+            let status = answer.as_ref().map(|(status, _)| *status);
             if status == Some(want) {
                 return Ok(());
             }
             if Instant::now() >= deadline {
                 bail!(
-                    "{}: /readyz never answered {want} (last {status:?})\n{}",
+                    "{}: /readyz never answered {want} (last {answer:?})\n{}",
                     self.id,
                     self.process.output()
                 );

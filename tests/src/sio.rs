@@ -105,6 +105,17 @@ impl SioClient {
         self.conn.wait_closed(timeout).await
     }
 
+    /// Acks that arrived for no waiting emit (a second ack for one emit); 0 when
+    /// every ack came at most once.
+    pub fn stray_acks(&self) -> u64 {
+        self.conn.stray_acks()
+    }
+
+    /// True once the server closed the connection.
+    pub fn is_closed(&self) -> bool {
+        self.conn.is_closed()
+    }
+
     /// Position in the received events, for [`SioClient::wait_for`].
     pub fn mark(&self) -> usize {
         self.inbox.events.lock().map(|e| e.len()).unwrap_or(0)

@@ -20,6 +20,8 @@ pub struct Conn {
     out: mpsc::UnboundedSender<Message>,
     acks: PendingAcks,
     next_ack: AtomicU64,
+    /// Acks whose id was not waited for: a second ack for one emit, or a stray.
+    stray_acks: Arc<AtomicU64>,
     closed: Arc<(AtomicBool, Notify)>,
     tasks: [tokio::task::JoinHandle<()>; 2],
 }
@@ -61,9 +63,13 @@ impl Conn {
             other => bail!("expected an Engine.IO open packet, got {other:?}"),
         }
         sink.send(Message::text("40")).await?;
+        // Events the server sent before its connect packet (a broadcast racing
+        // the handshake): socket.io-client buffers them, and so does this.
+        let mut early = Vec::new();
         loop {
             match stream.next().await {
                 Some(Ok(Message::Text(text))) if text.starts_with("40") => break,
+                Some(Ok(Message::Text(text))) if text.starts_with("42") => early.push(text),
                 Some(Ok(Message::Text(text))) if text.as_str() == "2" => {
                     sink.send(Message::text("3")).await?
                 }
@@ -76,6 +82,7 @@ impl Conn {
         let (out, mut to_send) = mpsc::unbounded_channel::<Message>();
         let acks: PendingAcks = Arc::default();
         let closed: Arc<(AtomicBool, Notify)> = Arc::default();
+        let stray_acks: Arc<AtomicU64> = Arc::default();
         let writer = tokio::spawn(async move {
             while let Some(message) = to_send.recv().await {
                 if sink.send(message).await.is_err() {
@@ -84,8 +91,15 @@ impl Conn {
             }
         });
         let reader = {
-            let (acks, out, closed) = (acks.clone(), out.clone(), closed.clone());
+            let (acks, out, closed, stray) = (
+                acks.clone(),
+                out.clone(),
+                closed.clone(),
+                stray_acks.clone(),
+            );
             tokio::spawn(async move {
+                let early = futures::stream::iter(early.into_iter().map(|t| Ok(Message::Text(t))));
+                let mut stream = early.chain(stream);
                 while let Some(Ok(message)) = stream.next().await {
                     let Message::Text(text) = message else {
                         continue;
@@ -107,11 +121,16 @@ impl Conn {
                             .ok()
                             .and_then(|args| args.first().map(|a| a.get().to_owned()))
                             .unwrap_or_else(|| "null".to_owned());
-                        if let Ok(id) = packet[..digits].parse::<u64>()
-                            && let Some(tx) =
-                                acks.lock().unwrap_or_else(|p| p.into_inner()).remove(&id)
-                        {
-                            let _ = tx.send(data);
+                        let waiting = packet[..digits].parse::<u64>().ok().and_then(|id| {
+                            acks.lock().unwrap_or_else(|p| p.into_inner()).remove(&id)
+                        });
+                        match waiting {
+                            Some(tx) => {
+                                let _ = tx.send(data);
+                            }
+                            None => {
+                                stray.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
                     } else if text.starts_with("41") || text.starts_with('1') {
                         break;
@@ -127,6 +146,7 @@ impl Conn {
             out,
             acks,
             next_ack: AtomicU64::new(1),
+            stray_acks,
             closed,
             tasks: [writer, reader],
         })
@@ -152,6 +172,15 @@ impl Conn {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, tx);
+        // Closed already: the reader has failed every pending ack and will not
+        // see this one (it sets `closed` before it clears them).
+        if self.is_closed() {
+            self.acks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+            bail!("connection closed");
+        }
         self.out
             .send(Message::text(format!("42{id}[\"{event}\",{payload}]")))
             .map_err(|_| anyhow::anyhow!("connection closed"))?;
@@ -159,6 +188,11 @@ impl Conn {
             .await
             .with_context(|| format!("no ack for {event} within {timeout:?}"))?
             .context("connection closed before the ack")
+    }
+
+    /// Acks received that nobody waited for (a duplicate, or an unknown id).
+    pub fn stray_acks(&self) -> u64 {
+        self.stray_acks.load(Ordering::Relaxed)
     }
 
     pub fn is_closed(&self) -> bool {

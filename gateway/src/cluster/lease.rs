@@ -2,7 +2,7 @@
 //! renewed every heartbeat (a gateway whose lease expired is dead to the
 //! services, which remove its sessions), and the fencing when it was lost.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use meetup_proto::bus::v1::GatewayLease;
@@ -10,6 +10,7 @@ use meetup_runtime::store::{StoreError, keys};
 use prost::Message;
 use tokio::sync::watch;
 
+use crate::config::Liveness;
 use crate::state::Gateway;
 
 fn lease_value(gw: &Gateway) -> Bytes {
@@ -36,43 +37,79 @@ pub async fn take_lease(gw: &Gateway) -> Result<u64, StoreError> {
 /// sessions), the gateway fences itself: it closes every socket, so that no
 /// client goes on as if it were still online and in its calls; they reconnect
 /// and register again. Then it takes a new lease.
+///
+/// One exception: when this gateway tried to renew in time, while connected
+/// to NATS, and the store could not take the renewal (a NATS node died and the
+/// gateways bucket was electing a leader, which can outlast the lease), the
+/// lease ran out because of the store, as every gateway's did, and nobody is
+/// dead. The services give every gateway a lease lifetime after such an outage
+/// before they sweep (`LeaseView`), so the gateway takes its lease again and
+/// keeps its sockets.
 pub async fn renew_lease(
     gw: Gateway,
     mut revision: u64,
-    every: Duration,
+    liveness: Liveness,
     mut stop: watch::Receiver<bool>,
 ) {
     let key = keys::lease(gw.id());
-    let mut tick = tokio::time::interval(every);
+    let mut tick = tokio::time::interval(liveness.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Since the last renewal: whether this gateway kept trying (no pause as
+    // long as the lease lives between two attempts: it was not frozen) and was
+    // connected to NATS (not cut off).
+    let (mut last_try_end, mut kept_trying) = (tokio::time::Instant::now(), true);
     loop {
         tokio::select! {
             _ = stop.changed() => break,
             _ = tick.tick() => {}
         }
-        match gw
+        let tried_at = tokio::time::Instant::now();
+        kept_trying &= tried_at.duration_since(last_try_end) < liveness.timeout;
+        // Cut off: no connection before nor after the attempt (a NATS node that
+        // died only moves the connection to another node in the meantime).
+        let connected_before = gw.bus().is_connected();
+        let result = gw
             .store()
             .gateways
             .update(&key, lease_value(&gw), revision)
-            .await
-        {
-            Ok(renewed) => revision = renewed,
-            Err(StoreError::Conflict) => {
-                tracing::error!(
-                    gateway_id = gw.id(),
-                    "lease lost: the cluster gave up on this gateway; closing every socket"
-                );
-                crate::metrics::get().bus_error("lease lost");
-                fence(&gw).await;
-                match take_lease(&gw).await {
-                    Ok(renewed) => revision = renewed,
-                    Err(error) => tracing::warn!(%error, "lease not taken again yet"),
-                }
+            .await;
+        last_try_end = tokio::time::Instant::now();
+        kept_trying &= connected_before || gw.bus().is_connected();
+        let lost = match result {
+            Ok(renewed) => {
+                revision = renewed;
+                kept_trying = true;
+                continue;
             }
+            Err(StoreError::Conflict) => true,
             Err(error) => {
                 crate::metrics::get().bus_error("renew lease");
                 tracing::warn!(%error, "lease not renewed");
+                false
             }
+        };
+        let store_outage = kept_trying;
+        if lost && store_outage {
+            tracing::warn!(
+                gateway_id = gw.id(),
+                "lease ran out while the store could not take its renewal; taking it again"
+            );
+        } else if lost {
+            tracing::error!(
+                gateway_id = gw.id(),
+                "lease lost: the cluster gave up on this gateway; closing every socket"
+            );
+            crate::metrics::get().bus_error("lease lost");
+            fence(&gw).await;
+        } else {
+            continue;
+        }
+        match take_lease(&gw).await {
+            Ok(renewed) => {
+                revision = renewed;
+                kept_trying = true;
+            }
+            Err(error) => tracing::warn!(%error, "lease not taken again yet"),
         }
     }
 }

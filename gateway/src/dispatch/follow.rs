@@ -65,6 +65,18 @@ impl Follow {
         }
     }
 
+    /// Drops a watch that is open but stuck, to open a new one at once. True
+    /// when there was one to drop.
+    pub(super) fn reopen(&mut self) -> bool {
+        if self.stream.take().is_none() {
+            return false;
+        }
+        tracing::warn!(bucket = self.name, "watch stuck; watching again");
+        crate::metrics::get().bus_error("watch");
+        self.retry_at = tokio::time::Instant::now();
+        true
+    }
+
     fn failed(&mut self, error: &StoreError) {
         tracing::warn!(bucket = self.name, %error, "watch lost; watching again");
         crate::metrics::get().bus_error("watch");

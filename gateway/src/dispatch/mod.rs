@@ -41,6 +41,16 @@ pub async fn run(gw: Gateway, mut relays: Subscription, mut stop: watch::Receive
                 on_calls(&gw, item);
                 gw.mirror().publish_progress();
             }
+            () = gw.mirror().presence_stalled() => {
+                if presence.reopen() {
+                    on_presence(&gw, Followed::Lost, &mut users_list).await;
+                }
+            }
+            () = gw.mirror().calls_stalled() => {
+                if calls.reopen() {
+                    on_calls(&gw, Followed::Lost);
+                }
+            }
             Some(message) = relays.next() => deliver_relay(&gw, message),
             () = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
                 users_list.flush(&gw).await;
@@ -57,7 +67,7 @@ async fn on_presence(gw: &Gateway, item: Followed, users_list: &mut UsersListBro
             return;
         }
         Followed::Lost => {
-            gw.mirror().watch_lost();
+            gw.mirror().presence_watch_lost();
             return;
         }
         Followed::Item(Watched::Current) => gw.mirror().presence_current(),
@@ -94,7 +104,7 @@ fn on_calls(gw: &Gateway, item: Followed) {
             return;
         }
         Followed::Lost => {
-            gw.mirror().watch_lost();
+            gw.mirror().calls_watch_lost();
             return;
         }
         Followed::Item(Watched::Current) => gw.mirror().calls_current(),

@@ -22,9 +22,23 @@ impl SessionWorker {
         let me = self.identity()?;
         let relay = payload::relay(kind, payload)?;
         let route =
-            self.gw
+            match self
+                .gw
                 .mirror()
-                .route_relay(&relay.call_id, &me.user_id, &relay.target_user_id)?;
+                .route_relay(&relay.call_id, &me.user_id, &relay.target_user_id)
+            {
+                Ok(route) => route,
+                // A mirror re-reading the state (a watch opened again after a NATS
+                // node died) may not know yet what the store knows: that is no
+                // proof the two share no call, so the client is told to retry.
+                Err(_) if !self.gw.mirror().is_synced() => {
+                    return Err(AckError::new(
+                        ErrorCode::Unavailable,
+                        "the call state is being read again; try again",
+                    ));
+                }
+                Err(error) => return Err(error),
+            };
         let out = payload::relay_out(&relay, &me.user_id);
         if route.gateway_id == self.gw.id() {
             let raw = RawValue::from_string(out)

@@ -32,7 +32,18 @@ struct Shared {
     state: RwLock<State>,
     /// Bumped after each applied change, once its notifications are out.
     progress: watch::Sender<Progress>,
+    /// Told when a write the store acknowledged has not reached the mirror in
+    /// [`STALLED_AFTER`]: that bucket's watch is stuck (see [`Mirror::wait`]).
+    presence_stalled: tokio::sync::Notify,
+    calls_stalled: tokio::sync::Notify,
 }
+
+/// How long a waiter gives the mirror to show a write the store acknowledged
+/// before it asks for the watch to be opened again. Applying takes
+/// milliseconds; a watch whose consumer lived on a NATS node that died gets
+/// nothing more, and the client library notices only after missing its
+/// heartbeats (10 s).
+const STALLED_AFTER: Duration = Duration::from_millis(750);
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Progress {
@@ -157,6 +168,8 @@ impl Default for Mirror {
             shared: Arc::new(Shared {
                 state: RwLock::new(State::default()),
                 progress,
+                presence_stalled: tokio::sync::Notify::new(),
+                calls_stalled: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -180,12 +193,18 @@ impl Mirror {
         self.shared.state.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A watch broke: the mirror is not in sync until a new one is current.
-    pub fn watch_lost(&self) {
-        let mut state = self.write();
-        state.presence.synced = false;
-        state.calls.synced = false;
-        drop(state);
+    /// The presence watch broke: that half of the mirror is not in sync until
+    /// a new presence watch is current. Only this half: each watch is opened
+    /// again on its own, and a flag the other watch never clears again would
+    /// keep the gateway not ready for good.
+    pub fn presence_watch_lost(&self) {
+        self.write().presence.synced = false;
+        self.publish_progress();
+    }
+
+    /// The calls watch broke; see [`Mirror::presence_watch_lost`].
+    pub fn calls_watch_lost(&self) {
+        self.write().calls.synced = false;
         self.publish_progress();
     }
 
@@ -210,20 +229,51 @@ impl Mirror {
     /// `revision`, at most `limit`.
     pub async fn wait_presence(&self, revision: u64, limit: Duration) {
         if revision > 0 {
-            self.wait(limit, |p| p.presence_revision >= revision).await;
+            let stalled = &self.shared.presence_stalled;
+            self.wait(limit, stalled, |p| p.presence_revision >= revision)
+                .await;
         }
     }
 
     /// Waits until the mirror has applied (and announced) calls revision `revision`.
     pub async fn wait_calls(&self, revision: u64, limit: Duration) {
         if revision > 0 {
-            self.wait(limit, |p| p.calls_revision >= revision).await;
+            let stalled = &self.shared.calls_stalled;
+            self.wait(limit, stalled, |p| p.calls_revision >= revision)
+                .await;
         }
     }
 
-    async fn wait(&self, limit: Duration, done: impl Fn(&Progress) -> bool) {
+    /// Resolves when a waiter found the presence watch stuck.
+    pub async fn presence_stalled(&self) {
+        self.shared.presence_stalled.notified().await;
+    }
+
+    /// Resolves when a waiter found the calls watch stuck.
+    pub async fn calls_stalled(&self) {
+        self.shared.calls_stalled.notified().await;
+    }
+
+    /// Waits for `done`; past [`STALLED_AFTER`] the revision waited for exists
+    /// in the store but the watch has not brought it, so the watch is stuck:
+    /// `stalled` asks the dispatcher to open it again, and the wait goes on.
+    async fn wait(
+        &self,
+        limit: Duration,
+        stalled: &tokio::sync::Notify,
+        done: impl Fn(&Progress) -> bool,
+    ) {
         let mut rx = self.shared.progress.subscribe();
-        if tokio::time::timeout(limit, rx.wait_for(done))
+        let first = STALLED_AFTER.min(limit);
+        if tokio::time::timeout(first, rx.wait_for(&done))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tracing::warn!(waited = ?first, "mirror behind an acknowledged write; opening the watch again");
+        stalled.notify_one();
+        if tokio::time::timeout(limit.saturating_sub(first), rx.wait_for(&done))
             .await
             .is_err()
         {

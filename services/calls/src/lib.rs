@@ -37,8 +37,13 @@ pub async fn run(
 
 /// Every `interval`: takes the sessions of gateways whose lease is gone out of
 /// their calls, and deletes the records of calls ended long ago.
-pub async fn sweep(registry: CallRegistry, interval: Duration, stop: impl Future<Output = ()>) {
-    let view = std::sync::Arc::new(tokio::sync::Mutex::new(LeaseView::default()));
+pub async fn sweep(
+    registry: CallRegistry,
+    interval: Duration,
+    lease_ttl: Duration,
+    stop: impl Future<Output = ()>,
+) {
+    let view = std::sync::Arc::new(tokio::sync::Mutex::new(LeaseView::new(lease_ttl)));
     meetup_runtime::service::every(
         interval,
         || {

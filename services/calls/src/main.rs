@@ -49,6 +49,7 @@ async fn main() -> anyhow::Result<()> {
                 background.spawn(meetup_calls::sweep(
                     registry.clone(),
                     interval,
+                    common.bucket_settings().lease_ttl,
                     background.stopped(),
                 ));
             }

@@ -38,8 +38,13 @@ pub async fn run(
 /// Removes, every `interval`, the sessions of gateways whose lease has been gone
 /// for one interval (the call service removes them from calls one interval
 /// earlier, so their peers hear `user-left-call` before `user-left`).
-pub async fn sweep(store: PresenceStore, interval: Duration, stop: impl Future<Output = ()>) {
-    let view = std::sync::Arc::new(tokio::sync::Mutex::new(LeaseView::default()));
+pub async fn sweep(
+    store: PresenceStore,
+    interval: Duration,
+    lease_ttl: Duration,
+    stop: impl Future<Output = ()>,
+) {
+    let view = std::sync::Arc::new(tokio::sync::Mutex::new(LeaseView::new(lease_ttl)));
     meetup_runtime::service::every(
         interval,
         || {

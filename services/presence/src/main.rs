@@ -42,6 +42,7 @@ async fn main() -> anyhow::Result<()> {
                 background.spawn(meetup_presence::sweep(
                     store.clone(),
                     interval,
+                    common.bucket_settings().lease_ttl,
                     background.stopped(),
                 ));
             }

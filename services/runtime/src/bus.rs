@@ -35,6 +35,15 @@ pub enum BusError {
     Flush(String),
 }
 
+/// The servers of a `NATS_URL`: comma-separated, blanks ignored.
+fn server_list(url: &str) -> Vec<String> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// A cheap-to-clone handle on the bus.
 #[derive(Clone, Debug)]
 pub enum Bus {
@@ -48,9 +57,12 @@ impl Bus {
         Bus::Local(LocalBus::default())
     }
 
-    /// Connects to NATS. The client reconnects by itself for ever after the first
-    /// connection; the first one is retried until `timeout`.
+    /// Connects to NATS. `url` lists one or more servers, comma-separated (the
+    /// client library takes one URL per entry, not a list in one string). The
+    /// client reconnects by itself for ever after the first connection, to any
+    /// server listed; the first one is retried until `timeout`.
     pub async fn connect_nats(url: &str, name: &str, timeout: Duration) -> Result<Self, BusError> {
+        let servers = server_list(url);
         let options = async_nats::ConnectOptions::new()
             .name(name)
             .connection_timeout(timeout)
@@ -63,7 +75,7 @@ impl Bus {
                     other => tracing::info!(event = %other, "nats event"),
                 }
             });
-        let connect = async_nats::connect_with_options(url, options);
+        let connect = async_nats::connect_with_options(servers, options);
         let client = tokio::time::timeout(timeout, connect)
             .await
             .map_err(|_| BusError::Connect {
@@ -184,5 +196,19 @@ impl Stream for Subscription {
                 })
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_list;
+
+    #[test]
+    fn nats_url_lists_several_servers() {
+        assert_eq!(
+            server_list("nats://a:4222, nats://b:4222,,nats://c:4222 "),
+            ["nats://a:4222", "nats://b:4222", "nats://c:4222"]
+        );
+        assert_eq!(server_list("nats://a:4222"), ["nats://a:4222"]);
     }
 }

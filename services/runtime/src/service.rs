@@ -86,6 +86,8 @@ where
         }
     };
     let store = StateStore::for_bus(&bus, args.bucket_settings()).await?;
+    // Before anyone can be told we listen: a SIGTERM from then on stops us cleanly.
+    let shutdown = crate::shutdown::signal();
     let listener = TcpListener::bind(listen).await?;
     tracing::info!(service = name, addr = %listener.local_addr()?, store = store.kind(), "listening");
     crate::grpc::warn_if_exposed(
@@ -99,7 +101,7 @@ where
     let metrics_server = tokio::spawn(crate::metrics::serve(metrics, async move {
         let _ = metrics_stopped.await;
     }));
-    let result = serve(store, listener, Box::pin(crate::shutdown::signal())).await;
+    let result = serve(store, listener, Box::pin(shutdown)).await;
     let _ = stop_metrics.send(());
     let _ = metrics_server.await;
     bus.drain().await;

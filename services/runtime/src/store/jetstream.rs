@@ -4,9 +4,11 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::consumer::push::OrderedConfig;
 use async_nats::jetstream::consumer::{DeliverPolicy, ReplayPolicy};
-use async_nats::jetstream::kv::{self, CreateErrorKind, UpdateErrorKind};
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+use async_nats::jetstream::kv::{self, CreateErrorKind};
 use async_nats::jetstream::stream::StorageType;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -19,6 +21,8 @@ const KV_OPERATION: &str = "KV-Operation";
 const MARKER_REASON: &str = "Nats-Marker-Reason";
 /// Longest wait for one store operation; past it the store counts as unavailable.
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a write that reached no stream leader is sent again (see [`write`]).
+const UNROUTED_RETRY: Duration = Duration::from_secs(4);
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
@@ -78,24 +82,110 @@ pub async fn get(kv: &kv::Store, key: &str) -> Result<Option<Entry>, StoreError>
     }))
 }
 
+pub async fn exists_on_leader(kv: &kv::Store, key: &str) -> Result<bool, StoreError> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    if !keys::is_valid(key) {
+        return Err(StoreError::InvalidKey(key.to_owned()));
+    }
+    let subject = format!("{}{key}", kv.prefix);
+    timed("get on leader", async {
+        // The stream message API (not the direct get) is answered by the leader.
+        match kv.stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(message) => Ok(!(message.headers.get(KV_OPERATION).is_some()
+                || message.headers.get(MARKER_REASON).is_some())),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    })
+    .await
+}
+
+/// What a failed write says beneath the library's wrapping.
+#[derive(Debug, PartialEq, Eq)]
+enum WriteFailure {
+    /// The expected revision was not the key's: another writer came first.
+    Conflict,
+    /// Nobody took the message: the stream has no leader at the moment (its
+    /// leader's node died and the replicas are electing another).
+    Unrouted,
+    Other,
+}
+
+/// Looks through the error's causes. The library recognises a wrong revision
+/// only by the server's error code 10071, but clustered nats-server 2.11 and
+/// newer answer a failed compare-and-set with 10164 (`wrong last sequence`,
+/// without the number): without this, a lost race on a replicated bucket read
+/// as "store unavailable" and was never retried.
+fn write_failure(error: &(dyn std::error::Error + 'static)) -> WriteFailure {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(publish) = error.downcast_ref::<PublishError>() {
+            match publish.kind() {
+                PublishErrorKind::WrongLastSequence => return WriteFailure::Conflict,
+                PublishErrorKind::StreamNotFound => return WriteFailure::Unrouted,
+                _ => {}
+            }
+        }
+        if let Some(server) = error.downcast_ref::<async_nats::jetstream::Error>()
+            && matches!(
+                server.error_code(),
+                ErrorCode::STREAM_WRONG_LAST_SEQUENCE
+                    | ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT
+            )
+        {
+            return WriteFailure::Conflict;
+        }
+        cause = error.source();
+    }
+    WriteFailure::Other
+}
+
+fn write_error(error: impl std::error::Error + 'static) -> StoreError {
+    match write_failure(&error) {
+        WriteFailure::Conflict => StoreError::Conflict,
+        _ => unavailable(error),
+    }
+}
+
+/// Runs a write, and runs it again while it reaches no stream leader, for up to
+/// [`UNROUTED_RETRY`]: after a NATS node dies, the streams it led elect a new
+/// leader within seconds, and until then a write gets "no responders". Such a
+/// write was taken by nobody, so sending it again cannot apply it twice.
+async fn write<T, E, F>(mut op: impl FnMut() -> F) -> Result<T, E>
+where
+    F: Future<Output = Result<T, E>>,
+    E: std::error::Error + 'static,
+{
+    let deadline = tokio::time::Instant::now() + UNROUTED_RETRY;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        match op().await {
+            Err(error)
+                if write_failure(&error) == WriteFailure::Unrouted
+                    && tokio::time::Instant::now() + pause < deadline =>
+            {
+                tracing::debug!(%error, "write reached no stream leader, sending it again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(250));
+            }
+            other => return other,
+        }
+    }
+}
+
 pub async fn create(kv: &kv::Store, key: &str, value: Bytes) -> Result<u64, StoreError> {
     if !keys::is_valid(key) {
         return Err(StoreError::InvalidKey(key.to_owned()));
     }
     timed("create", async {
-        kv.create(key, value).await.map_err(|e| match e.kind() {
-            CreateErrorKind::AlreadyExists => StoreError::Conflict,
-            _ => unavailable(e),
-        })
+        write(|| kv.create(key, value.clone()))
+            .await
+            .map_err(|e| match e.kind() {
+                CreateErrorKind::AlreadyExists => StoreError::Conflict,
+                _ => write_error(e),
+            })
     })
     .await
-}
-
-fn update_error(e: kv::UpdateError) -> StoreError {
-    match e.kind() {
-        UpdateErrorKind::WrongLastRevision => StoreError::Conflict,
-        _ => unavailable(e),
-    }
 }
 
 pub async fn update(
@@ -111,7 +201,9 @@ pub async fn update(
         return Err(StoreError::Conflict);
     }
     timed("update", async {
-        kv.update(key, value, revision).await.map_err(update_error)
+        write(|| kv.update(key, value.clone(), revision))
+            .await
+            .map_err(write_error)
     })
     .await
 }
@@ -121,7 +213,9 @@ pub async fn put(kv: &kv::Store, key: &str, value: Bytes) -> Result<u64, StoreEr
         return Err(StoreError::InvalidKey(key.to_owned()));
     }
     timed("put", async {
-        kv.put(key, value).await.map_err(unavailable)
+        write(|| kv.put(key, value.clone()))
+            .await
+            .map_err(write_error)
     })
     .await
 }
@@ -131,9 +225,9 @@ pub async fn delete(kv: &kv::Store, key: &str, revision: Option<u64>) -> Result<
         return Err(StoreError::InvalidKey(key.to_owned()));
     }
     timed("delete", async {
-        kv.delete_expect_revision(key, revision)
+        write(|| kv.delete_expect_revision(key, revision))
             .await
-            .map_err(update_error)
+            .map_err(write_error)
     })
     .await
 }
@@ -247,4 +341,41 @@ pub async fn watch(kv: &kv::Store) -> Result<WatchStream, StoreError> {
         futures::stream::iter(items)
     });
     Ok(Box::pin(head.chain(live)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_error(code: u64) -> async_nats::jetstream::Error {
+        serde_json::from_value(serde_json::json!({
+            "code": 400, "err_code": code, "description": "wrong last sequence"
+        }))
+        .unwrap_or_else(|e| panic!("server error json: {e}"))
+    }
+
+    #[test]
+    fn a_lost_race_is_a_conflict_whichever_code_the_server_uses() {
+        for code in [10071, 10164] {
+            let publish = PublishError::with_source(PublishErrorKind::Other, server_error(code));
+            let update = kv::UpdateError::with_source(kv::UpdateErrorKind::Other, publish);
+            assert_eq!(write_failure(&update), WriteFailure::Conflict, "{code}");
+            assert!(matches!(write_error(update), StoreError::Conflict));
+        }
+    }
+
+    #[test]
+    fn no_responders_is_unrouted_and_the_rest_unavailable() {
+        let unrouted = kv::UpdateError::with_source(
+            kv::UpdateErrorKind::Other,
+            PublishError::new(PublishErrorKind::StreamNotFound),
+        );
+        assert_eq!(write_failure(&unrouted), WriteFailure::Unrouted);
+        let other = kv::UpdateError::with_source(
+            kv::UpdateErrorKind::Other,
+            PublishError::new(PublishErrorKind::BrokenPipe),
+        );
+        assert_eq!(write_failure(&other), WriteFailure::Other);
+        assert!(matches!(write_error(other), StoreError::Unavailable(_)));
+    }
 }

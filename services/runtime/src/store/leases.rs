@@ -13,6 +13,14 @@ use super::{Bucket, StoreError, keys};
 #[derive(Debug, Default)]
 pub struct LeaseView {
     missing_since: HashMap<String, SystemTime>,
+    /// The lease lifetime: after the store was out of reach (or this view was
+    /// not asked) for that long, every lease may have expired for want of a
+    /// store to renew it in, not because its gateway died. The view then waits
+    /// this long again, with the store answering, before it declares anything:
+    /// time enough for every living gateway to take its lease again.
+    grace: Duration,
+    /// When the store last answered, and since when without a gap.
+    answered: Option<(SystemTime, SystemTime)>,
 }
 
 /// A gateway to sweep: the sessions it registered before `cutoff` are dead.
@@ -24,6 +32,14 @@ pub struct DeadGateway {
 }
 
 impl LeaseView {
+    /// A view for leases living `lease_ttl`; see [`LeaseView::grace`].
+    pub fn new(lease_ttl: Duration) -> Self {
+        LeaseView {
+            grace: lease_ttl,
+            ..Default::default()
+        }
+    }
+
     /// Reads the live leases and returns the gateways among `mentioned` that have
     /// been without one for at least `confirm` (a presence replica waits one sweep
     /// longer than a calls replica, so peers hear `user-left-call` first).
@@ -33,12 +49,23 @@ impl LeaseView {
         mentioned: impl IntoIterator<Item = &'a str>,
         confirm: Duration,
     ) -> Result<Vec<DeadGateway>, StoreError> {
-        let live: HashSet<String> = leases
-            .keys(keys::LEASE_PREFIX)
-            .await?
-            .iter()
-            .filter_map(|k| keys::gateway_id_of(k).map(str::to_owned))
-            .collect();
+        // Each lease is asked of the bucket's leader: a listing may come from a
+        // replica that lags (a NATS node just restarted), and a lease missing
+        // from it would remove a live gateway's sessions.
+        let mentioned: Vec<&str> = mentioned.into_iter().collect();
+        let mut live = HashSet::new();
+        for id in &mentioned {
+            match leases.exists_on_leader(&keys::lease(id)).await {
+                Ok(true) => {
+                    live.insert((*id).to_owned());
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    self.answered = None;
+                    return Err(error);
+                }
+            }
+        }
         Ok(self.update(&live, mentioned, confirm, SystemTime::now()))
     }
 
@@ -50,6 +77,26 @@ impl LeaseView {
         now: SystemTime,
     ) -> Vec<DeadGateway> {
         let mentioned: HashSet<&str> = mentioned.into_iter().collect();
+        let answering_since = match self.answered {
+            // Sweeps come every fraction of a second; a longer silence is an
+            // outage, long enough for some lease to run out.
+            Some((last, since))
+                if self.grace.is_zero()
+                    || now.duration_since(last).unwrap_or_default() < self.grace / 3 =>
+            {
+                since
+            }
+            // The first answer after a gap (or ever): absences seen before it
+            // say nothing.
+            _ => {
+                self.missing_since.clear();
+                now
+            }
+        };
+        self.answered = Some((now, answering_since));
+        if now.duration_since(answering_since).unwrap_or_default() < self.grace {
+            return Vec::new();
+        }
         self.missing_since
             .retain(|id, _| mentioned.contains(id.as_str()) && !live.contains(id));
         let mut dead = Vec::new();
@@ -106,6 +153,40 @@ mod tests {
                 .is_empty()
         );
         assert!(view.missing_since.is_empty());
+    }
+
+    #[test]
+    fn after_the_store_was_out_of_reach_every_gateway_gets_a_lease_lifetime_to_come_back() {
+        let second = Duration::from_secs(1);
+        let mut view = LeaseView::new(second * 3);
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
+        // Fresh: nothing is declared before the store answered for a lifetime.
+        assert!(view.update(&set(&[]), ["a"], Duration::ZERO, t0).is_empty());
+        for t in 1..=6 {
+            assert!(
+                view.update(&set(&["a"]), ["a"], Duration::ZERO, t0 + second * t / 2)
+                    .is_empty()
+            );
+        }
+        // The store goes away for 5 s (a NATS node died, its streams elect a
+        // leader): a's lease expired meanwhile, and is missing at the first answer.
+        let back = t0 + second * 8;
+        assert!(
+            view.update(&set(&[]), ["a"], Duration::ZERO, back)
+                .is_empty()
+        );
+        // a takes its lease again within the grace: never declared dead; b,
+        // truly gone, is declared once the store answered for a lifetime.
+        let half = second / 2;
+        for t in 1..6 {
+            assert!(
+                view.update(&set(&["a"]), ["a", "b"], Duration::ZERO, back + half * t)
+                    .is_empty()
+            );
+        }
+        let dead = view.update(&set(&["a"]), ["a", "b"], Duration::ZERO, back + half * 6);
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].gateway_id, "b");
     }
 
     #[test]

@@ -90,6 +90,18 @@ impl Bucket {
         }
     }
 
+    /// Whether `key` holds a live value, asked of the one copy that cannot lag:
+    /// the stream leader. For decisions that destroy state on an absence (a
+    /// gateway's lease gone): any replica of a bucket may answer a plain read or
+    /// a scan, and one that restarted and is catching up has let old entries
+    /// expire without holding the new ones yet.
+    pub async fn exists_on_leader(&self, key: &str) -> Result<bool, StoreError> {
+        match self {
+            Bucket::Memory(b) => Ok(b.get(key).is_some()),
+            Bucket::JetStream(kv) => jetstream::exists_on_leader(kv, key).await,
+        }
+    }
+
     /// Writes `key` only when it has no live value; returns the new revision.
     pub async fn create(&self, key: &str, value: Bytes) -> Result<u64, StoreError> {
         match self {
