@@ -236,11 +236,48 @@ pub async fn listening_addrs(
 pub struct NatsServer {
     process: Process,
     pub port: u16,
+    /// JetStream's storage folder, removed on drop.
+    store_dir: Option<PathBuf>,
 }
 
 impl NatsServer {
     pub async fn start() -> anyhow::Result<Self> {
         Self::start_on(-1).await
+    }
+
+    /// A server with JetStream enabled, its storage in a fresh temporary folder.
+    pub async fn start_jetstream() -> anyhow::Result<Self> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "meetup-js-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let program = nats_server_path()?;
+        let dir_arg = dir.to_string_lossy().into_owned();
+        let process = Process::spawn(
+            "nats-server",
+            &program,
+            &["-a", "127.0.0.1", "-p", "-1", "-js", "-sd", &dir_arg],
+            &[],
+        )?;
+        let port = Self::wait_port(&process).await?;
+        Ok(NatsServer {
+            process,
+            port,
+            store_dir: Some(dir),
+        })
+    }
+
+    async fn wait_port(process: &Process) -> anyhow::Result<u16> {
+        process
+            .wait_for_line(START_TIMEOUT, |line| {
+                let (_, rest) = line.split_once("Listening for client connections on ")?;
+                rest.trim().rsplit(':').next()?.parse::<u16>().ok()
+            })
+            .await
     }
 
     async fn start_on(port: i32) -> anyhow::Result<Self> {
@@ -252,13 +289,12 @@ impl NatsServer {
             &["-a", "127.0.0.1", "-p", &port_arg],
             &[],
         )?;
-        let port = process
-            .wait_for_line(START_TIMEOUT, |line| {
-                let (_, rest) = line.split_once("Listening for client connections on ")?;
-                rest.trim().rsplit(':').next()?.parse::<u16>().ok()
-            })
-            .await?;
-        Ok(NatsServer { process, port })
+        let port = Self::wait_port(&process).await?;
+        Ok(NatsServer {
+            process,
+            port,
+            store_dir: None,
+        })
     }
 
     pub fn url(&self) -> String {
@@ -272,6 +308,16 @@ impl NatsServer {
         let port = self.port;
         *self = Self::start_on(i32::from(port)).await?;
         Ok(())
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        if let Some(dir) = self.store_dir.take() {
+            let _ = self.process.child.kill();
+            let _ = self.process.child.wait();
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
