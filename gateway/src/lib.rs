@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod config;
 pub mod dispatch;
 pub mod gateway;
+pub mod history;
 pub mod http;
 pub mod limits;
 pub mod metrics;
@@ -53,6 +54,7 @@ pub async fn run(
         tracing::info!("browsers must authenticate with a JWT");
     }
     let backends = Backends::start(&config).await?;
+    let history = history::History::start(&config).await?;
     let (layer, io) = SocketIo::builder()
         .max_payload(config.max_message_bytes)
         .ws_max_message_size(config.max_message_bytes as usize)
@@ -86,7 +88,7 @@ pub async fn run(
         });
     }
     // The namespace exists before anything can broadcast to it.
-    io.ns("/", session::OnConnect::new(gw.clone()));
+    io.ns("/", session::OnConnect::new(gw.clone(), history.clone()));
     // Subscribe before the first snapshot so that no event falls between them.
     let events = backends
         .bus
@@ -175,6 +177,7 @@ pub async fn run(
         let _ = task.await;
     }
     backends.stop().await;
+    history.stop().await;
     tracing::info!("stopped");
     Ok(())
 }

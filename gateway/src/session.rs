@@ -29,6 +29,7 @@ use tonic::Code;
 use crate::ack::{AckError, ErrorCode, ok};
 use crate::auth::{Claims, handshake_token};
 use crate::gateway::{Gateway, LocalSession};
+use crate::history::{self, History};
 use crate::limits::{EventLimiter, Verdict};
 use crate::metrics;
 use crate::payload::{self, ClientEvent, RelayKind};
@@ -49,11 +50,12 @@ enum Queued {
 #[derive(Clone, Debug)]
 pub struct OnConnect {
     gw: Gateway,
+    history: History,
 }
 
 impl OnConnect {
-    pub fn new(gw: Gateway) -> Self {
-        OnConnect { gw }
+    pub fn new(gw: Gateway, history: History) -> Self {
+        OnConnect { gw, history }
     }
 }
 
@@ -130,6 +132,7 @@ impl OnConnect {
         let worker = SessionWorker {
             session_id: socket.id.to_string(),
             gw: self.gw.clone(),
+            history: self.history.clone(),
             socket,
             identity: None,
             claims,
@@ -207,6 +210,7 @@ struct Identity {
 
 struct SessionWorker {
     gw: Gateway,
+    history: History,
     socket: SocketRef,
     session_id: String,
     identity: Option<Identity>,
@@ -275,6 +279,11 @@ impl SessionWorker {
             ClientEvent::Offer => self.relay(RelayKind::Offer, &payload).await,
             ClientEvent::Answer => self.relay(RelayKind::Answer, &payload).await,
             ClientEvent::IceCandidate => self.relay(RelayKind::IceCandidate, &payload).await,
+            ClientEvent::GetCallHistory => {
+                let me = self.identity()?;
+                let query = payload::get_call_history(&payload)?;
+                history::get_call_history(&self.history, &me.user_id, query).await
+            }
         }
     }
 
@@ -379,6 +388,7 @@ impl SessionWorker {
             .await;
         // Extension: the ICE servers this user should use, TURN credentials included.
         self.emit("ice-servers", &self.gw.ice().for_user(&user.id));
+        history::send_missed_calls(&self.history, &self.socket, &user.id).await;
         Ok(ok(json!({ "user": public_user(&user) })))
     }
 
@@ -573,6 +583,7 @@ impl SessionWorker {
                 tracing::warn!(session_id, code = ?status.code(), error = status.message(), "presence cleanup failed");
             }
         }
+        history::session_ended(&self.history, &me.user_id).await;
         tracing::debug!(session_id, user_id = %me.user_id, "socket cleaned up");
     }
 }

@@ -454,6 +454,8 @@ impl GatewayProcess {
             ("PORT", "0".to_owned()),
             ("PRESENCE_LISTEN", "127.0.0.1:0".to_owned()),
             ("CALLS_LISTEN", "127.0.0.1:0".to_owned()),
+            // Each gateway its own call history unless the test gives one.
+            ("HISTORY_DATABASE_URL", "sqlite::memory:".to_owned()),
             ("LOG_FORMAT", "json".to_owned()),
             ("RUST_LOG", "info".to_owned()),
             ("GATEWAY_ID", name.to_owned()),

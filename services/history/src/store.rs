@@ -90,7 +90,17 @@ impl HistoryStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect(&url)
             .await?;
-        MIGRATOR.run(&pool).await?;
+        // Processes starting together on one SQLite file can race on the first
+        // migration (PostgreSQL takes a lock): the SQL is idempotent, so retry.
+        let mut attempt = 0;
+        while let Err(error) = MIGRATOR.run(&pool).await {
+            attempt += 1;
+            if attempt == 3 {
+                return Err(error.into());
+            }
+            tracing::warn!(%error, "history migration failed; retrying");
+            tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+        }
         Ok(HistoryStore { pool, backend })
     }
 
