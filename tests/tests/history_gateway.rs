@@ -236,25 +236,13 @@ async fn missed_calls_arrive_once_after_registration() -> anyhow::Result<()> {
     // A second socket of dave while the first is open: already seen.
     let again = register(&s.gateway, "dave").await?;
     assert!(again.events().iter().all(|e| e.event != "missed-calls"));
-    drop(again);
 
-    // Dave leaves; his mark moves to the end of his session.
-    let mark = s.store.seen_until("dave").await?.unwrap_or(0);
+    // Dave leaves (one socket, then the other); his mark moves to the end of
+    // each session.
+    drop(again);
+    let first_end = wait_mark_after(&s, "dave", t + 1_000).await?;
     drop(dave);
-    let deadline = Instant::now() + WAIT;
-    let ended_at = loop {
-        let now = s.store.seen_until("dave").await?.unwrap_or(0);
-        if now > mark && now > t + 1_000 {
-            break now;
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "the session end was not recorded\n{}",
-                s.gateway.process.output()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let ended_at = wait_mark_after(&s, "dave", first_end).await?;
     // A call he missed while he was still online is not news; one after is.
     s.store
         .apply(&ended_call(
@@ -280,14 +268,26 @@ async fn missed_calls_arrive_once_after_registration() -> anyhow::Result<()> {
     );
     drop(dave);
     // Seen: the next registration has nothing to report.
-    let deadline = Instant::now() + WAIT;
-    while s.store.seen_until("dave").await?.unwrap_or(0) < ended_at + 10 {
-        if Instant::now() >= deadline {
-            bail!("mark not moved");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_mark_after(&s, "dave", ended_at + 10).await?;
     let dave = register(&s.gateway, "dave").await?;
     assert!(dave.events().iter().all(|e| e.event != "missed-calls"));
     Ok(())
+}
+
+/// Polls `user_id`'s seen mark until it is later than `after`; returns it.
+async fn wait_mark_after(s: &Setup, user_id: &str, after: i64) -> anyhow::Result<i64> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mark = s.store.seen_until(user_id).await?.unwrap_or(0);
+        if mark > after {
+            return Ok(mark);
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{user_id}'s seen mark never passed {after}\n{}",
+                s.gateway.process.output()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
