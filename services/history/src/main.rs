@@ -111,19 +111,13 @@ async fn main() -> anyhow::Result<()> {
             let js = async_nats::jetstream::new(client.clone());
             let store = store.clone();
             let shutdown = until_stopped();
-            tasks.push(tokio::spawn(async move {
-                if let Err(error) = source::run(
-                    js,
-                    source_config,
-                    store,
-                    source::decode_call_record,
-                    shutdown,
-                )
-                .await
-                {
-                    tracing::error!(%error, "history source stopped");
-                }
-            }));
+            tasks.push(tokio::spawn(source::run(
+                js,
+                source_config,
+                store,
+                source::decode_call_record,
+                shutdown,
+            )));
             Some(client)
         }
         None => {

@@ -172,8 +172,9 @@ fn outcome_from_bus(value: i32, joined: bool, ended: bool) -> Outcome {
 }
 
 /// Consumes `config.stream` into `store` until `shutdown`. Waits for the stream
-/// to exist (the call service creates the bucket). Messages are applied one at a
-/// time in delivery order; a database failure is retried on the same message
+/// to exist (the call service creates the bucket), and starts over when the
+/// consumer fails (NATS restarted, consumer deleted). Messages are applied one at
+/// a time in delivery order; a database failure is retried on the same message
 /// (never acknowledged before it is written).
 pub async fn run(
     js: jetstream::Context,
@@ -181,51 +182,61 @@ pub async fn run(
     store: HistoryStore,
     decode: Decoder,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), SourceError> {
-    tokio::pin!(shutdown);
+) {
     let consume = async {
-        let stream = loop {
-            match js.get_stream(&config.stream).await {
-                Ok(stream) => break stream,
-                Err(error) => {
-                    tracing::warn!(stream = %config.stream, %error, "history source stream not available yet");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        };
-        let consumer: jetstream::consumer::PullConsumer = stream
-            .get_or_create_consumer(
-                &config.durable,
-                pull::Config {
-                    durable_name: Some(config.durable.clone()),
-                    filter_subject: config.filter_subject.clone(),
-                    ack_policy: AckPolicy::Explicit,
-                    deliver_policy: DeliverPolicy::All,
-                    ack_wait: config.ack_wait,
-                    max_ack_pending: 1024,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(js_error)?;
-        let mut messages = consumer.messages().await.map_err(js_error)?;
-        tracing::info!(stream = %config.stream, durable = %config.durable, "history source consuming");
-        while let Some(message) = messages.next().await {
-            let message = match message {
-                Ok(message) => message,
-                Err(error) => {
-                    tracing::warn!(%error, "history source receive failed");
-                    continue;
-                }
-            };
-            handle(&store, decode, &message).await;
+        loop {
+            let SourceError::JetStream(error) = consume(&js, &config, &store, decode).await;
+            tracing::warn!(stream = %config.stream, %error, "history source interrupted; starting over");
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        Err(SourceError::JetStream("message stream ended".into()))
     };
     tokio::select! {
-        () = &mut shutdown => Ok(()),
-        result = consume => result,
+        () = shutdown => {}
+        () = consume => {}
     }
+}
+
+/// One run of the consumer; returns only when it fails.
+async fn consume(
+    js: &jetstream::Context,
+    config: &SourceConfig,
+    store: &HistoryStore,
+    decode: Decoder,
+) -> SourceError {
+    let stream = match js.get_stream(&config.stream).await {
+        Ok(stream) => stream,
+        Err(error) => return js_error(error),
+    };
+    let consumer: jetstream::consumer::PullConsumer = match stream
+        .get_or_create_consumer(
+            &config.durable,
+            pull::Config {
+                durable_name: Some(config.durable.clone()),
+                filter_subject: config.filter_subject.clone(),
+                ack_policy: AckPolicy::Explicit,
+                deliver_policy: DeliverPolicy::All,
+                ack_wait: config.ack_wait,
+                max_ack_pending: 1024,
+                ..Default::default()
+            },
+        )
+        .await
+    {
+        Ok(consumer) => consumer,
+        Err(error) => return js_error(error),
+    };
+    let mut messages = match consumer.messages().await {
+        Ok(messages) => messages,
+        Err(error) => return js_error(error),
+    };
+    tracing::info!(stream = %config.stream, durable = %config.durable, "history source consuming");
+    while let Some(message) = messages.next().await {
+        match message {
+            Ok(message) => handle(store, decode, &message).await,
+            Err(error) => return js_error(error),
+        }
+    }
+    SourceError::JetStream("message stream ended".into())
 }
 
 /// Applies one message and acknowledges it once written (or once known to be
