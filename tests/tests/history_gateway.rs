@@ -2,22 +2,26 @@
 //! the registered user's own calls only, whatever the payload says, and
 //! `missed-calls` comes after registration when due, and not again once seen.
 //!
-//! The records are written the way the ingest writes them, through the history
-//! store, into the SQLite file the gateway's in-process history uses (the call
-//! service does not publish call snapshots yet, see issue 9).
+//! Each scenario runs twice: with the gateway's in-process history, and with a
+//! `meetup-history` process behind `HISTORY_URL`. The records are written the
+//! way the ingest writes them, through the history store, into the SQLite file
+//! the history reads (the call service does not publish call snapshots yet, see
+//! issue 9).
 
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use meetup_history::{AttendeeSnapshot, CallSnapshot, HistoryStore, Outcome, UserRef};
-use meetup_tests::GatewayProcess;
 use meetup_tests::sio::SioClient;
+use meetup_tests::{GatewayProcess, Process, bin_path, listening_addrs, wait_grpc_health};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(10);
 
 struct Setup {
     gateway: GatewayProcess,
+    /// The history service, in the remote mode.
+    _history: Option<Process>,
     store: HistoryStore,
     dir: std::path::PathBuf,
 }
@@ -28,16 +32,43 @@ impl Drop for Setup {
     }
 }
 
-async fn setup(name: &str) -> anyhow::Result<Setup> {
+#[derive(Clone, Copy)]
+enum Mode {
+    InProcess,
+    Remote,
+}
+
+async fn setup(name: &str, mode: Mode) -> anyhow::Result<Setup> {
     let dir = std::env::temp_dir().join(format!("meetup-hgw-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let url = format!("sqlite://{}/history.db", dir.display());
-    // Created (and migrated) first, so the two processes do not race on it.
+    // Created (and migrated) first, so the processes do not race on it.
     let store = HistoryStore::connect(&url).await?;
-    let gateway =
-        GatewayProcess::start(&format!("gw-{name}"), &[("HISTORY_DATABASE_URL", url)]).await?;
+    let (history, env) = match mode {
+        Mode::InProcess => (None, vec![("HISTORY_DATABASE_URL", url)]),
+        Mode::Remote => {
+            let history = Process::spawn(
+                "history",
+                &bin_path("meetup-history")?,
+                &[],
+                &[
+                    ("HISTORY_LISTEN", "127.0.0.1:0".to_owned()),
+                    ("METRICS_LISTEN", "127.0.0.1:0".to_owned()),
+                    ("HISTORY_DATABASE_URL", url),
+                    ("LOG_FORMAT", "json".to_owned()),
+                    ("RUST_LOG", "info".to_owned()),
+                ],
+            )?;
+            let addr = listening_addrs(&history, &["history"]).await?["history"];
+            let history_url = format!("http://{addr}");
+            wait_grpc_health(&history_url, "meetup.history.v1.HistoryService").await?;
+            (Some(history), vec![("HISTORY_URL", history_url)])
+        }
+    };
+    let gateway = GatewayProcess::start(&format!("gw-{name}"), &env).await?;
     Ok(Setup {
         gateway,
+        _history: history,
         store,
         dir,
     })
@@ -114,8 +145,26 @@ fn involves(call: &Value, user_id: &str) -> bool {
 }
 
 #[tokio::test]
-async fn users_read_only_their_own_history() -> anyhow::Result<()> {
-    let s = setup("own").await?;
+async fn users_read_only_their_own_history_in_process() -> anyhow::Result<()> {
+    own_history_only(setup("own-local", Mode::InProcess).await?).await
+}
+
+#[tokio::test]
+async fn users_read_only_their_own_history_through_the_service() -> anyhow::Result<()> {
+    own_history_only(setup("own-remote", Mode::Remote).await?).await
+}
+
+#[tokio::test]
+async fn missed_calls_arrive_once_after_registration_in_process() -> anyhow::Result<()> {
+    missed_calls_once(setup("missed-local", Mode::InProcess).await?).await
+}
+
+#[tokio::test]
+async fn missed_calls_arrive_once_after_registration_through_the_service() -> anyhow::Result<()> {
+    missed_calls_once(setup("missed-remote", Mode::Remote).await?).await
+}
+
+async fn own_history_only(s: Setup) -> anyhow::Result<()> {
     let t = now_ms() - 3_600_000;
     for call in [
         ended_call("bob-1", "alice", &[("bob", Outcome::Answered)], t),
@@ -197,9 +246,7 @@ async fn users_read_only_their_own_history() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn missed_calls_arrive_once_after_registration() -> anyhow::Result<()> {
-    let s = setup("missed").await?;
+async fn missed_calls_once(s: Setup) -> anyhow::Result<()> {
     let t = now_ms() - 3_600_000;
     s.store
         .apply(&ended_call("m1", "alice", &[("dave", Outcome::Missed)], t))
