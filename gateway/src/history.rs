@@ -53,6 +53,11 @@ impl History {
                 )))
             }
             None => {
+                if config.nats_url.is_some() {
+                    tracing::warn!(
+                        "HISTORY_URL is not set: this gateway keeps its own call history; set it in a cluster"
+                    );
+                }
                 let store = HistoryStore::connect(&config.history_database_url)
                     .await
                     .with_context(|| {
