@@ -321,6 +321,16 @@ async fn retention_prunes_old_calls(store: &HistoryStore) -> anyhow::Result<()> 
     let missed = store.missed_calls("b", 0, 10).await?;
     assert_eq!((missed.count, ids(&missed.calls)), (1, vec!["new"]));
     assert_eq!(store.prune(T0).await?, 0);
+    // More than one batch.
+    let batch = meetup_history::store::PRUNE_BATCH;
+    for n in 0..batch + 5 {
+        store
+            .apply(&call(&format!("bulk-{n}"), "a", T0 + 1 + n, 1))
+            .await?;
+    }
+    // ("new" goes too: it started before this cutoff.)
+    assert_eq!(store.prune(T0 + 1 + batch + 5).await?, (batch + 6) as u64);
+    assert_eq!(store.count_calls().await?, 0);
     Ok(())
 }
 

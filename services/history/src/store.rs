@@ -26,6 +26,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub const MAX_PAGE: u32 = 100;
 /// Page size when the caller gives none.
 pub const DEFAULT_PAGE: u32 = 20;
+/// Calls removed per transaction by [`HistoryStore::prune`].
+pub const PRUNE_BATCH: i64 = 1000;
 
 /// The database behind the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -403,22 +405,44 @@ impl HistoryStore {
         })
     }
 
-    /// Removes the calls that started before `cutoff`; returns how many.
+    /// Removes the calls that started before `cutoff`; returns how many. In
+    /// batches of [`PRUNE_BATCH`] calls, one transaction each, so that a large
+    /// backlog never holds one long transaction.
     pub async fn prune(&self, cutoff: Millis) -> Result<u64, HistoryError> {
-        let mut tx = self.pool.begin().await?;
-        for table in ["attendees", "user_calls"] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE created_at_ms < $1"))
-                .bind(cutoff)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let removed = sqlx::query("DELETE FROM calls WHERE created_at_ms < $1")
+        let mut removed = 0;
+        loop {
+            let batch: Vec<String> = sqlx::query(
+                "SELECT call_id FROM calls WHERE created_at_ms < $1 \
+                 ORDER BY created_at_ms LIMIT $2",
+            )
             .bind(cutoff)
-            .execute(&mut *tx)
+            .bind(PRUNE_BATCH)
+            .fetch_all(&self.pool)
             .await?
-            .rows_affected();
-        tx.commit().await?;
-        Ok(removed)
+            .iter()
+            .map(|row| row.try_get("call_id"))
+            .collect::<Result<_, _>>()?;
+            if batch.is_empty() {
+                return Ok(removed);
+            }
+            let list = (1..=batch.len())
+                .map(|n| format!("${n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut tx = self.pool.begin().await?;
+            for table in ["attendees", "user_calls", "calls"] {
+                let sql = format!("DELETE FROM {table} WHERE call_id IN ({list})");
+                let mut query = sqlx::query(&sql);
+                for call_id in &batch {
+                    query = query.bind(call_id);
+                }
+                let done = query.execute(&mut *tx).await?;
+                if table == "calls" {
+                    removed += done.rows_affected();
+                }
+            }
+            tx.commit().await?;
+        }
     }
 
     /// Number of call records stored.
