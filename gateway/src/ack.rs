@@ -118,6 +118,7 @@ impl AckError {
             _ => {}
         }
         match status.code() {
+            Code::InvalidArgument => AckError::invalid(status.message().to_owned()),
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
                 tracing::warn!(action = context, code = ?status.code(), error = status.message(), "backing service unavailable");
                 AckError::new(
