@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 #
-# One image with the three MeetUp binaries: meetup-gateway, meetup-presence and
-# meetup-calls. docker-compose.yml picks which one each container runs.
+# One image with the four MeetUp binaries: meetup-gateway, meetup-presence,
+# meetup-calls and meetup-history. docker-compose.yml picks which one each container runs.
 #
 #   docker build -t meetup .
 #   docker run --rm -p 3001:3001 meetup      # the whole system in one process
@@ -39,16 +39,17 @@ COPY --from=demo-assets /demo/node_modules gateway/demo/node_modules
 ENV MEETUP_SKIP_DEMO_NPM=1
 
 # `-p` for each binary: the workspace's default-members is only the gateway, so
-# a bare `cargo build` at the root would not build the two services.
+# a bare `cargo build` at the root would not build the services.
 # The target dir is a cache mount, gone after this step: copy the binaries out
 # in the same RUN.
 RUN --mount=type=cache,id=meetup-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,id=meetup-cargo-git,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,id=meetup-target,target=/src/target,sharing=locked \
     cargo build --release --locked --bins \
-        -p meetup-gateway -p meetup-presence -p meetup-calls \
+        -p meetup-gateway -p meetup-presence -p meetup-calls -p meetup-history \
  && mkdir -p /out \
- && cp target/release/meetup-gateway target/release/meetup-presence target/release/meetup-calls /out/
+ && cp target/release/meetup-gateway target/release/meetup-presence target/release/meetup-calls \
+       target/release/meetup-history /out/
 
 # ---------------------------------------------------------------------------
 FROM debian:bookworm-slim AS runtime
@@ -99,10 +100,15 @@ RUN groupadd --system --gid 10001 meetup \
 
 COPY --from=builder /out/ /usr/local/bin/
 
+# The working directory is writable by the MeetUp user: the embedded gateway
+# keeps its call history in ./data/history.db (HISTORY_DATABASE_URL's default).
+RUN mkdir -p /var/lib/meetup && chown 10001:10001 /var/lib/meetup
+WORKDIR /var/lib/meetup
+
 USER 10001:10001
 
-# 3001: gateway HTTP + Socket.IO. 50051 / 50052: presence / calls gRPC.
-EXPOSE 3001 50051 50052
+# 3001: gateway HTTP + Socket.IO. 50051 / 50052 / 50053: presence / calls / history gRPC.
+EXPOSE 3001 50051 50052 50053
 
 # No ENTRYPOINT, so compose (or `docker run meetup meetup-presence`) names the
 # binary. The default is the gateway because, with no PRESENCE_URL, CALLS_URL or

@@ -87,5 +87,6 @@ record presence-grpc           presence --url http://127.0.0.1:$p_port --rate $r
 record calls-grpc              calls-grpc --url http://127.0.0.1:$c_port --rate $rps --duration $dur
 
 step "report"
-python3 bench/report.py --machine "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)" "$out" > docs/benchmarks.md
+python3 bench/report.py --machine "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)" "$out" > docs/benchmarks.md.new
+mv docs/benchmarks.md.new docs/benchmarks.md
 echo "wrote docs/benchmarks.md" >&2

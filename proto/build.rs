@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "meetup/presence/v1/presence.proto",
         "meetup/calls/v1/calls.proto",
         "meetup/bus/v1/events.proto",
+        "meetup/history/v1/history.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the project on a fresh machine: checks formatting and lints,
-# installs what the tests need (nats-server, the npm packages of the protocol suite,
-# the demo page and the browser tests, Chromium, cargo-fuzz), builds the binaries,
-# then runs the Rust tests (unit, gRPC, end-to-end), the socket.io-client protocol
-# suite, the browser tests of /demo and each fuzz target for a bounded time.
+# installs what the tests need (nats-server, PostgreSQL, the npm packages of the
+# protocol suite, the demo page and the browser tests, Chromium, cargo-fuzz), builds
+# the binaries, then runs the Rust tests (unit, gRPC, end-to-end), the socket.io-client
+# protocol suite, the browser tests of /demo and each fuzz target for a bounded time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +23,14 @@ if [ -z "${NATS_SERVER_BIN:-}" ]; then
   export NATS_SERVER_BIN
 fi
 "$NATS_SERVER_BIN" --version
+if [ -z "${PG_BIN_DIR:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  # Debian's PostgreSQL, for the history tests: the harness runs its own server
+  # (initdb into a temporary folder, a free port), never the machine's.
+  as_root=""
+  if [ "$(id -u)" -ne 0 ]; then as_root=sudo; fi
+  $as_root apt-get update
+  $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql
+fi
 (cd tests/protocol && npm ci --no-audit --no-fund --loglevel=error)
 # socket.io-client for the demo page the gateway embeds (gateway/build.rs does the same when it is missing).
 npm ci --prefix gateway/demo --no-audit --no-fund --loglevel=error

@@ -35,6 +35,8 @@ const meetup = (window.meetup = {
   peers: new Map(), // userId -> RTCPeerConnection
   pendingCandidates: new Map(), // userId -> ICE candidates that came before the remote description
   iceServers: [],
+  history: [], // my recent calls, newest first (get-call-history)
+  missed: null, // { count, calls } from the last missed-calls event
   events: [], // { t, dir: 'in' | 'out' | 'ui', event, payload }
 });
 const me = () => ({ id: meetup.userId, username: meetup.username });
@@ -69,6 +71,15 @@ function register() {
     meetup.registered = true;
     meetup.username = ack?.user?.username ?? meetup.username; // a token's name claim wins
     render();
+    loadHistory();
+  });
+}
+
+/** My ten most recent calls (the gateway answers with mine only). */
+function loadHistory() {
+  emit('get-call-history', { limit: 10 }, (ack) => {
+    meetup.history = Array.isArray(ack?.calls) ? ack.calls : [];
+    renderHistory();
   });
 }
 
@@ -134,6 +145,12 @@ socket.on('disconnect', (reason) => {
 });
 
 on('ice-servers', setIceServers); // also sent by the gateway when I register
+
+// Sent after user-joined when I missed calls since my last visit.
+on('missed-calls', (missed) => {
+  meetup.missed = missed;
+  renderHistory();
+});
 
 on('users-list', (users) => {
   meetup.users = (Array.isArray(users) ? users : []).filter((u) => u.id !== meetup.userId);
@@ -274,6 +291,7 @@ function endCall(why) {
   $('local-video').srcObject = null;
   meetup.callId = null;
   render();
+  if (meetup.registered) loadHistory();
 }
 
 // ---- Actions -----------------------------------------------------------------------------
@@ -392,11 +410,39 @@ function renderSelection() {
   $('call-selected-button').textContent = count > 1 ? `Group call (${count})` : 'Call selected';
 }
 
+/** One line per call: who, when, and what became of it for me. */
+function renderHistory() {
+  const who = (call) =>
+    call.direction === 'outgoing'
+      ? `to ${call.attendees.map((a) => a.username).join(', ') || 'nobody'}`
+      : `from ${call.initiator.username || 'someone'}`;
+  const when = (iso) => new Date(iso).toLocaleString();
+  const missed = meetup.missed;
+  $('missed-calls').hidden = !missed?.count;
+  if (missed?.count) {
+    $('missed-calls').textContent = `You missed ${missed.count} call${missed.count > 1 ? 's' : ''}: ` +
+      missed.calls.map((c) => `${c.initiator.username || 'someone'} (${when(c.startedAt)})`).join(', ');
+  }
+  const list = $('history-list');
+  list.replaceChildren(
+    ...meetup.history.map((call) => {
+      const item = document.createElement('li');
+      item.dataset.callId = call.callId;
+      const outcome = call.outcome ?? (call.attendees.some((a) => a.outcome === 'answered') ? 'answered' : 'unanswered');
+      if (call.outcome === 'missed') item.className = 'missed-call';
+      item.textContent = `${call.isVideo ? '📹' : '📞'} ${who(call)} · ${when(call.startedAt)} · ${outcome}`;
+      return item;
+    }),
+  );
+  $('no-history').hidden = meetup.history.length > 0;
+}
+
 function render() {
   const joined = Boolean(meetup.userId);
   $('join-form').hidden = joined;
   $('me-name').textContent = joined ? meetup.username : '';
   $('lobby').hidden = !joined || Boolean(meetup.callId);
+  $('history').hidden = !joined || Boolean(meetup.callId);
   $('incoming-call').hidden = !meetup.incoming;
   $('call-view').hidden = !meetup.callId;
   $('call-id').textContent = meetup.callId ?? '';

@@ -37,6 +37,16 @@ pub struct Config {
     /// gRPC address(es) of the call service replicas; unset runs one in-process.
     #[arg(long, env = "CALLS_URL")]
     pub calls_url: Option<String>,
+    /// gRPC address of the history service; unset keeps the call history in-process.
+    #[arg(long, env = "HISTORY_URL")]
+    pub history_url: Option<String>,
+    /// In-process call history: `sqlite://path`, `sqlite::memory:` or `postgres://...`.
+    #[arg(
+        long,
+        env = "HISTORY_DATABASE_URL",
+        default_value = "sqlite://data/history.db"
+    )]
+    pub history_database_url: String,
     /// NATS servers, comma-separated; unset keeps the state and the bus in this
     /// process (one gateway only).
     #[arg(long, env = "NATS_URL")]

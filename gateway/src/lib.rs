@@ -20,6 +20,7 @@ pub mod config;
 pub mod dispatch;
 pub mod edge;
 pub mod handlers;
+pub mod history;
 pub mod metrics;
 pub mod mirror;
 pub mod payload;
@@ -60,6 +61,7 @@ pub async fn run(
     }
     let backends = Backends::start(&config).await?;
     warn_if_embedded_apis_exposed(&config);
+    let history = history::History::start(&config, &backends.store).await?;
     let (layer, io) = SocketIo::builder()
         .max_payload(config.max_message_bytes)
         .ws_max_message_size(config.max_message_bytes as usize)
@@ -84,6 +86,7 @@ pub async fn run(
         },
         ice: config.ice(),
         auth,
+        history: history.clone(),
     });
     {
         let mirror = gw.mirror().clone();
@@ -169,6 +172,7 @@ pub async fn run(
         let _ = task.await;
     }
     backends.stop().await;
+    history.stop().await;
     tracing::info!("stopped");
     Ok(())
 }

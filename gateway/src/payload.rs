@@ -22,10 +22,11 @@ pub enum ClientEvent {
     Offer,
     Answer,
     IceCandidate,
+    GetCallHistory,
 }
 
 impl ClientEvent {
-    pub const ALL: [ClientEvent; 7] = [
+    pub const ALL: [ClientEvent; 8] = [
         ClientEvent::UserJoined,
         ClientEvent::StartCall,
         ClientEvent::JoinCall,
@@ -33,6 +34,7 @@ impl ClientEvent {
         ClientEvent::Offer,
         ClientEvent::Answer,
         ClientEvent::IceCandidate,
+        ClientEvent::GetCallHistory,
     ];
 
     pub fn name(self) -> &'static str {
@@ -44,6 +46,7 @@ impl ClientEvent {
             ClientEvent::Offer => "webrtc-offer",
             ClientEvent::Answer => "webrtc-answer",
             ClientEvent::IceCandidate => "webrtc-ice-candidate",
+            ClientEvent::GetCallHistory => "get-call-history",
         }
     }
 }
@@ -442,5 +445,107 @@ mod tests {
             code(relay(RelayKind::Answer, &raw(json!(null)))),
             ErrorCode::InvalidPayload
         );
+    }
+}
+
+/// Most calls one `get-call-history` page may ask for.
+pub const MAX_HISTORY_PAGE: u32 = 100;
+/// Longest page token (`before`), in bytes.
+pub const MAX_PAGE_TOKEN_BYTES: usize = 512;
+
+/// `get-call-history`: which page of the sender's own calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// 1 to [`MAX_HISTORY_PAGE`]; 20 when absent.
+    pub limit: u32,
+    /// The `next` of a previous page; absent for the newest calls.
+    pub before: Option<String>,
+}
+
+/// Any user id in the payload is ignored: the history is always the sender's own.
+pub fn get_call_history(raw: &RawValue) -> Result<HistoryQuery, AckError> {
+    let map = object(raw)?;
+    let limit = match map.get("limit") {
+        None | Some(Value::Null) => 20,
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(n @ 1..) if n <= u64::from(MAX_HISTORY_PAGE) => n as u32,
+            _ => {
+                return Err(AckError::invalid(format!(
+                    "`limit` must be an integer from 1 to {MAX_HISTORY_PAGE}"
+                )));
+            }
+        },
+        Some(_) => {
+            return Err(AckError::invalid(format!(
+                "`limit` must be an integer from 1 to {MAX_HISTORY_PAGE}"
+            )));
+        }
+    };
+    let before = match map.get("before") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_PAGE_TOKEN_BYTES => {
+            Some(s.clone())
+        }
+        Some(_) => {
+            return Err(AckError::invalid(format!(
+                "`before` must be the `next` string of a previous page (1 to {MAX_PAGE_TOKEN_BYTES} bytes)"
+            )));
+        }
+    };
+    Ok(HistoryQuery { limit, before })
+}
+
+#[cfg(test)]
+mod history_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn parse(v: Value) -> Result<HistoryQuery, AckError> {
+        let raw = RawValue::from_string(v.to_string()).map_err(|_| AckError::invalid("json"))?;
+        get_call_history(&raw)
+    }
+
+    #[test]
+    fn history_queries_have_bounded_limits_and_string_tokens() {
+        assert_eq!(
+            parse(json!({})).ok(),
+            Some(HistoryQuery {
+                limit: 20,
+                before: None
+            })
+        );
+        assert_eq!(
+            parse(json!({"limit": 5, "before": "abc", "userId": "someone-else"})).ok(),
+            Some(HistoryQuery {
+                limit: 5,
+                before: Some("abc".into())
+            })
+        );
+        assert_eq!(
+            parse(json!({"limit": null, "before": null}))
+                .map(|q| q.limit)
+                .ok(),
+            Some(20)
+        );
+        for bad in [
+            json!(null),
+            json!([]),
+            json!("x"),
+            json!({"limit": 0}),
+            json!({"limit": 101}),
+            json!({"limit": -1}),
+            json!({"limit": 2.5}),
+            json!({"limit": "5"}),
+            json!({"before": 7}),
+            json!({"before": ""}),
+            json!({"before": "x".repeat(MAX_PAGE_TOKEN_BYTES + 1)}),
+        ] {
+            assert_eq!(
+                parse(bad.clone()).map_err(|e| e.code).err(),
+                Some(ErrorCode::InvalidPayload),
+                "{bad}"
+            );
+        }
     }
 }

@@ -15,6 +15,7 @@ use socketioxide::socket::Sid;
 use crate::backends::{CallsClient, PresenceClient};
 use crate::edge::auth::Authenticator;
 use crate::edge::turn::IceConfig;
+use crate::history::History;
 use crate::mirror::Mirror;
 
 #[derive(Clone, Debug)]
@@ -34,6 +35,7 @@ struct Shared {
     limits: Limits,
     ice: IceConfig,
     auth: Option<Authenticator>,
+    history: History,
     // A std Mutex is fine: never held across an `.await`.
     local: Mutex<HashMap<String, LocalSession>>,
     presence_up: AtomicBool,
@@ -52,6 +54,7 @@ pub struct GatewayParts {
     pub limits: Limits,
     pub ice: IceConfig,
     pub auth: Option<Authenticator>,
+    pub history: History,
 }
 
 /// A registered socket of this gateway: what is needed to register it again
@@ -93,6 +96,7 @@ impl Gateway {
                 limits: parts.limits,
                 ice: parts.ice,
                 auth: parts.auth,
+                history: parts.history,
                 local: Mutex::new(HashMap::new()),
                 presence_up: AtomicBool::new(false),
                 calls_up: AtomicBool::new(false),
@@ -184,6 +188,11 @@ impl Gateway {
     /// The token checker, when authentication is on.
     pub fn auth(&self) -> Option<&Authenticator> {
         self.shared.auth.as_ref()
+    }
+
+    /// The call history (the service, or this process's).
+    pub fn history(&self) -> &History {
+        &self.shared.history
     }
 
     /// STUN and TURN servers for browsers.

@@ -13,6 +13,12 @@ pub mod calls {
     }
 }
 
+pub mod history {
+    pub mod v1 {
+        tonic::include_proto!("meetup.history.v1");
+    }
+}
+
 pub mod bus {
     pub mod v1 {
         tonic::include_proto!("meetup.bus.v1");

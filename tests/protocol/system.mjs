@@ -21,6 +21,8 @@ export const DEFAULT_ENV = {
   PORT: '0',
   PRESENCE_LISTEN: '127.0.0.1:0',
   CALLS_LISTEN: '127.0.0.1:0',
+  // Each gateway its own call history, gone with it.
+  HISTORY_DATABASE_URL: 'sqlite::memory:',
   LOG_FORMAT: 'json',
   CLIENT_URL: 'http://allowed.example',
   RUST_LOG: 'info',

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+pub mod postgres;
 pub mod sio;
 
 use std::collections::HashMap;
@@ -69,17 +70,22 @@ impl Process {
         env: &[(&str, String)],
     ) -> anyhow::Result<Self> {
         let mut command = Command::new(program);
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        command.args(args);
         for (key, value) in env {
             command.env(key, value);
         }
+        Self::spawn_command(name, command)
+    }
+
+    /// Starts a prepared command, collecting its output as [`Process::spawn`] does.
+    pub fn spawn_command(name: &str, mut command: Command) -> anyhow::Result<Self> {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = command
             .spawn()
-            .with_context(|| format!("cannot start {}", program.display()))?;
+            .with_context(|| format!("cannot start {:?}", command.get_program()))?;
         let output = Arc::new(Output::default());
         for stream in [
             child
@@ -512,6 +518,8 @@ impl GatewayProcess {
             ("PORT", "0".to_owned()),
             ("PRESENCE_LISTEN", "127.0.0.1:0".to_owned()),
             ("CALLS_LISTEN", "127.0.0.1:0".to_owned()),
+            // Each gateway its own call history unless the test gives one.
+            ("HISTORY_DATABASE_URL", "sqlite::memory:".to_owned()),
             ("LOG_FORMAT", "json".to_owned()),
             ("RUST_LOG", "info".to_owned()),
             ("GATEWAY_ID", name.to_owned()),

@@ -62,6 +62,7 @@ impl SessionWorker {
                 tracing::warn!(session_id, code = ?status.code(), error = status.message(), "presence cleanup failed");
             }
         }
+        crate::history::session_ended(self.gw.history(), &me.user_id).await;
         tracing::debug!(session_id, user_id = %me.user_id, "socket cleaned up");
     }
 }

@@ -83,6 +83,7 @@ impl SessionWorker {
             .await;
         // Extension: the ICE servers this user should use, TURN credentials included.
         self.emit("ice-servers", &self.gw.ice().for_user(&user.id));
+        crate::history::send_missed_calls(self.gw.history(), &self.socket, &user.id).await;
         Ok(ok(json!({ "user": public_user(&user) })))
     }
 }

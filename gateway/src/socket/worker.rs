@@ -98,6 +98,11 @@ impl SessionWorker {
             ClientEvent::Offer => self.relay(RelayKind::Offer, &payload).await,
             ClientEvent::Answer => self.relay(RelayKind::Answer, &payload).await,
             ClientEvent::IceCandidate => self.relay(RelayKind::IceCandidate, &payload).await,
+            ClientEvent::GetCallHistory => {
+                let me = self.identity()?;
+                let query = payload::get_call_history(&payload)?;
+                crate::history::get_call_history(self.gw.history(), &me.user_id, query).await
+            }
         }
     }
 

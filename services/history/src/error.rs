@@ -1,0 +1,105 @@
+//! The history service's errors and their one mapping to gRPC statuses, each with
+//! a machine-readable reason in the `meetup-reason` metadata key. Database causes
+//! are logged here and never sent to callers.
+
+/// Metadata key of the machine-readable reason of a failed call.
+pub const REASON_KEY: &str = "meetup-reason";
+
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("the page token is not one this service issued")]
+    InvalidPageToken,
+    #[error("no call record has id {0:?}")]
+    CallNotFound(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl HistoryError {
+    /// The reason sent in `meetup-reason`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            HistoryError::InvalidArgument(_) => "invalid-argument",
+            HistoryError::InvalidPageToken => "invalid-page-token",
+            HistoryError::CallNotFound(_) => "call-not-found",
+            HistoryError::Database(_) | HistoryError::Migration(_) => "database-unavailable",
+            HistoryError::Corrupt(_) => "internal",
+        }
+    }
+}
+
+impl From<HistoryError> for tonic::Status {
+    fn from(error: HistoryError) -> Self {
+        let mut status = match &error {
+            HistoryError::InvalidArgument(_) | HistoryError::InvalidPageToken => {
+                tonic::Status::invalid_argument(error.to_string())
+            }
+            HistoryError::CallNotFound(_) => tonic::Status::not_found(error.to_string()),
+            HistoryError::Database(_) | HistoryError::Migration(_) => {
+                tracing::warn!(%error, "history database failed");
+                tonic::Status::unavailable("the history database is unavailable; try again")
+            }
+            HistoryError::Corrupt(_) => {
+                tracing::error!(%error, "history record unreadable");
+                tonic::Status::internal("internal error")
+            }
+        };
+        status.metadata_mut().insert(
+            REASON_KEY,
+            tonic::metadata::MetadataValue::from_static(error.reason()),
+        );
+        status
+    }
+}
+
+/// Longest id or username accepted, in bytes.
+pub const MAX_FIELD_BYTES: usize = 128;
+
+/// Checks a required id: present and at most [`MAX_FIELD_BYTES`].
+pub fn require(field: &str, value: &str) -> Result<(), HistoryError> {
+    if value.is_empty() {
+        return Err(HistoryError::InvalidArgument(format!(
+            "{field} must not be empty"
+        )));
+    }
+    if value.len() > MAX_FIELD_BYTES {
+        return Err(HistoryError::InvalidArgument(format!(
+            "{field} is longer than {MAX_FIELD_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_carry_a_reason_and_no_database_detail() {
+        let status = tonic::Status::from(HistoryError::CallNotFound("c1".into()));
+        assert_eq!(status.code(), tonic::Code::NotFound);
+        assert_eq!(
+            status
+                .metadata()
+                .get(REASON_KEY)
+                .and_then(|v| v.to_str().ok()),
+            Some("call-not-found")
+        );
+        let status = tonic::Status::from(HistoryError::Database(sqlx::Error::PoolTimedOut));
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(!status.message().contains("pool"));
+        assert_eq!(
+            status
+                .metadata()
+                .get(REASON_KEY)
+                .and_then(|v| v.to_str().ok()),
+            Some("database-unavailable")
+        );
+    }
+}
