@@ -948,6 +948,15 @@ mod tests {
             .expect("room again");
     }
 
+    /// How many of `attempts`, run at once, succeeded.
+    async fn winners(attempts: impl Iterator<Item = tokio::task::JoinHandle<bool>>) -> usize {
+        futures::future::join_all(attempts)
+            .await
+            .into_iter()
+            .filter(|r| matches!(r, Ok(true)))
+            .count()
+    }
+
     #[tokio::test]
     async fn racing_replicas_let_exactly_one_win() {
         let limits = CallLimits {
@@ -970,12 +979,7 @@ mod tests {
                 .is_ok()
             })
         });
-        let won = futures::future::join_all(starts)
-            .await
-            .into_iter()
-            .filter(|r| matches!(r, Ok(true)))
-            .count();
-        assert_eq!(won, 1);
+        assert_eq!(winners(starts).await, 1);
         // The last free seat.
         let joins = (0..12).map(|i| {
             let r = r.clone();
@@ -985,12 +989,7 @@ mod tests {
                     .is_ok()
             })
         });
-        let won = futures::future::join_all(joins)
-            .await
-            .into_iter()
-            .filter(|r| matches!(r, Ok(true)))
-            .count();
-        assert_eq!(won, 1);
+        assert_eq!(winners(joins).await, 1);
         assert_eq!(r.get("same").await.expect("live").participants.len(), 2);
         // One user's last allowed call, started under many ids at once.
         let mine = (0..12).map(|i| {
@@ -1001,12 +1000,7 @@ mod tests {
                     .is_ok()
             })
         });
-        let won = futures::future::join_all(mine)
-            .await
-            .into_iter()
-            .filter(|r| matches!(r, Ok(true)))
-            .count();
-        assert_eq!(won, 1);
+        assert_eq!(winners(mine).await, 1);
     }
 
     #[tokio::test]
