@@ -9,7 +9,8 @@ QUICK=${QUICK:-0}            # QUICK=1: small sizes, to check the script itself
 out=bench/results/latest
 rm -rf "$out" && mkdir -p "$out"
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+nats_store=$(mktemp -d /tmp/meetup-bench-nats.XXXXXX)   # JetStream's store, removed on exit
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$nats_store"; }
 trap cleanup EXIT
 
 step() { printf '\n==> %s\n' "$*" >&2; }
@@ -21,7 +22,8 @@ record() { local name=$1; shift; step "$name"; lg "$@" | tail -n 1 > "$out/$name
 step "build (release)"
 cargo build --release --locked -p meetup-gateway -p meetup-presence -p meetup-calls -p meetup-loadgen
 (cd bench/node-reference && npm ci --no-audit --no-fund --loglevel=error)
-nats_bin=$(command -v nats-server || echo /usr/sbin/nats-server)
+# JetStream holds the state: a current nats-server (2.11 or newer, for per-key TTL).
+nats_bin=${NATS_SERVER_BIN:-$(command -v nats-server || echo /usr/sbin/nats-server)}
 
 # Limits that would (rightly) refuse a load generator on one IP are opened up.
 bench_env=(EVENTS_PER_SEC=100000 EVENTS_BURST=100000 CONNECTIONS_PER_IP_PER_SEC=100000
@@ -32,7 +34,7 @@ echo_port=$(free_port); lg echo-server --listen 127.0.0.1:$echo_port >/dev/null 
 single=$(free_port)
 env "${bench_env[@]}" PORT=$single HOST=127.0.0.1 PRESENCE_LISTEN=127.0.0.1:$(free_port) CALLS_LISTEN=127.0.0.1:$(free_port) \
   ./target/release/meetup-gateway >/dev/null & single_pid=$!; pids+=($single_pid)
-nats_port=$(free_port); "$nats_bin" -a 127.0.0.1 -p $nats_port >/dev/null 2>&1 & pids+=($!)
+nats_port=$(free_port); "$nats_bin" -a 127.0.0.1 -p $nats_port -js -sd "$nats_store" >/dev/null 2>&1 & pids+=($!)
 p_port=$(free_port); c_port=$(free_port)
 env RUST_LOG=warn NATS_URL=nats://127.0.0.1:$nats_port PRESENCE_LISTEN=127.0.0.1:$p_port METRICS_LISTEN=127.0.0.1:0 MAX_SOCKETS_PER_USER=100 \
   ./target/release/meetup-presence >/dev/null & pids+=($!)
@@ -83,7 +85,7 @@ record storm-$storm_small-node storm --gateway $N --users $storm_small --timeout
 record storm-$storm_big        storm --gateway $S --users $storm_big
 record churn                   calls --gateway $S --workers 20 --duration $dur
 record churn-node              calls --gateway $N --workers 20 --duration $dur
-record presence-grpc           presence --url http://127.0.0.1:$p_port --rate $rps --duration $dur
+record presence-grpc           presence --url http://127.0.0.1:$p_port --rate $rps --duration $dur --list-every 25
 record calls-grpc              calls-grpc --url http://127.0.0.1:$c_port --rate $rps --duration $dur
 
 step "report"

@@ -1,11 +1,12 @@
 //! The load generator's scenarios at small sizes against a real gateway (and the
-//! services it embeds): each finishes and reports well-formed, plausible results.
+//! services it embeds), and the gRPC load spread over two service replicas on a
+//! real nats-server: each finishes and reports well-formed, plausible results.
 
 // Tests fail loudly: a failed expectation is the test failing.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use meetup_loadgen::{churn, grpc, idle, relay, storm};
-use meetup_tests::{GatewayProcess, listening_addrs};
+use meetup_tests::{GatewayProcess, NatsServer, ServiceProcess, listening_addrs};
 use serde_json::Value;
 
 async fn gateway() -> GatewayProcess {
@@ -133,6 +134,33 @@ async fn call_churn_completes_calls_with_step_latencies() {
     assert!(result["relay"]["count"].as_u64().expect("count") >= 2 * calls);
 }
 
+/// Checks a gRPC load result of about `offered` RPCs: every call has an outcome,
+/// most succeed, and each latency was recorded.
+fn assert_grpc_result(result: &Value, service: &str, offered: u64) {
+    let calls = result["calls"].as_u64().expect("calls");
+    assert!(
+        (offered * 95 / 100..=offered * 105 / 100).contains(&calls),
+        "{service}: {result}"
+    );
+    let ok = result["outcomes"]["ok"].as_u64().unwrap_or(0);
+    assert!(ok * 2 > calls, "{service}: most calls succeed: {result}");
+    let outcomes: u64 = result["outcomes"]
+        .as_object()
+        .expect("outcomes")
+        .values()
+        .filter_map(Value::as_u64)
+        .sum();
+    assert_eq!(outcomes, calls, "every call has an outcome");
+    assert_latency(&result["latency"], calls);
+    let per_url: u64 = result["calls_per_url"]
+        .as_array()
+        .expect("calls_per_url")
+        .iter()
+        .filter_map(Value::as_u64)
+        .sum();
+    assert_eq!(per_url, calls, "every call went to one of the addresses");
+}
+
 #[tokio::test]
 async fn grpc_load_on_both_services() {
     let gw = gateway().await;
@@ -144,23 +172,57 @@ async fn grpc_load_on_both_services() {
         (grpc::Target::Calls, "calls"),
     ] {
         let args = grpc::GrpcArgs {
-            url: format!("http://{}", addrs[service]),
+            urls: vec![format!("http://{}", addrs[service])],
             rate: 400.0,
             duration: 1.0,
             connections: 2,
+            list_every: 25,
+            rpc_timeout_ms: 5000,
         };
         let result = grpc::run(target, &args).await.expect("grpc load");
-        let calls = result["calls"].as_u64().expect("calls");
-        assert!((380..=420).contains(&calls), "{service}: {result}");
-        let ok = result["outcomes"]["ok"].as_u64().unwrap_or(0);
-        assert!(ok * 2 > calls, "{service}: most calls succeed: {result}");
-        let outcomes: u64 = result["outcomes"]
-            .as_object()
-            .expect("outcomes")
-            .values()
+        assert_grpc_result(&result, service, 400);
+    }
+}
+
+#[tokio::test]
+async fn grpc_load_spreads_over_two_replicas() {
+    let nats = NatsServer::start().await.expect("nats-server");
+    // No sweeps: the load generator's sessions name a gateway without a lease.
+    let no_sweep = [("SWEEP_INTERVAL_MS", "0".to_owned())];
+    for (target, service) in [
+        (grpc::Target::Presence, "presence"),
+        (grpc::Target::Calls, "calls"),
+    ] {
+        let mut replicas = Vec::new();
+        for _ in 0..2 {
+            replicas.push(
+                ServiceProcess::start_env(service, Some(&nats.url()), &no_sweep)
+                    .await
+                    .expect("replica"),
+            );
+        }
+        let urls: Vec<String> = replicas.iter().map(ServiceProcess::url).collect();
+        let args = grpc::GrpcArgs {
+            urls: urls.clone(),
+            rate: 400.0,
+            duration: 1.0,
+            connections: 1,
+            list_every: 0,
+            rpc_timeout_ms: 5000,
+        };
+        let result = grpc::run(target, &args).await.expect("grpc load");
+        assert_grpc_result(&result, service, 400);
+        assert_eq!(result["urls"], serde_json::json!(urls), "{result}");
+        let per_url: Vec<u64> = result["calls_per_url"]
+            .as_array()
+            .expect("calls_per_url")
+            .iter()
             .filter_map(Value::as_u64)
-            .sum();
-        assert_eq!(outcomes, calls, "every call has an outcome");
-        assert_latency(&result["latency"], calls);
+            .collect();
+        let calls = result["calls"].as_u64().expect("calls");
+        assert!(
+            per_url.iter().all(|&n| n.abs_diff(calls / 2) <= 5),
+            "{service}: spread evenly: {result}"
+        );
     }
 }

@@ -1,7 +1,9 @@
-//! The `presence` and `calls-grpc` scenarios: RPC load straight at one service,
-//! open loop at a fixed rate, latency from each call's intended start.
+//! The `presence` and `calls-grpc` scenarios: RPC load straight at a service (one
+//! or several replicas of it), open loop at a fixed rate, latency from each call's
+//! intended start.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,17 +23,29 @@ use crate::report::{self, histogram, record, summary};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct GrpcArgs {
-    /// The service's gRPC address, e.g. http://127.0.0.1:50051.
-    #[arg(long)]
-    pub url: String,
+    /// The service's gRPC address, e.g. http://127.0.0.1:50051. Repeat it (or
+    /// separate with commas) to spread the RPCs over several replicas.
+    #[arg(long = "url", required = true, value_delimiter = ',')]
+    pub urls: Vec<String>,
     /// RPCs per second offered.
     #[arg(long, default_value_t = 5000.0)]
     pub rate: f64,
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
-    /// HTTP/2 connections to spread the calls over.
+    /// HTTP/2 connections in all, spread over the addresses (at least one
+    /// each). The total, not the count per address, so that runs against one
+    /// replica and against two differ only in the replicas: at low rates the
+    /// latency depends on how the RPCs land on connections.
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
+    /// Presence only: every Nth group's third RPC is a `ListUsers` (a scan of
+    /// every online user) instead of a `GetUser`; 0 never lists.
+    #[arg(long, default_value_t = 25)]
+    pub list_every: u64,
+    /// Deadline of each RPC, in milliseconds (as the gateway's `RPC_TIMEOUT_MS`):
+    /// an overloaded service shows as `DeadlineExceeded`, and the run stays bounded.
+    #[arg(long, default_value_t = 5000)]
+    pub rpc_timeout_ms: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -74,6 +88,7 @@ async fn call(
     run: &str,
     n: u64,
     step: u64,
+    list_every: u64,
 ) -> Result<(), tonic::Status> {
     match target {
         Target::Presence => {
@@ -94,7 +109,9 @@ async fn call(
                     .get_user(GetUserRequest { user_id: user })
                     .await
                     .map(drop),
-                2 if n.is_multiple_of(25) => client.list_users(ListUsersRequest {}).await.map(drop),
+                2 if list_every > 0 && n.is_multiple_of(list_every) => {
+                    client.list_users(ListUsersRequest {}).await.map(drop)
+                }
                 2 => client
                     .get_user(GetUserRequest { user_id: user })
                     .await
@@ -152,16 +169,41 @@ async fn call(
     }
 }
 
-pub async fn run(target: Target, args: &GrpcArgs) -> anyhow::Result<Value> {
+/// `connections` channels in all (at least one per address), taking the
+/// addresses in turn (0, 1, ..., 0, 1, ...) so that consecutive RPCs go to
+/// different addresses.
+async fn connect(
+    urls: &[String],
+    connections: usize,
+    timeout: Duration,
+) -> anyhow::Result<Vec<(usize, Channel)>> {
+    anyhow::ensure!(!urls.is_empty(), "at least one --url");
     let mut channels = Vec::new();
-    for _ in 0..args.connections.max(1) {
-        channels.push(
-            Endpoint::from_shared(args.url.clone())?
-                .tcp_nodelay(true)
-                .connect()
-                .await?,
-        );
+    for i in 0..connections.max(urls.len()) {
+        let index = i % urls.len();
+        let url = &urls[index];
+        let channel = Endpoint::from_shared(url.clone())?
+            .tcp_nodelay(true)
+            .timeout(timeout)
+            .connect()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot connect to {url}: {e}"))?;
+        channels.push((index, channel));
     }
+    Ok(channels)
+}
+
+pub async fn run(target: Target, args: &GrpcArgs) -> anyhow::Result<Value> {
+    let channels = Arc::new(
+        connect(
+            &args.urls,
+            args.connections,
+            Duration::from_millis(args.rpc_timeout_ms.max(1)),
+        )
+        .await?,
+    );
+    let per_url: Arc<Vec<AtomicU64>> =
+        Arc::new(args.urls.iter().map(|_| AtomicU64::new(0)).collect());
     let run = format!("lg{:x}", std::process::id());
     let outcome = Arc::new(Outcome {
         latency: Mutex::new(histogram()),
@@ -183,17 +225,23 @@ pub async fn run(target: Target, args: &GrpcArgs) -> anyhow::Result<Value> {
             break;
         }
         let n = k / per_group;
-        let (channel, outcome, run) = (
-            channels[n as usize % channels.len()].clone(),
+        let (channels, per_url, outcome, run) = (
+            channels.clone(),
+            per_url.clone(),
             outcome.clone(),
             run.clone(),
         );
+        let list_every = args.list_every;
         in_flight.push(tokio::spawn(async move {
             // The first RPC is timed from the group's intended start, the others
-            // from when the one before it returned.
+            // from when the one before it returned. Each RPC takes the next
+            // channel, as a balancing gateway would: the steps of one group meet
+            // on different replicas, over the shared state.
             let mut from = tick;
             for step in 0..per_group {
-                let result = call(target, channel.clone(), &run, n, step).await;
+                let (url, channel) = &channels[((k + step) % channels.len() as u64) as usize];
+                per_url[*url].fetch_add(1, Ordering::Relaxed);
+                let result = call(target, channel.clone(), &run, n, step, list_every).await;
                 if let Ok(mut h) = outcome.latency.lock() {
                     record(&mut h, from.elapsed());
                 }
@@ -244,7 +292,11 @@ pub async fn run(target: Target, args: &GrpcArgs) -> anyhow::Result<Value> {
     .sum();
     Ok(json!({
         "scenario": match target { Target::Presence => "presence", Target::Calls => "calls-grpc" },
-        "url": args.url,
+        "urls": args.urls,
+        "calls_per_url": per_url.iter().map(|c| c.load(Ordering::Relaxed)).collect::<Vec<_>>(),
+        "connections": channels.len(),
+        "rpc_timeout_ms": args.rpc_timeout_ms,
+        "list_every": match target { Target::Presence => json!(args.list_every), Target::Calls => Value::Null },
         "offered_per_s": k as f64 / args.duration,
         "completed_ok_per_s": ok as f64 / args.duration,
         "answered_per_s": (k - failed) as f64 / args.duration,
@@ -253,4 +305,46 @@ pub async fn run(target: Target, args: &GrpcArgs) -> anyhow::Result<Value> {
         "outcomes": codes,
         "latency": latency,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::GrpcArgs;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: GrpcArgs,
+    }
+
+    #[test]
+    fn addresses_repeat_or_come_comma_separated() {
+        let cli = Cli::try_parse_from([
+            "lg",
+            "--url",
+            "http://a:1,http://b:2",
+            "--url",
+            "http://c:3",
+            "--list-every",
+            "0",
+        ])
+        .map_err(|e| e.to_string());
+        let args = cli.map(|c| c.args);
+        assert_eq!(
+            args.as_ref().map(|a| a.urls.clone()),
+            Ok(vec![
+                "http://a:1".to_owned(),
+                "http://b:2".to_owned(),
+                "http://c:3".to_owned()
+            ])
+        );
+        assert_eq!(args.map(|a| a.list_every), Ok(0));
+    }
+
+    #[test]
+    fn an_address_is_required() {
+        assert!(Cli::try_parse_from(["lg", "--rate", "10"]).is_err());
+    }
 }
