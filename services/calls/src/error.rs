@@ -50,22 +50,11 @@ impl From<CallError> for tonic::Status {
     }
 }
 
-/// Longest id or username accepted, in bytes.
-pub const MAX_FIELD_BYTES: usize = 128;
+pub use meetup_runtime::fields::MAX_FIELD_BYTES;
 /// Most users one `StartCall` may invite.
 pub const MAX_INVITED: usize = 64;
 
 /// Checks a required string field: present and at most [`MAX_FIELD_BYTES`].
 pub fn require(field: &str, value: &str) -> Result<(), CallError> {
-    if value.is_empty() {
-        return Err(CallError::InvalidArgument(format!(
-            "{field} must not be empty"
-        )));
-    }
-    if value.len() > MAX_FIELD_BYTES {
-        return Err(CallError::InvalidArgument(format!(
-            "{field} is longer than {MAX_FIELD_BYTES} bytes"
-        )));
-    }
-    Ok(())
+    meetup_runtime::fields::require(field, value).map_err(CallError::InvalidArgument)
 }

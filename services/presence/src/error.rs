@@ -45,20 +45,9 @@ impl From<PresenceError> for tonic::Status {
     }
 }
 
-/// Longest id or username accepted, in bytes.
-pub const MAX_FIELD_BYTES: usize = 128;
+pub use meetup_runtime::fields::MAX_FIELD_BYTES;
 
 /// Checks a required string field: present and at most [`MAX_FIELD_BYTES`].
 pub fn require(field: &str, value: &str) -> Result<(), PresenceError> {
-    if value.is_empty() {
-        return Err(PresenceError::InvalidArgument(format!(
-            "{field} must not be empty"
-        )));
-    }
-    if value.len() > MAX_FIELD_BYTES {
-        return Err(PresenceError::InvalidArgument(format!(
-            "{field} is longer than {MAX_FIELD_BYTES} bytes"
-        )));
-    }
-    Ok(())
+    meetup_runtime::fields::require(field, value).map_err(PresenceError::InvalidArgument)
 }

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bus;
+pub mod fields;
 pub mod grpc;
 mod local;
 pub mod metrics;
