@@ -1,9 +1,15 @@
 //! Following one bucket: its watch, opened again (after a short pause) whenever
 //! it breaks.
+//!
+//! [`Follow::next`] runs in the dispatcher's `select!`, which drops it whenever
+//! another branch is ready first, so it must be cancel-safe: opening a watch
+//! (creating a consumer: a request and its reply) is kept in `opening` and goes
+//! on where it was, instead of starting over on every presence change or relay.
 
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use meetup_runtime::store::{Bucket, StoreError, WatchStream, Watched};
 
 /// Pause before a broken watch is opened again.
@@ -23,6 +29,8 @@ pub(super) struct Follow {
     bucket: Bucket,
     name: &'static str,
     stream: Option<WatchStream>,
+    /// The watch being opened, once the pause after a failure is over.
+    opening: Option<BoxFuture<'static, Result<WatchStream, StoreError>>>,
     retry_at: tokio::time::Instant,
 }
 
@@ -32,6 +40,7 @@ impl Follow {
             bucket,
             name,
             stream: None,
+            opening: None,
             retry_at: tokio::time::Instant::now(),
         }
     }
@@ -39,8 +48,16 @@ impl Follow {
     /// What happened next; `None` while the watch is down (it is reopened in time).
     pub(super) async fn next(&mut self) -> Option<Followed> {
         let Some(stream) = self.stream.as_mut() else {
-            tokio::time::sleep_until(self.retry_at).await;
-            return match self.bucket.watch().await {
+            let opening = self.opening.get_or_insert_with(|| {
+                let (bucket, at) = (self.bucket.clone(), self.retry_at);
+                Box::pin(async move {
+                    tokio::time::sleep_until(at).await;
+                    bucket.watch().await
+                })
+            });
+            let opened = opening.await;
+            self.opening = None;
+            return match opened {
                 Ok(stream) => {
                     tracing::info!(bucket = self.name, "watching");
                     self.stream = Some(stream);
