@@ -18,6 +18,11 @@ use crate::edge::turn::IceConfig;
 use crate::history::History;
 use crate::mirror::Mirror;
 
+/// The room of the sockets that asked for presence deltas in their handshake
+/// (`presence: "delta"`): one `users-list` when they register, then only
+/// `user-joined` and `user-left`. (Socket ids never contain a colon.)
+pub const PRESENCE_DELTA_ROOM: &str = "presence:delta";
+
 #[derive(Clone, Debug)]
 pub struct Gateway {
     shared: Arc<Shared>,
@@ -213,6 +218,41 @@ impl Gateway {
                 Err(error) => tracing::debug!(session_id, event, %error, "emit failed"),
             }
         }
+    }
+
+    /// Sends `users-list` to every local socket but those that asked for presence deltas.
+    pub async fn emit_users_list(&self, list: &serde_json::Value) {
+        let emit = self
+            .shared
+            .io
+            .except(PRESENCE_DELTA_ROOM)
+            .emit("users-list", list);
+        let result = tracing::Instrument::instrument(emit, crate::traces::emit("users-list")).await;
+        match result {
+            Ok(()) => crate::metrics::get().event_out(
+                "users-list",
+                crate::metrics::get().connections.get().max(0) as u64,
+            ),
+            Err(error) => tracing::debug!(%error, "users-list broadcast failed for some sockets"),
+        }
+    }
+
+    /// Sends `event` to the local sockets that asked for presence deltas.
+    pub async fn emit_to_delta<T: Serialize + ?Sized>(&self, event: &str, data: &T) {
+        let emit = self.shared.io.to(PRESENCE_DELTA_ROOM).emit(event, data);
+        if let Err(error) = tracing::Instrument::instrument(emit, crate::traces::emit(event)).await
+        {
+            tracing::debug!(event, %error, "broadcast failed for some sockets");
+        }
+    }
+
+    /// True when `session_id` is a local socket that asked for presence deltas.
+    pub fn wants_presence_delta(&self, session_id: &str) -> bool {
+        session_id
+            .parse::<Sid>()
+            .ok()
+            .and_then(|sid| self.shared.io.get_socket(sid))
+            .is_some_and(|socket| socket.rooms().iter().any(|r| r == PRESENCE_DELTA_ROOM))
     }
 
     /// Emits to every local socket, except `except` when given.

@@ -1,4 +1,5 @@
-//! What changes mean for this gateway's sockets: `users-list` (coalesced),
+//! What changes mean for this gateway's sockets: `users-list` (coalesced; to
+//! sockets that asked for presence deltas only once, when they register),
 //! `user-joined` / `user-left`, and the call events, each to the sockets it is for.
 
 use std::time::Duration;
@@ -49,7 +50,7 @@ impl UsersListBroadcast {
 
     pub(super) async fn flush(&mut self, gw: &Gateway) {
         let list = gw.mirror().users_list();
-        gw.emit_all("users-list", &*list, None).await;
+        gw.emit_users_list(&list).await;
         self.last = Some(tokio::time::Instant::now());
         self.pending = false;
     }
@@ -82,6 +83,16 @@ pub(super) async fn announce_presence(
                 gw.emit_all("user-joined", &user, sender).await;
             }
             PresenceNotice::Offline { user_id } => gw.emit_all("user-left", &user_id, None).await,
+            // A delta socket's one users-list: the mirror as of its registration,
+            // sent in the dispatcher's order, so every later change reaches it
+            // as user-joined / user-left after the list.
+            PresenceNotice::Registered { session } => {
+                if session.gateway_id == gw.id() && gw.wants_presence_delta(&session.session_id) {
+                    let list = gw.mirror().users_list();
+                    gw.emit_to_session(&session.session_id, "users-list", &*list);
+                }
+            }
+            PresenceNotice::Updated { user } => gw.emit_to_delta("user-joined", &user).await,
         }
     }
 }

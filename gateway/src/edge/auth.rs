@@ -135,13 +135,19 @@ impl Authenticator {
 
 /// The token of a handshake: `auth.token`, else the `token` query parameter.
 pub fn handshake_token(auth: Option<&Value>, query: Option<&str>) -> Option<String> {
-    if let Some(token) = auth.and_then(|a| a.get("token")).and_then(Value::as_str) {
-        return Some(token.to_owned());
+    handshake_option(auth, query, "token")
+}
+
+/// A string option of a handshake: `auth.<name>`, else the `<name>` query
+/// parameter (for clients that cannot set `auth`).
+pub fn handshake_option(auth: Option<&Value>, query: Option<&str>, name: &str) -> Option<String> {
+    if let Some(value) = auth.and_then(|a| a.get(name)).and_then(Value::as_str) {
+        return Some(value.to_owned());
     }
     query?
         .split('&')
-        .find_map(|pair| pair.strip_prefix("token="))
-        .map(percent_decode)
+        .find_map(|pair| pair.split_once('=').filter(|(key, _)| *key == name))
+        .map(|(_, value)| percent_decode(value))
 }
 
 /// Decodes `%XX` escapes (JWTs are base64url and dots, so this is rarely needed).

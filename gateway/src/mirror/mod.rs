@@ -99,6 +99,14 @@ pub enum PresenceNotice {
     Offline {
         user_id: String,
     },
+    /// `session` registered (any session of the user, the first or another).
+    Registered {
+        session: Session,
+    },
+    /// An online user's public record changed (a registration with a new username).
+    Updated {
+        user: Value,
+    },
 }
 
 /// What a call change means for clients.
@@ -370,7 +378,8 @@ mod tests {
         let notices =
             mirror.apply_user("b", Some(online(user("b", 2), vec![session("s2", "g")])), 1);
         assert!(
-            matches!(&notices[..], [PresenceNotice::ListChanged, PresenceNotice::Online { session, .. }] if session.session_id == "s2")
+            matches!(&notices[..], [PresenceNotice::ListChanged, PresenceNotice::Online { session, .. }, PresenceNotice::Registered { session: registered }] if session.session_id == "s2" && registered.session_id == "s2"),
+            "{notices:?}"
         );
         mirror.apply_user("a", Some(online(user("a", 1), vec![session("s1", "g")])), 2);
         let list = mirror.users_list();
@@ -386,17 +395,46 @@ mod tests {
             )),
             3,
         );
-        assert_eq!(notices, vec![PresenceNotice::ListChanged]);
+        assert_eq!(
+            notices,
+            vec![
+                PresenceNotice::ListChanged,
+                PresenceNotice::Registered {
+                    session: session("s3", "g")
+                }
+            ]
+        );
+        // The same record read again (a new watch's snapshot): no new session.
+        let again = online(user("a", 1), vec![session("s1", "g"), session("s3", "g")]);
+        assert_eq!(
+            mirror.apply_user("a", Some(again), 3),
+            vec![PresenceNotice::ListChanged]
+        );
+        // A new username: the list, and the changed record for delta sockets.
+        let mut renamed = user("a", 1);
+        renamed.username = "Ada".into();
+        let notices = mirror.apply_user(
+            "a",
+            Some(online(
+                renamed.clone(),
+                vec![session("s1", "g"), session("s3", "g")],
+            )),
+            4,
+        );
+        assert!(
+            matches!(&notices[..], [PresenceNotice::ListChanged, PresenceNotice::Updated { user }] if user["username"] == "Ada"),
+            "{notices:?}"
+        );
         // One of two sessions goes: nothing to tell.
-        let mut one_left = online(user("a", 1), vec![session("s3", "g")]);
+        let mut one_left = online(renamed, vec![session("s3", "g")]);
         one_left.change = Some(PresenceChange {
             change: Some(presence_change::Change::Unregistered(SessionUnregistered {
                 session_id: "s1".into(),
                 reason: LeaveReason::Left as i32,
             })),
         });
-        assert!(mirror.apply_user("a", Some(one_left), 4).is_empty());
-        let notices = mirror.apply_user("a", None, 5);
+        assert!(mirror.apply_user("a", Some(one_left), 5).is_empty());
+        let notices = mirror.apply_user("a", None, 6);
         assert!(notices.contains(&PresenceNotice::Offline {
             user_id: "a".into()
         }));

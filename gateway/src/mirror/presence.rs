@@ -52,7 +52,11 @@ impl Mirror {
             .as_ref()
             .and_then(|r| r.user.as_ref())
             .filter(|u| !u.sessions.is_empty());
-        let was_online = state.users.contains_key(user_id);
+        let (previous, known_sessions) = match state.users.get(user_id) {
+            Some(u) => (Some(u.public.clone()), u.sessions.clone()),
+            None => (None, Vec::new()),
+        };
+        let was_online = previous.is_some();
         let mut notices = Vec::new();
         match online {
             None => {
@@ -82,17 +86,28 @@ impl Mirror {
                 let registered = record
                     .as_ref()
                     .and_then(|r| r.change.as_ref())
-                    .is_some_and(|c| {
-                        matches!(c.change, Some(presence_change::Change::Registered(_)))
+                    .and_then(|c| match &c.change {
+                        Some(presence_change::Change::Registered(r)) => Some(r.session.clone()),
+                        _ => None,
                     });
-                if registered || !was_online {
+                if registered.is_some() || !was_online {
                     notices.push(PresenceNotice::ListChanged);
                 }
                 if !was_online && let Some(session) = online.sessions.last() {
                     notices.push(PresenceNotice::Online {
-                        user: public,
+                        user: public.clone(),
                         session: session.clone(),
                     });
+                } else if was_online && previous.as_ref() != Some(&public) {
+                    notices.push(PresenceNotice::Updated { user: public });
+                }
+                // Once per session: a watch read again brings the same record.
+                if let Some(Some(session)) = registered
+                    && !known_sessions
+                        .iter()
+                        .any(|s| s.session_id == session.session_id)
+                {
+                    notices.push(PresenceNotice::Registered { session });
                 }
             }
         }

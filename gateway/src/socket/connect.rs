@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::queue::{Enqueue, Queued, Synchronous};
 use super::worker::SessionWorker;
-use crate::edge::auth::{Claims, handshake_token};
+use crate::edge::auth::{Claims, handshake_option, handshake_token};
 use crate::edge::limits::EventLimiter;
 use crate::payload::ClientEvent;
 use crate::state::Gateway;
@@ -43,29 +43,42 @@ impl ConnectHandler<LocalAdapter, Synchronous> for OnConnect {
         auth: &'a Option<PacketValue>,
     ) -> Pin<Box<dyn Future<Output = Result<(), Box<dyn std::fmt::Display + Send>>> + Send + 'a>>
     {
+        let refuse = |session_id, reason: String| {
+            tracing::info!(%session_id, reason, "handshake refused");
+            let message: Box<dyn std::fmt::Display + Send> = Box::new(reason);
+            Box::pin(async move { Err(message) })
+        };
+        let auth: Option<Value> = auth
+            .as_ref()
+            .and_then(|v| v.as_str())
+            .and_then(|text| serde_json::from_str(text.as_str()).ok());
+        let query = s.req_parts().uri.query();
+        let delta = match handshake_option(auth.as_ref(), query, "presence").as_deref() {
+            None | Some("full") => false,
+            Some("delta") => true,
+            Some(other) => {
+                let reason = format!(
+                    "invalid presence {other:?}: \"delta\" (user-joined and user-left after one users-list) or \"full\""
+                );
+                return refuse(s.id, reason);
+            }
+        };
         let claims = match self.gw.auth() {
             None => None,
             Some(authenticator) => {
-                let auth: Option<Value> = auth
-                    .as_ref()
-                    .and_then(|v| v.as_str())
-                    .and_then(|text| serde_json::from_str(text.as_str()).ok());
-                let token = handshake_token(auth.as_ref(), s.req_parts().uri.query());
-                let verified = match token {
+                let verified = match handshake_token(auth.as_ref(), query) {
                     Some(token) => authenticator.verify(&token),
                     None => Err("missing token".to_owned()),
                 };
                 match verified {
                     Ok(claims) => Some(claims),
-                    Err(reason) => {
-                        tracing::info!(session_id = %s.id, reason, "handshake refused");
-                        let message: Box<dyn std::fmt::Display + Send> =
-                            Box::new(format!("authentication failed: {reason}"));
-                        return Box::pin(async move { Err(message) });
-                    }
+                    Err(reason) => return refuse(s.id, format!("authentication failed: {reason}")),
                 }
             }
         };
+        if delta {
+            s.join(crate::state::PRESENCE_DELTA_ROOM);
+        }
         self.wire(SocketRef::from(s), claims);
         Box::pin(async { Ok(()) })
     }
