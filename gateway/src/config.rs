@@ -79,6 +79,11 @@ pub struct Config {
     /// Packets buffered per socket on their way out.
     #[arg(long, env = "SOCKET_BUFFER", default_value_t = 8192)]
     pub socket_buffer: usize,
+    /// Bytes a websocket reads from the network at a time. Signaling frames are
+    /// small (an ICE candidate is ~300 B); a larger one (an SDP offer) takes a
+    /// few reads. Kept by every connection, so small by default.
+    #[arg(long, env = "WS_READ_BUFFER_BYTES", default_value_t = 512)]
+    pub ws_read_buffer_bytes: usize,
     /// Events a socket may send per second on average.
     #[arg(long, env = "EVENTS_PER_SEC", default_value_t = 100)]
     pub events_per_sec: u32,
@@ -217,6 +222,7 @@ impl Config {
             ("MAX_MESSAGE_BYTES", self.max_message_bytes),
             ("SOCKET_QUEUE", self.socket_queue as u64),
             ("SOCKET_BUFFER", self.socket_buffer as u64),
+            ("WS_READ_BUFFER_BYTES", self.ws_read_buffer_bytes as u64),
             ("RPC_TIMEOUT_MS", self.rpc_timeout_ms),
             ("GATEWAY_HEARTBEAT_MS", self.gateway_heartbeat_ms),
             ("EVENTS_PER_SEC", u64::from(self.events_per_sec)),

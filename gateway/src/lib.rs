@@ -67,6 +67,7 @@ pub async fn run(
         .ws_max_message_size(config.max_message_bytes as usize)
         .ws_max_frame_size(config.max_message_bytes as usize)
         .max_buffer_size(config.socket_buffer)
+        .ws_read_buffer_size(config.ws_read_buffer_bytes)
         .build_layer();
     let gw = Gateway::new(GatewayParts {
         id: gateway_id.clone(),
@@ -139,17 +140,7 @@ pub async fn run(
 
     let grace = config.shutdown_grace();
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
-    // Signaling is small messages: none may wait on Nagle for a delayed ACK.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY");
-        }
-    });
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let server = edge::serve::serve(listener, app, async move {
         let _ = server_stopped.await;
     });
     let drain = {
@@ -164,7 +155,7 @@ pub async fn run(
         }
     };
     tokio::select! {
-        result = server => result?,
+        () = server => {}
         () = drain => tracing::warn!("connections still open after the grace period"),
     }
     let _ = stop_tasks.send(true);

@@ -37,6 +37,11 @@ impl ClientEvent {
         ClientEvent::GetCallHistory,
     ];
 
+    /// The client event called `name`, if it is one.
+    pub fn from_name(name: &str) -> Option<ClientEvent> {
+        ClientEvent::ALL.into_iter().find(|e| e.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             ClientEvent::UserJoined => "user-joined",

@@ -262,9 +262,12 @@ impl Gateway {
         data: &T,
         except: Option<Sid>,
     ) {
+        // The sender is left out by its id (`broadcast()`), not by a room of
+        // its own: a room per socket would cost every connection memory.
+        let sender = except.and_then(|sid| self.shared.io.get_socket(sid));
         let emit = async {
-            match except {
-                Some(sid) => self.shared.io.except(sid).emit(event, data).await,
+            match sender {
+                Some(socket) => socket.broadcast().emit(event, data).await,
                 None => self.shared.io.emit(event, data).await,
             }
         };

@@ -83,6 +83,8 @@ async fn storm_converges_on_the_full_list() {
         gateways: vec![gw.url()],
         users: 20,
         timeout: 30.0,
+        presence: "full".into(),
+        sources: 1,
     })
     .await
     .expect("storm");
@@ -97,6 +99,29 @@ async fn storm_converges_on_the_full_list() {
 }
 
 #[tokio::test]
+async fn a_delta_storm_converges_from_one_list_each_and_the_deltas() {
+    let gw = gateway().await;
+    let result = storm::run(&storm::StormArgs {
+        gateways: vec![gw.url()],
+        users: 20,
+        timeout: 30.0,
+        presence: "delta".into(),
+        // From 127.0.0.1 and 127.0.0.2.
+        sources: 2,
+    })
+    .await
+    .expect("storm");
+    assert_eq!(result["converged_clients"].as_u64(), Some(20), "{result}");
+    assert_eq!(result["clients_on_a_stale_list"].as_u64(), Some(0));
+    assert_eq!(
+        result["users_list_messages"].as_u64(),
+        Some(20),
+        "one list per client: {result}"
+    );
+    assert!(number(&result, "presence_bytes") > number(&result, "users_list_bytes"));
+}
+
+#[tokio::test]
 async fn idle_measures_memory_per_connection() {
     let gw = gateway().await;
     let args = idle::IdleArgs {
@@ -105,11 +130,16 @@ async fn idle_measures_memory_per_connection() {
         users: 20,
         register: true,
         settle: 0.2,
+        presence: "delta".into(),
+        sources: 2,
+        concurrency: 4,
+        cpu_window: 0.5,
     };
     let result = idle::run(&args).await.expect("idle");
     assert_eq!(result["connections_open"].as_u64(), Some(20), "{result}");
     assert!(number(&result, "rss_after_kib") > 0.0);
     assert!(result["rss_per_connection_kib"].is_number());
+    assert!(number(&result, "cpu_busy_at_idle") >= 0.0, "{result}");
 }
 
 #[tokio::test]

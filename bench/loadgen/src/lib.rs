@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bare;
 pub mod churn;
 pub mod grpc;
 pub mod idle;

@@ -2,7 +2,7 @@
 //! results (and a readable copy on stderr).
 
 use clap::{Parser, Subcommand};
-use meetup_loadgen::{churn, grpc, idle, relay, report, storm};
+use meetup_loadgen::{bare, churn, grpc, idle, relay, report, storm};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -43,6 +43,9 @@ enum Scenario {
         #[arg(long, default_value_t = 180)]
         payload_bytes: usize,
     },
+    /// Runs a Socket.IO server that only accepts connections (the library's own
+    /// memory per connection, beside the gateway's).
+    BareServer(bare::BareArgs),
     /// Runs the raw WebSocket echo server (the floor the relay is compared with).
     EchoServer {
         #[arg(long, default_value = "127.0.0.1:9200")]
@@ -66,6 +69,7 @@ async fn main() -> anyhow::Result<()> {
             duration,
             payload_bytes,
         } => relay::run_echo(&url, pairs, rate, duration, payload_bytes).await?,
+        Scenario::BareServer(args) => return bare::serve(&args).await,
         Scenario::EchoServer { listen } => {
             let listener = tokio::net::TcpListener::bind(listen).await?;
             eprintln!("echo server on {}", listener.local_addr()?);

@@ -3,6 +3,7 @@
 //! resolve futures, and nothing is buffered that the caller did not ask for.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use futures::{SinkExt, StreamExt};
 use serde_json::value::RawValue;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -43,18 +45,61 @@ pub fn websocket_url(base: &str) -> String {
     )
 }
 
+/// How a [`Conn`] connects, beyond the URL.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// The handshake's `auth` object, as JSON text (`{"presence":"delta"}`).
+    pub auth: Option<String>,
+    /// The local address to connect from: many connections spread over
+    /// 127.0.0.2, 127.0.0.3, ... do not run out of ephemeral ports.
+    pub source: Option<IpAddr>,
+}
+
+/// Opens the TCP connection, from `source` when given.
+async fn tcp_connect(url: &str, source: Option<IpAddr>) -> anyhow::Result<TcpStream> {
+    let authority = url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .context("no host in the URL")?;
+    let target = tokio::net::lookup_host(authority)
+        .await?
+        .next()
+        .context("the host has no address")?;
+    let socket = if target.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(source) = source {
+        socket.bind(SocketAddr::new(source, 0))?;
+    }
+    let stream = socket.connect(target).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
 impl Conn {
     /// Connects to the default namespace; `on_event(name, data)` gets every
     /// server event with its first argument as raw JSON, on the reading task.
     pub async fn connect(
         base_url: &str,
+        on_event: impl FnMut(&str, &str) + Send + 'static,
+    ) -> anyhow::Result<Self> {
+        Self::connect_with(base_url, &ConnectOptions::default(), on_event).await
+    }
+
+    /// [`Conn::connect`], with a handshake `auth` object and a source address.
+    pub async fn connect_with(
+        base_url: &str,
+        options: &ConnectOptions,
         mut on_event: impl FnMut(&str, &str) + Send + 'static,
     ) -> anyhow::Result<Self> {
         let url = websocket_url(base_url);
-        let (ws, _) = tokio::time::timeout(
-            Duration::from_secs(15),
-            tokio_tungstenite::connect_async(&url),
-        )
+        let (ws, _) = tokio::time::timeout(Duration::from_secs(15), async {
+            let stream = tcp_connect(&url, options.source).await?;
+            anyhow::Ok(tokio_tungstenite::client_async(url.as_str(), stream).await?)
+        })
         .await
         .context("websocket connect timed out")??;
         let (mut sink, mut stream) = ws.split();
@@ -62,7 +107,8 @@ impl Conn {
             Some(Ok(Message::Text(open))) if open.starts_with('0') => {}
             other => bail!("expected an Engine.IO open packet, got {other:?}"),
         }
-        sink.send(Message::text("40")).await?;
+        let connect = format!("40{}", options.auth.as_deref().unwrap_or(""));
+        sink.send(Message::text(connect)).await?;
         // Events the server sent before its connect packet (a broadcast racing
         // the handshake): socket.io-client buffers them, and so does this.
         let mut early = Vec::new();

@@ -1,6 +1,8 @@
 //! The `storm` scenario: N users connect and register at once; the time until
-//! every client holds a `users-list` of exactly all N users, and how many
-//! `users-list` messages and bytes that took.
+//! every client holds exactly all N users, and how many presence messages and
+//! bytes that took. With `--presence full` (today's protocol) a client holds
+//! its last `users-list`; with `--presence delta` (the opt-in extension) its
+//! one `users-list` with every `user-joined` and `user-left` since applied.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -9,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::sio::Conn;
+use crate::sio::{Conn, ConnectOptions};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct StormArgs {
@@ -21,11 +23,25 @@ pub struct StormArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 120.0)]
     pub timeout: f64,
+    /// `full` (every change sends users-list) or `delta` (asked in the handshake).
+    #[arg(long, default_value = "full", value_parser = ["full", "delta"])]
+    pub presence: String,
+    /// Connect from 127.0.0.1 ... 127.0.0.N in turn (many connections need more
+    /// than one source address's ephemeral ports).
+    #[arg(long, default_value_t = 1)]
+    pub sources: u8,
+}
+
+/// The local address of the `i`-th connection when spread over `sources` addresses.
+pub fn source_address(i: usize, sources: u8) -> Option<std::net::IpAddr> {
+    (sources > 1)
+        .then(|| std::net::Ipv4Addr::new(127, 0, 0, 1 + (i % sources as usize) as u8).into())
 }
 
 struct Client {
-    /// The last users-list received (as ids), and when.
-    last: Mutex<(Option<HashSet<String>>, Option<Instant>)>,
+    /// The ids the client holds, when they last changed, and whether they are
+    /// exactly the storm's users.
+    last: Mutex<(Option<HashSet<String>>, Option<Instant>, bool)>,
 }
 
 /// Runs the storm and returns its results.
@@ -37,51 +53,80 @@ pub async fn run(args: &StormArgs) -> anyhow::Result<Value> {
     let expected: Arc<HashSet<String>> = Arc::new(ids.iter().cloned().collect());
     let lists = Arc::new(AtomicU64::new(0));
     let bytes = Arc::new(AtomicU64::new(0));
+    let presence_bytes = Arc::new(AtomicU64::new(0));
+    let delta = args.presence == "delta";
+    let sources = args.sources;
     let converged = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
     for (i, id) in ids.iter().enumerate() {
         let gateway = args.gateways[i % args.gateways.len()].clone();
-        let (id, expected, lists, bytes, converged) = (
+        let (id, expected, lists, bytes, presence_bytes, converged) = (
             id.clone(),
             expected.clone(),
             lists.clone(),
             bytes.clone(),
+            presence_bytes.clone(),
             converged.clone(),
         );
         let prefix = format!("st-{run_id}-");
         tasks.push(tokio::spawn(async move {
             let client = Arc::new(Client {
-                last: Mutex::new((None, None)),
+                last: Mutex::new((None, None, false)),
             });
             let seen = client.clone();
-            let conn = Conn::connect(&gateway, move |event, data| {
-                if event != "users-list" {
-                    return;
-                }
-                lists.fetch_add(1, Ordering::Relaxed);
-                bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+            let options = ConnectOptions {
+                auth: delta.then(|| r#"{"presence":"delta"}"#.to_owned()),
+                source: source_address(i, sources),
+            };
+            let conn = Conn::connect_with(&gateway, &options, move |event, data| {
                 // Only the ids: the other fields are skipped unparsed.
                 #[derive(serde::Deserialize)]
                 struct Listed {
                     id: String,
                 }
-                let ids: HashSet<String> = serde_json::from_str::<Vec<Listed>>(data)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|u| u.id)
-                    .filter(|id| id.starts_with(&prefix))
-                    .collect();
-                let complete = ids == *expected;
-                if let Ok(mut last) = seen.last.lock() {
-                    let was_complete = last.0.as_ref().is_some_and(|l| *l == *expected);
-                    if complete && !was_complete {
-                        converged.fetch_add(1, Ordering::Relaxed);
-                    } else if !complete && was_complete {
-                        converged.fetch_sub(1, Ordering::Relaxed);
+                let mut last = match seen.last.lock() {
+                    Ok(last) => last,
+                    Err(_) => return,
+                };
+                let mut ids = last.0.take().unwrap_or_default();
+                match event {
+                    "users-list" => {
+                        lists.fetch_add(1, Ordering::Relaxed);
+                        bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                        ids = serde_json::from_str::<Vec<Listed>>(data)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|u| u.id)
+                            .filter(|id| id.starts_with(&prefix))
+                            .collect();
                     }
-                    *last = (Some(ids), Some(Instant::now()));
+                    "user-joined" if delta => {
+                        if let Ok(user) = serde_json::from_str::<Listed>(data)
+                            && user.id.starts_with(&prefix)
+                        {
+                            ids.insert(user.id);
+                        }
+                    }
+                    "user-left" if delta => {
+                        if let Ok(id) = serde_json::from_str::<String>(data) {
+                            ids.remove(&id);
+                        }
+                    }
+                    _ => {
+                        last.0 = Some(ids);
+                        return;
+                    }
                 }
+                presence_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                let complete = ids == *expected;
+                let was_complete = last.2;
+                if complete && !was_complete {
+                    converged.fetch_add(1, Ordering::Relaxed);
+                } else if !complete && was_complete {
+                    converged.fetch_sub(1, Ordering::Relaxed);
+                }
+                *last = (Some(ids), Some(Instant::now()), complete);
             })
             .await?;
             let payload = json!({ "id": id, "username": id }).to_string();
@@ -106,7 +151,7 @@ pub async fn run(args: &StormArgs) -> anyhow::Result<Value> {
     let mut last_list_at = start;
     for (_conn, client) in &clients {
         if let Ok(last) = client.last.lock() {
-            if !last.0.as_ref().is_some_and(|l| *l == *expected) {
+            if !last.2 {
                 stale += 1;
             }
             if let Some(at) = last.1 {
@@ -126,5 +171,8 @@ pub async fn run(args: &StormArgs) -> anyhow::Result<Value> {
         "clients_on_a_stale_list": stale,
         "users_list_messages": lists.load(Ordering::Relaxed),
         "users_list_bytes": bytes.load(Ordering::Relaxed),
+        "presence": args.presence,
+        "presence_bytes": presence_bytes.load(Ordering::Relaxed),
+        "presence_bytes_per_client": presence_bytes.load(Ordering::Relaxed) as f64 / args.users as f64,
     }))
 }

@@ -17,7 +17,6 @@ use super::queue::{Enqueue, Queued, Synchronous};
 use super::worker::SessionWorker;
 use crate::edge::auth::{Claims, handshake_option, handshake_token};
 use crate::edge::limits::EventLimiter;
-use crate::payload::ClientEvent;
 use crate::state::Gateway;
 
 /// Connect handler of the default namespace: wires a new socket to its task.
@@ -86,8 +85,6 @@ impl ConnectHandler<LocalAdapter, Synchronous> for OnConnect {
 
 impl OnConnect {
     fn wire(&self, socket: SocketRef, claims: Option<Claims>) {
-        // Its own room, so that broadcasts can leave the sender out.
-        socket.join(socket.id);
         let limits = self.gw.limits();
         let (tx, rx) = mpsc::channel(limits.socket_queue);
         let limiter = Arc::new(Mutex::new(EventLimiter::new(
@@ -95,16 +92,10 @@ impl OnConnect {
             limits.events_burst,
             limits.abuse_disconnect_after,
         )));
-        for event in ClientEvent::ALL {
-            socket.on(
-                event.name(),
-                Enqueue {
-                    event,
-                    tx: tx.clone(),
-                    limiter: limiter.clone(),
-                },
-            );
-        }
+        socket.on_fallback(Enqueue {
+            tx: tx.clone(),
+            limiter,
+        });
         socket.on_disconnect(move || {
             let tx = tx.clone();
             async move {

@@ -36,12 +36,13 @@ impl SessionWorker {
         metrics::get().connections.inc();
         while let Some(queued) = rx.recv().await {
             match queued {
-                Queued::Event {
-                    event,
-                    packet,
-                    ack,
-                    received,
-                } => {
+                Queued::Event(queued) => {
+                    let super::queue::QueuedEvent {
+                        event,
+                        packet,
+                        ack,
+                        received,
+                    } = *queued;
                     // Boxed: the handlers' futures (gRPC calls inside) are large, and
                     // an idle socket's task should not carry their size around.
                     let span = crate::traces::socket_event(event.name(), &self.session_id);
