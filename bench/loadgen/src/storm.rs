@@ -113,6 +113,12 @@ pub async fn run(args: &StormArgs) -> anyhow::Result<Value> {
                             ids.remove(&id);
                         }
                     }
+                    "user-joined" | "user-left" => {
+                        // Full lists: the deltas still go out, and count.
+                        presence_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                        last.0 = Some(ids);
+                        return;
+                    }
                     _ => {
                         last.0 = Some(ids);
                         return;

@@ -14,12 +14,22 @@ use crate::state::Gateway;
 /// joins so costs a few lists instead of one per join (each list goes to every
 /// socket), every client still ends on the exact final list, and since the mirror
 /// only moves forward, no list is older than one sent before it.
+///
+/// Sockets that asked for presence deltas get their one list here too: the
+/// sockets that registered since the last flush share one serialized list,
+/// taken when it goes out, so every change after it reaches them as a delta.
 #[derive(Debug, Default)]
 pub(super) struct UsersListBroadcast {
     last: Option<tokio::time::Instant>,
     last_change: Option<tokio::time::Instant>,
     pending: bool,
+    /// Delta sockets waiting for their list, and since when.
+    snapshots: Vec<String>,
+    snapshots_since: Option<tokio::time::Instant>,
 }
+
+/// How long a delta socket's list may wait to be shared with other registrations.
+const SNAPSHOT_WAIT: Duration = Duration::from_millis(20);
 
 /// A burst is over once presence has been quiet this long: the final list then
 /// goes out without waiting for the rest of the interval.
@@ -48,6 +58,29 @@ impl UsersListBroadcast {
         }
     }
 
+    /// A delta socket of this gateway registered: its list goes out with the
+    /// next flush of snapshots.
+    pub(super) fn snapshot_for(&mut self, session_id: String) {
+        self.snapshots_since
+            .get_or_insert_with(tokio::time::Instant::now);
+        self.snapshots.push(session_id);
+    }
+
+    /// Sends what is due: the coalesced list to the other sockets, and the
+    /// delta sockets' snapshots.
+    pub(super) async fn flush_due(&mut self, gw: &Gateway) {
+        let now = tokio::time::Instant::now();
+        if self.list_due(gw).is_some_and(|due| due <= now) {
+            self.flush(gw).await;
+        }
+        if self
+            .snapshots_since
+            .is_some_and(|since| since + SNAPSHOT_WAIT <= now)
+        {
+            self.flush_snapshots(gw);
+        }
+    }
+
     pub(super) async fn flush(&mut self, gw: &Gateway) {
         let list = gw.mirror().users_list();
         gw.emit_users_list(&list).await;
@@ -55,9 +88,33 @@ impl UsersListBroadcast {
         self.pending = false;
     }
 
+    /// The mirror's list, serialized once, to every delta socket waiting for it.
+    fn flush_snapshots(&mut self, gw: &Gateway) {
+        self.snapshots_since = None;
+        let sessions = std::mem::take(&mut self.snapshots);
+        let list = gw.mirror().users_list();
+        match serde_json::value::to_raw_value(&*list) {
+            Ok(raw) => {
+                for session_id in sessions {
+                    gw.emit_to_session(&session_id, "users-list", &raw);
+                }
+            }
+            Err(error) => tracing::error!(%error, "users-list not serializable"),
+        }
+    }
+
+    /// When something is due, if anything is.
+    pub(super) fn due(&self, gw: &Gateway) -> Option<tokio::time::Instant> {
+        let snapshots = self.snapshots_since.map(|since| since + SNAPSHOT_WAIT);
+        match (self.list_due(gw), snapshots) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// When the coalesced list is due, if one is: at the end of the interval,
     /// or as soon as the burst is over.
-    pub(super) fn due(&self, gw: &Gateway) -> Option<tokio::time::Instant> {
+    fn list_due(&self, gw: &Gateway) -> Option<tokio::time::Instant> {
         if !self.pending {
             return None;
         }
@@ -83,13 +140,12 @@ pub(super) async fn announce_presence(
                 gw.emit_all("user-joined", &user, sender).await;
             }
             PresenceNotice::Offline { user_id } => gw.emit_all("user-left", &user_id, None).await,
-            // A delta socket's one users-list: the mirror as of its registration,
-            // sent in the dispatcher's order, so every later change reaches it
-            // as user-joined / user-left after the list.
+            // A delta socket's one users-list: the mirror as it is when the list
+            // goes out, sent in the dispatcher's order, so every later change
+            // reaches it as user-joined / user-left after the list.
             PresenceNotice::Registered { session } => {
                 if session.gateway_id == gw.id() && gw.wants_presence_delta(&session.session_id) {
-                    let list = gw.mirror().users_list();
-                    gw.emit_to_session(&session.session_id, "users-list", &*list);
+                    users_list.snapshot_for(session.session_id);
                 }
             }
             PresenceNotice::Updated { user } => gw.emit_to_delta("user-joined", &user).await,

@@ -36,6 +36,9 @@ pub async fn run(gw: Gateway, mut relays: Subscription, mut stop: watch::Receive
             Some(item) = presence.next() => {
                 on_presence(&gw, item, &mut users_list).await;
                 gw.mirror().publish_progress();
+                // A long burst keeps this branch ready: what is due goes out
+                // meanwhile, not only once the burst is over.
+                users_list.flush_due(&gw).await;
             }
             Some(item) = calls.next() => {
                 on_calls(&gw, item);
@@ -53,7 +56,7 @@ pub async fn run(gw: Gateway, mut relays: Subscription, mut stop: watch::Receive
             }
             Some(message) = relays.next() => deliver_relay(&gw, message),
             () = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
-                users_list.flush(&gw).await;
+                users_list.flush_due(&gw).await;
             }
         }
     }
