@@ -336,3 +336,123 @@ pub fn replica_went_away(status: &tonic::Status) -> bool {
     ) && meetup_runtime::reason::of(status).is_none()
 }
 
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use meetup_proto::calls::v1::GetCallRequest;
+    use meetup_proto::presence::v1::RegisterSessionRequest;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    use super::*;
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port()
+    }
+
+    /// Open connections that the listener on 127.0.0.1:`port` accepted.
+    fn accepted(port: u16) -> usize {
+        let local = format!("0100007F:{port:04X}");
+        let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+        table
+            .lines()
+            .skip(1)
+            .map(|line| line.split_whitespace().collect::<Vec<_>>())
+            // The local address, and ESTABLISHED.
+            .filter(|fields| fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"01"))
+            .count()
+    }
+
+    fn register(session_id: &str) -> RegisterSessionRequest {
+        RegisterSessionRequest {
+            user_id: "u1".into(),
+            username: "Ann".into(),
+            gateway_id: "gw-1".into(),
+            session_id: session_id.into(),
+        }
+    }
+
+    /// What the gateway's ack mapping looks at.
+    fn seen(status: &tonic::Status) -> (tonic::Code, String, Option<String>) {
+        let reason = meetup_runtime::reason::of(status).map(str::to_owned);
+        (status.code(), status.message().to_owned(), reason)
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_gateway_calls_its_services_in_process_and_others_still_reach_them_over_tcp() {
+        let (presence_port, calls_port) = (free_port(), free_port());
+        let config = Config::try_parse_from([
+            "meetup-gateway".to_owned(),
+            format!("--presence-listen=127.0.0.1:{presence_port}"),
+            format!("--calls-listen=127.0.0.1:{calls_port}"),
+            "--internal-api-token=s3cret".to_owned(),
+            "--max-sockets-per-user=1".to_owned(),
+        ])
+        .expect("config");
+        let backends = Backends::start(&config).await.expect("backends");
+
+        // The gateway's own calls are answered, or refused with their reason,
+        // without a connection to either listener.
+        let presence = backends.presence.clone();
+        presence
+            .clone()
+            .register_session(register("s1"))
+            .await
+            .expect("registered");
+        let in_process = presence
+            .clone()
+            .register_session(register("s2"))
+            .await
+            .expect_err("one socket per user");
+        let no_call = backends
+            .calls
+            .clone()
+            .get_call(GetCallRequest {
+                call_id: "nope".into(),
+            })
+            .await
+            .expect_err("no such call");
+        assert_eq!(no_call.code(), tonic::Code::NotFound);
+        assert_eq!((accepted(presence_port), accepted(calls_port)), (0, 0));
+
+        // Another service over TCP gets the same answer, with the token only,
+        // and the health service.
+        let channel = Endpoint::from_shared(format!("http://127.0.0.1:{presence_port}"))
+            .expect("url")
+            .connect()
+            .await
+            .expect("connected");
+        let bearer = AttachBearer::new(Some("s3cret".into())).expect("token");
+        let over_tcp = PresenceServiceClient::with_interceptor(channel.clone(), bearer)
+            .register_session(register("s3"))
+            .await
+            .expect_err("one socket per user");
+        assert_eq!(seen(&over_tcp), seen(&in_process));
+        assert_eq!(
+            seen(&in_process).2.as_deref(),
+            Some("too-many-sockets"),
+            "{in_process:?}"
+        );
+        let anonymous = PresenceServiceClient::new(channel.clone())
+            .register_session(register("s1"))
+            .await
+            .expect_err("no token");
+        assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
+        let health = HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: "meetup.presence.v1.PresenceService".into(),
+            })
+            .await
+            .expect("health");
+        assert_eq!(health.into_inner().status(), ServingStatus::Serving);
+        // (Which also shows that `accepted` sees connections.)
+        assert!(accepted(presence_port) > 0);
+
+        backends.stop().await;
+    }
+}
