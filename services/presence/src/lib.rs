@@ -13,12 +13,23 @@ use std::future::Future;
 use std::time::Duration;
 
 use meetup_proto::presence::v1::presence_service_server::PresenceServiceServer;
+use meetup_runtime::grpc::RequireBearer;
 use meetup_runtime::store::leases::LeaseView;
 use tokio::net::TcpListener;
+use tonic::service::interceptor::InterceptedService;
 
 pub use error::PresenceError;
 pub use service::PresenceGrpc;
 pub use store::PresenceStore;
+
+/// The presence gRPC API: with `api_token`, every call must carry it as a bearer
+/// token. Served over the network by [`run`], or called in process
+/// (`meetup_runtime::grpc::in_process`).
+pub type PresenceApi = InterceptedService<PresenceServiceServer<PresenceGrpc>, RequireBearer>;
+
+pub fn api(store: PresenceStore, api_token: Option<String>) -> PresenceApi {
+    PresenceServiceServer::with_interceptor(PresenceGrpc::new(store), RequireBearer::new(api_token))
+}
 
 /// Serves the presence gRPC API (with health and reflection) until `shutdown`; with
 /// `api_token`, every API call must carry it as a bearer token.
@@ -28,11 +39,7 @@ pub async fn run(
     api_token: Option<String>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let service = PresenceServiceServer::with_interceptor(
-        PresenceGrpc::new(store),
-        meetup_runtime::grpc::RequireBearer::new(api_token),
-    );
-    meetup_runtime::grpc::serve(listener, service, shutdown).await
+    meetup_runtime::grpc::serve(listener, api(store, api_token), shutdown).await
 }
 
 /// Removes, every `interval`, the sessions of gateways whose lease has been gone

@@ -1,16 +1,34 @@
-//! Serves one gRPC service together with `grpc.health.v1` and server reflection.
+//! Serves one gRPC service together with `grpc.health.v1` and server reflection,
+//! and lets this process call that same service without a socket ([`in_process`]).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::body::Body;
-use tonic::codegen::http::Request;
+use tonic::codegen::http::{Request, Response};
 use tonic::server::NamedService;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
+use tower::ServiceExt;
+use tower::layer::util::{Identity, Stack};
+use tower::util::BoxCloneSyncService;
+
+use crate::metrics::GrpcMetricsLayer;
+use crate::tracing_context::TraceGrpcServerLayer;
+
+/// The layers every call to a gRPC API of this process goes through, whether it
+/// came over the network ([`serve`]) or from this process ([`in_process`]):
+/// metrics by method and status, then the caller's trace context.
+fn server_layers()
+-> tower::ServiceBuilder<Stack<TraceGrpcServerLayer, Stack<GrpcMetricsLayer, Identity>>> {
+    tower::ServiceBuilder::new()
+        .layer(GrpcMetricsLayer)
+        .layer(TraceGrpcServerLayer)
+}
 
 /// Runs `service` on `listener` until `shutdown` resolves, then finishes the
 /// requests in flight and returns.
@@ -40,14 +58,44 @@ where
     Server::builder()
         // Small responses must not wait for Nagle (40 ms with delayed ACKs).
         .tcp_nodelay(true)
-        .layer(crate::metrics::GrpcMetricsLayer)
-        .layer(crate::tracing_context::TraceGrpcServerLayer)
+        .layer(server_layers())
         .add_service(health_service)
         .add_service(reflection)
         .add_service(service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
     Ok(())
+}
+
+/// A gRPC API of this process as a client transport: a tonic client over it
+/// calls the service directly (no socket, no HTTP/2), through the same layers
+/// as over the network, so metrics, traces, interceptors and errors are the
+/// same. Like a channel's `Endpoint::timeout`, each call has `deadline` until
+/// its response, then fails `Cancelled` "Timeout expired".
+pub type InProcess = BoxCloneSyncService<Request<Body>, Response<Body>, tonic::codegen::StdError>;
+
+/// `service` (the one [`serve`] gets) as an [`InProcess`] transport.
+pub fn in_process<S, B>(service: S, deadline: Duration) -> InProcess
+where
+    S: tower::Service<Request<Body>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError>,
+{
+    let service = server_layers()
+        .service(service)
+        .map_future(move |response| async move {
+            match tokio::time::timeout(deadline, response).await {
+                Ok(Ok(response)) => Ok(response.map(Body::new)),
+                Ok(Err(never)) => match never {},
+                Err(_) => Err(tonic::TimeoutExpired(()).into()),
+            }
+        });
+    BoxCloneSyncService::new(service)
 }
 
 /// Server side of `INTERNAL_API_TOKEN`: when a token is configured, every call
@@ -167,6 +215,22 @@ mod tests {
         assert!(!warn_if_exposed("presence", any, Some("t")));
         assert!(!warn_if_exposed("presence", local, None));
         assert!(!warn_if_exposed("presence", local6, None));
+    }
+
+    #[tokio::test]
+    async fn an_in_process_call_past_its_deadline_fails_as_over_a_channel() {
+        let slow = tower::service_fn(|_: Request<Body>| async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok::<_, Infallible>(Response::new(Body::empty()))
+        });
+        let error = in_process(slow, Duration::from_millis(10))
+            .oneshot(Request::new(Body::empty()))
+            .await
+            .expect_err("past the deadline");
+        // What a tonic client makes of it, as of a channel's `Endpoint::timeout`.
+        let status = tonic::Status::from_error(error);
+        assert_eq!(status.code(), tonic::Code::Cancelled);
+        assert_eq!(status.message(), "Timeout expired");
     }
 
     #[test]
