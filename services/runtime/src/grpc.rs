@@ -89,9 +89,16 @@ where
     let service = server_layers()
         .service(service)
         .map_future(move |response| async move {
+            // A handler that panics fails its call, as over the network (where
+            // the server's task dies, not the caller's).
+            let response = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(response));
             match tokio::time::timeout(deadline, response).await {
-                Ok(Ok(response)) => Ok(response.map(Body::new)),
-                Ok(Err(never)) => match never {},
+                Ok(Ok(Ok(response))) => Ok(response.map(Body::new)),
+                Ok(Ok(Err(never))) => match never {},
+                Ok(Err(_panic)) => {
+                    tracing::error!("a gRPC handler panicked; the call fails");
+                    Err(tonic::Status::internal("the service failed on this request").into())
+                }
                 Err(_) => Err(tonic::TimeoutExpired(()).into()),
             }
         });
@@ -231,6 +238,22 @@ mod tests {
         let status = tonic::Status::from_error(error);
         assert_eq!(status.code(), tonic::Code::Cancelled);
         assert_eq!(status.message(), "Timeout expired");
+    }
+
+    #[tokio::test]
+    async fn an_in_process_handler_that_panics_fails_its_call_not_the_caller() {
+        let broken = tower::service_fn(|_: Request<Body>| async {
+            if std::hint::black_box(true) {
+                panic!("handler bug");
+            }
+            Ok::<_, Infallible>(Response::new(Body::empty()))
+        });
+        let error = in_process(broken, Duration::from_secs(5))
+            .oneshot(Request::new(Body::empty()))
+            .await
+            .expect_err("the handler panicked");
+        let status = tonic::Status::from_error(error);
+        assert_eq!(status.code(), tonic::Code::Internal);
     }
 
     #[test]
