@@ -150,6 +150,7 @@ async fn call_churn_completes_calls_with_step_latencies() {
         workers: 2,
         relays: 2,
         duration: 1.0,
+        rate: 0.0,
     };
     let result = churn::run(&args).await.expect("churn");
     assert_eq!(result["errors"].as_u64(), Some(0), "{result}");
@@ -162,6 +163,23 @@ async fn call_churn_completes_calls_with_step_latencies() {
         );
     }
     assert!(result["relay"]["count"].as_u64().expect("count") >= 2 * calls);
+}
+
+#[tokio::test]
+async fn call_churn_at_a_fixed_rate_starts_that_many_calls() {
+    let gw = gateway().await;
+    let args = churn::ChurnArgs {
+        gateways: vec![gw.url()],
+        workers: 4,
+        relays: 1,
+        duration: 1.0,
+        rate: 40.0,
+    };
+    let result = churn::run(&args).await.expect("churn");
+    assert_eq!(result["errors"].as_u64(), Some(0), "{result}");
+    // 40 a second for one second, each worker on its own schedule.
+    assert_eq!(result["calls_completed"].as_u64(), Some(40), "{result}");
+    assert_eq!(result["offered_calls_per_s"].as_f64(), Some(40.0));
 }
 
 /// Checks a gRPC load result of about `offered` RPCs: every call has an outcome,

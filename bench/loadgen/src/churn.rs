@@ -24,6 +24,11 @@ pub struct ChurnArgs {
     pub relays: usize,
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
+    /// Calls started per second in all (spread over the workers, each on its
+    /// own schedule); 0: each worker starts its next call as soon as the last
+    /// one is done (the highest rate the system sustains).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
 }
 
 #[derive(Clone)]
@@ -73,11 +78,23 @@ pub async fn run(args: &ChurnArgs) -> anyhow::Result<Value> {
             .await?;
         }
         let (steps, relays, run_id) = (steps.clone(), args.relays, run_id.clone());
+        // A worker's calls are `workers / rate` apart, the workers staggered.
+        let every = (args.rate > 0.0).then(|| args.workers as f64 / args.rate);
+        let offset = every.map_or(0.0, |every| every * w as f64 / args.workers as f64);
         tasks.push(tokio::spawn(async move {
             let begin = Instant::now();
             let mut completed = 0u64;
             let mut errors = 0u64;
+            let mut n = 0u64;
             while begin.elapsed() < duration {
+                if let Some(every) = every {
+                    let at = begin + Duration::from_secs_f64(offset + every * n as f64);
+                    if at >= begin + duration {
+                        break;
+                    }
+                    tokio::time::sleep_until(at.into()).await;
+                    n += 1;
+                }
                 let call = format!("ch-{run_id}-{w}-{completed}-{errors}");
                 let cycle = async {
                     // Full identities, as a real frontend sends (the original needs them).
@@ -114,6 +131,7 @@ pub async fn run(args: &ChurnArgs) -> anyhow::Result<Value> {
         "workers": args.workers,
         "relays_per_call": args.relays,
         "duration_s": args.duration,
+        "offered_calls_per_s": (args.rate > 0.0).then_some(args.rate),
         "calls_completed": completed,
         "calls_per_s": completed as f64 / args.duration,
         "errors": errors,

@@ -141,13 +141,26 @@ pub async fn run(args: &StormArgs) -> anyhow::Result<Value> {
             anyhow::Ok((conn, client))
         }));
     }
+    // A client that could not connect or register is counted, not fatal: a
+    // storm past what the machine holds still reports how far it got.
     let mut clients = Vec::new();
+    let mut failed = 0;
     for task in tasks {
-        clients.push(task.await??);
+        match task.await {
+            Ok(Ok(client)) => clients.push(client),
+            Ok(Err(error)) => {
+                failed += 1;
+                if failed == 1 {
+                    eprintln!("storm: a client failed: {error:#}");
+                }
+            }
+            Err(error) => return Err(error.into()),
+        }
     }
     let registered_after = start.elapsed();
     let deadline = start + Duration::from_secs_f64(args.timeout);
-    while converged.load(Ordering::Relaxed) < args.users && Instant::now() < deadline {
+    while failed == 0 && converged.load(Ordering::Relaxed) < args.users && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let all_converged_after = start.elapsed();
@@ -171,6 +184,7 @@ pub async fn run(args: &StormArgs) -> anyhow::Result<Value> {
         "gateways": args.gateways,
         "users": args.users,
         "all_registered_s": registered_after.as_secs_f64(),
+        "failed_clients": failed,
         "converged_clients": converged,
         "converge_s": (converged == args.users).then_some(all_converged_after.as_secs_f64()),
         "last_users_list_s": last_list_at.duration_since(start).as_secs_f64(),
