@@ -208,6 +208,162 @@ def splice(path, section):
     path.write_text("\n".join(new).rstrip("\n") + "\n")
 
 
+def per_conn(res):
+    return (res or {}).get("rss_per_connection_kib")
+
+
+def verdict(value, limit, unit="x", lower_is_better=True):
+    """"met" or "**missed**", with by how much."""
+    if value is None:
+        return "**not measured**"
+    ok = value <= limit if lower_is_better else value >= limit
+    if ok:
+        return f"met ({value:.2f}{unit}, target {limit}{unit})"
+    return f"**missed** ({value:.2f}{unit}, target {limit}{unit}: {abs(value - limit):.2f}{unit} {'over' if lower_is_better else 'short'})"
+
+
+def memory_section(r):
+    lines = []
+    w = lines.append
+    w("## Memory per connection")
+    w("")
+    w("Every figure on a fresh process of its own (RSS after minus RSS before, divided by the")
+    w("connections), the same load generator for all. `bare socketioxide` is a Socket.IO server that")
+    w("only accepts connections (`meetup-loadgen bare-server`, hyper HTTP/1 like the gateway), with")
+    w("the library's 4 KiB websocket read buffer and with the gateway's 512 B: what is above it is ours.")
+    w("Registered runs: every connection sends `user-joined`; `delta` clients ask for presence deltas")
+    w("(one list when they register, then `user-joined` / `user-left`), `full` ones get every list.")
+    w("")
+    w("| system | connections | RSS before KiB | RSS after KiB | KiB per connection | vs Node |")
+    w("|---|---|---|---|---|---|")
+    node_conn = per_conn(r.get("idle-conn-node"))
+    rows = [("idle-sio-4096", "bare socketioxide, 4 KiB read buffer", node_conn),
+            ("idle-sio-512", "bare socketioxide, 512 B read buffer", node_conn),
+            ("idle-conn", "ours, connected only", node_conn),
+            ("idle-conn-node", "Node, connected only", node_conn)]
+    regs = sorted({int(n.split("-")[-1]) for n in r if n.startswith("idle-reg-node-")})
+    for n in regs:
+        node_reg = per_conn(r.get(f"idle-reg-node-{n}"))
+        rows += [(f"idle-delta-{n}", f"ours, {n:,} registered, delta clients", node_reg),
+                 (f"idle-full-{n}", f"ours, {n:,} registered, full lists", node_reg),
+                 (f"idle-reg-node-{n}", f"Node, {n:,} registered", node_reg)]
+    for name, label, base in rows:
+        res = r.get(name) or {}
+        w(f"| {label} | {fmt(res.get('users'))} | {fmt(res.get('rss_before_kib'))} | {fmt(res.get('rss_after_kib'))} | "
+          f"{fmt(per_conn(res))} | {ratio(per_conn(res), base, 2)} |")
+    w("")
+    many = r.get("idle-many") or {}
+    limits = r.get("limits") or {}
+    if many:
+        w(f"Many idle websockets on one gateway: {fmt(many.get('connections_open'))} of {fmt(many.get('users'))} open "
+          f"(from {many.get('sources')} loopback source addresses), {fmt(per_conn(many))} KiB per connection, "
+          f"{fmt(many.get('cpu_busy_at_idle'), 3)} cores busy at idle (over 20 s: the engine's pings). "
+          f"50,000 could not be tried: this machine caps a process at {fmt(limits.get('nofile_hard'))} file descriptors "
+          "(the hard `RLIMIT_NOFILE`, which root cannot raise here), so one gateway cannot hold more sockets than that.")
+        w("")
+    ours, bare = per_conn(r.get("idle-conn")), per_conn(r.get("idle-sio-512"))
+    w("| target | result |")
+    w("|---|---|")
+    w(f"| connections only: at most 1.1x Node's bytes per connection | {verdict(ours / node_conn if ours and node_conn else None, 1.1)} |")
+    w(f"| our overhead above the bare server (same engine settings): at most 2 KiB | {verdict(ours - bare if ours and bare else None, 2.0, ' KiB')} |")
+    for n in regs:
+        d, nr = per_conn(r.get(f"idle-delta-{n}")), per_conn(r.get(f"idle-reg-node-{n}"))
+        w(f"| {n:,} registered with presence deltas: at most 0.5x Node's registered figure | {verdict(d / nr if d and nr else None, 0.5)} |")
+    w("")
+    return lines
+
+
+def cpu_total(res, *names):
+    cpu = (res or {}).get("cpu_s") or {}
+    values = [v for k, v in cpu.items() if any(k == n or k.startswith(n + "-") for n in names)]
+    return sum(values) if values else None
+
+
+def churn_section(r):
+    lines = []
+    w = lines.append
+    w("## Call churn (20 workers: start, join, 3 relays, two leaves; latency per step is the ack round trip)")
+    w("")
+    w("As fast as each system goes (each worker starts its next call when the last is done):")
+    w("")
+    w("| system | calls/s | errors | start p50/p99 ms | join p50/p99 ms | relay p50/p99 ms | leave p50/p99 ms |")
+    w("|---|---|---|---|---|---|---|")
+    for name, label in [("churn", "ours, one gateway (embedded)"), ("churn-node", "Node reference")]:
+        res = r.get(name) or {}
+        cells = [f"{fmt((res.get(s) or {}).get('p50_ms'), 2)} / {fmt((res.get(s) or {}).get('p99_ms'), 2)}" for s in ("start_call", "join_call", "relay", "leave_call")]
+        w(f"| {label} | {fmt(res.get('calls_per_s'), 1)} | {fmt(res.get('errors'))} | " + " | ".join(cells) + " |")
+    w("")
+    rate = (r.get("churn-rate") or {}).get("offered_calls_per_s")
+    w(f"At one offered rate ({fmt(rate, 0)} calls/s), CPU per call = the CPU seconds of the processes named")
+    w("(user + system, from `/proc`) divided by the calls completed; the floor is the raw WebSocket echo")
+    w("server moving the same 16 frames per call (8 round trips):")
+    w("")
+    w("| system | calls/s | errors | step p99 ms (start / join / relay / leave) | processes | CPU s | CPU per call ms | vs Node |")
+    w("|---|---|---|---|---|---|---|---|")
+    node = r.get("churn-rate-node") or {}
+    node_cpu = cpu_total(node, "node")
+    node_per = node_cpu * 1000 / node["calls_completed"] if node_cpu and node.get("calls_completed") else None
+    per = {}
+    for name, label, names in [("churn-rate", "ours, embedded", ("gateway",)),
+                               ("churn-rate-cluster", "ours, cluster (NATS, presence, calls, 2 gateways)", ("nats", "presence", "calls", "gateway")),
+                               ("churn-rate-node", "Node reference", ("node",))]:
+        res = r.get(name) or {}
+        cpu = cpu_total(res, *names)
+        calls = res.get("calls_completed")
+        per[name] = cpu * 1000 / calls if cpu and calls else None
+        p99 = " / ".join(fmt((res.get(s) or {}).get("p99_ms"), 2) for s in ("start_call", "join_call", "relay", "leave_call"))
+        w(f"| {label} | {fmt(res.get('calls_per_s'), 1)} | {fmt(res.get('errors'))} | {p99} | {', '.join(names)} | {fmt(cpu, 2)} | {fmt(per[name], 3)} | {ratio(per[name], node_per, 2)} |")
+    echo = r.get("echo-floor") or {}
+    echo_cpu = cpu_total(echo, "echo")
+    trips = (echo.get("received") or 0)
+    floor = echo_cpu * 1000 / (trips / 8) if echo_cpu and trips else None
+    w(f"| floor: raw echo, {fmt(echo.get('offered_per_s'), 0)} round trips/s | | | | echo | {fmt(echo_cpu, 2)} | {fmt(floor, 3)} | {ratio(floor, node_per, 2)} |")
+    w("")
+    single = r.get("churn-rate") or {}
+    worst_p99 = max(((single.get(s) or {}).get("p99_ms") or 0) for s in ("start_call", "join_call", "relay", "leave_call")) if single else None
+    w("| target | result |")
+    w("|---|---|")
+    w(f"| embedded: CPU per call at most half of Node's at {fmt(rate, 0)} calls/s | {verdict(per['churn-rate'] / node_per if per.get('churn-rate') and node_per else None, 0.5)} |")
+    w(f"| embedded: call steps p99 under 5 ms at that rate | {verdict(worst_p99, 5.0, ' ms')} |")
+    w(f"| embedded: at least 2x Node's calls per second, as fast as each goes | {verdict((get_num(r, 'churn', 'calls_per_s') or 0) / get_num(r, 'churn-node', 'calls_per_s') if get_num(r, 'churn-node', 'calls_per_s') else None, 2.0, 'x', lower_is_better=False)} |")
+    w(f"| cluster: CPU per call of every process of ours at most Node's one process | {verdict(per['churn-rate-cluster'] / node_per if per.get('churn-rate-cluster') and node_per else None, 1.0)} |")
+    w("")
+    return lines
+
+
+def get_num(r, name, key):
+    value = (r.get(name) or {}).get(key)
+    return value if isinstance(value, (int, float)) else None
+
+
+def delta_section(r):
+    lines = []
+    w = lines.append
+    names = sorted((n for n in r if n.startswith("storm-delta-")), key=lambda n: int(n.split("-")[-1]))
+    if not names:
+        return lines
+    w("## Presence deltas: join storms of delta clients (one gateway)")
+    w("")
+    w("Every client connects with `presence: \"delta\"` and registers at once; converged = every")
+    w("client holds exactly the storm's users (its one `users-list` plus every `user-joined` and")
+    w("`user-left` since). Presence bytes: every `users-list`, `user-joined` and `user-left` received.")
+    w("")
+    w("| users | failed clients | all registered s | every client exact s | users-list messages | presence bytes per client | clients not exact |")
+    w("|---|---|---|---|---|---|---|")
+    for name in names:
+        res = r[name] or {}
+        w(f"| {fmt(res.get('users'))} | {fmt(res.get('failed_clients'))} | {fmt(res.get('all_registered_s'))} | {fmt(res.get('converge_s'))} | "
+          f"{fmt(res.get('users_list_messages'))} | {fmt(res.get('presence_bytes_per_client'), 0)} | {fmt(res.get('clients_on_a_stale_list'))} |")
+    w("")
+    big = r.get("storm-delta-10000") or {}
+    t = big.get("converge_s")
+    w("| target | result |")
+    w("|---|---|")
+    w(f"| 10,000 delta clients on one gateway converge in under 5 s | {verdict(t, 5.0, ' s') if t is not None else '**missed**: did not converge (' + fmt(big.get('failed_clients')) + ' clients failed)' if big else '**not measured**'} |")
+    w("")
+    return lines
+
+
 def main():
     args = sys.argv[1:]
     if args and args[0] == "--passes":
@@ -314,7 +470,7 @@ def main():
     w("")
     w("| run | users | all registered s | every client on the full list s | users-list messages | users-list bytes | clients on a stale list |")
     w("|---|---|---|---|---|---|---|")
-    storms = sorted(n for n in r if n.startswith("storm-"))
+    storms = sorted(n for n in r if n.startswith("storm-") and not n.startswith("storm-delta-"))
     for name in storms:
         res = r[name]
         w(f"| {name} | {fmt(res['users'])} | {fmt(res['all_registered_s'])} | {fmt(res.get('converge_s'))} | {fmt(res['users_list_messages'])} | {fmt(res['users_list_bytes'])} | {fmt(res['clients_on_a_stale_list'])} |")
@@ -328,31 +484,9 @@ def main():
               f"(target at least 20x) with {ratio(node['users_list_bytes'], ours['users_list_bytes'])} fewer users-list bytes (target at least 10x).")
     w("")
 
-    w("## Idle memory per connection")
-    w("")
-    w("Measured first, on processes that have carried no other load; connections only, then")
-    w("registered users (each registration sends the growing users-list to everyone).")
-    w("")
-    w("| system | connections | RSS before KiB | RSS after KiB | KiB per connection |")
-    w("|---|---|---|---|---|")
-    for name, label in [("idle-bare", "ours, connected only"), ("idle-bare-node", "Node, connected only"), ("idle", "ours, registered (services in-process)"), ("idle-node", "Node, registered")]:
-        res = r.get(name) or {}
-        w(f"| {label} | {fmt(res.get('users'))} | {fmt(res.get('rss_before_kib'))} | {fmt(res.get('rss_after_kib'))} | {fmt(res.get('rss_per_connection_kib'))} |")
-    w("")
-    w(f"Ours / Node, registered: {ratio(get('idle', 'rss_per_connection_kib'), get('idle-node', 'rss_per_connection_kib'), 2)}; "
-      f"connected only: {ratio(get('idle-bare', 'rss_per_connection_kib'), get('idle-bare-node', 'rss_per_connection_kib'), 2)} (target at most 0.5x).")
-    w("")
-
-    w("## Call churn (20 workers: start, join, 3 relays, two leaves; latency per step is the ack round trip)")
-    w("")
-    w("| system | calls/s | errors | start p50/p99 ms | join p50/p99 ms | relay p50/p99 ms | leave p50/p99 ms |")
-    w("|---|---|---|---|---|---|---|")
-    for name, label in [("churn", "ours, one gateway"), ("churn-node", "Node reference")]:
-        res = r.get(name) or {}
-        cells = [f"{fmt((res.get(s) or {}).get('p50_ms'), 2)} / {fmt((res.get(s) or {}).get('p99_ms'), 2)}" for s in ("start_call", "join_call", "relay", "leave_call")]
-        w(f"| {label} | {fmt(res.get('calls_per_s'), 1)} | {fmt(res.get('errors'))} | " + " | ".join(cells) + " |")
-    w(f"\nOurs / Node calls per second: {ratio(get('churn', 'calls_per_s'), get('churn-node', 'calls_per_s'))}.")
-    w("")
+    lines.extend(memory_section(r))
+    lines.extend(churn_section(r))
+    lines.extend(delta_section(r))
 
     w("## gRPC services on their own (open loop)")
     w("")

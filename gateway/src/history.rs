@@ -3,6 +3,7 @@
 //! The records come from the history service (`HISTORY_URL`) or, in the embedded
 //! mode, from an in-process store (`HISTORY_DATABASE_URL`, SQLite by default).
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -15,7 +16,7 @@ use socketioxide::extract::SocketRef;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use meetup_runtime::store::{Bucket, StateStore, Watched};
 
 use crate::ack::{AckError, ErrorCode, ok};
@@ -173,6 +174,9 @@ impl History {
     }
 }
 
+/// Changes the history takes from the watch at most at once.
+const INGEST_BATCH: usize = 512;
+
 /// Feeds the in-process history: every revision of every call's key, from the
 /// watch of the calls bucket (its snapshot first, so a restart catches up with
 /// the records still in the bucket). Applying is idempotent: an old or repeated
@@ -187,24 +191,51 @@ async fn ingest(store: HistoryStore, calls: Bucket) {
                 continue;
             }
         };
-        while let Some(item) = watch.next().await {
-            let entry = match item {
-                Ok(Watched::Entry(entry)) => entry,
-                Ok(Watched::Current) => continue,
-                Err(error) => {
-                    tracing::warn!(%error, "history lost the calls watch; watching again");
-                    break;
-                }
-            };
-            let Some(value) = entry.value else { continue };
-            match meetup_history::source::decode_call_record(&value) {
-                Ok(Some(snapshot)) => {
-                    if let Err(error) = store.apply(&snapshot).await {
-                        tracing::warn!(%error, call_id = %snapshot.call_id, "call not recorded in the history");
+        // What the watch has already delivered is taken at once, and only the
+        // newest snapshot of each call is written: a call's start, joins,
+        // leaves and end often arrive together, and the last says it all.
+        let mut lost = false;
+        while let Some(first) = watch.next().await {
+            let mut newest: HashMap<String, CallSnapshot> = HashMap::new();
+            let mut item = Some(first);
+            let mut taken = 0;
+            while let Some(next) = item.take() {
+                match next {
+                    Ok(Watched::Entry(entry)) => {
+                        if let Some(value) = entry.value {
+                            match meetup_history::source::decode_call_record(&value) {
+                                Ok(Some(snapshot)) => {
+                                    let keep = newest
+                                        .get(&snapshot.call_id)
+                                        .is_none_or(|kept| kept.version < snapshot.version);
+                                    if keep {
+                                        newest.insert(snapshot.call_id.clone(), snapshot);
+                                    }
+                                }
+                                Ok(None) => {}
+                                Err(error) => tracing::warn!(%error, "undecodable call record"),
+                            }
+                        }
+                    }
+                    Ok(Watched::Current) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "history lost the calls watch; watching again");
+                        lost = true;
+                        break;
                     }
                 }
-                Ok(None) => {}
-                Err(error) => tracing::warn!(%error, "undecodable call record"),
+                taken += 1;
+                if taken < INGEST_BATCH {
+                    item = watch.next().now_or_never().flatten();
+                }
+            }
+            for snapshot in newest.into_values() {
+                if let Err(error) = store.apply(&snapshot).await {
+                    tracing::warn!(%error, call_id = %snapshot.call_id, "call not recorded in the history");
+                }
+            }
+            if lost {
+                break;
             }
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
