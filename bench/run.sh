@@ -36,7 +36,7 @@ bench_env=(EVENTS_PER_SEC=100000 EVENTS_BURST=100000 CONNECTIONS_PER_IP_PER_SEC=
 fresh_gateway() {  # prints "URL PID" of a new embedded gateway
   local port; port=$(free_port)
   env "${bench_env[@]}" PORT=$port HOST=127.0.0.1 PRESENCE_LISTEN=127.0.0.1:$(free_port) CALLS_LISTEN=127.0.0.1:$(free_port) \
-    ./target/release/meetup-gateway >/dev/null 2>&1 & pids+=($!)
+    HISTORY_DATABASE_URL=sqlite::memory: ./target/release/meetup-gateway >/dev/null 2>&1 & pids+=($!)
   wait_http "http://127.0.0.1:$port/readyz"; echo "http://127.0.0.1:$port $!"
 }
 fresh_node() {  # prints "URL PID" of a new Node reference process
@@ -46,7 +46,7 @@ fresh_node() {  # prints "URL PID" of a new Node reference process
 }
 fresh_sio() {  # prints "URL PID" of a bare socketioxide server (read buffer $1)
   local port; port=$(free_port)
-  lg bare-server --listen 127.0.0.1:$port --ws-read-buffer "$1" --http1-only >/dev/null 2>&1 & pids+=($!)
+  ./target/release/meetup-loadgen bare-server --listen 127.0.0.1:$port --ws-read-buffer "$1" --http1-only >/dev/null 2>&1 & pids+=($!)
   wait_http "http://127.0.0.1:$port/socket.io/?EIO=4&transport=polling"; echo "http://127.0.0.1:$port $!"
 }
 stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
@@ -74,7 +74,7 @@ record idle-many idle --gateway $url --pid $pid --users $many --concurrency 200 
 step "start: echo server, one embedded gateway, a cluster, the Node reference"
 echo_port=$(free_port); lg echo-server --listen 127.0.0.1:$echo_port >/dev/null & echo_pid=$!; pids+=($echo_pid)
 single=$(free_port)
-env "${bench_env[@]}" PORT=$single HOST=127.0.0.1 PRESENCE_LISTEN=127.0.0.1:$(free_port) CALLS_LISTEN=127.0.0.1:$(free_port) \
+env "${bench_env[@]}" PORT=$single HOST=127.0.0.1 PRESENCE_LISTEN=127.0.0.1:$(free_port) CALLS_LISTEN=127.0.0.1:$(free_port) HISTORY_DATABASE_URL="sqlite://$nats_store/history.db" \
   ./target/release/meetup-gateway >/dev/null & single_pid=$!; pids+=($single_pid)
 nats_port=$(free_port); "$nats_bin" -a 127.0.0.1 -p $nats_port -js -sd "$nats_store" >/dev/null 2>&1 & nats_pid=$!; pids+=($nats_pid)
 p_port=$(free_port); c_port=$(free_port)
