@@ -72,7 +72,7 @@ read -r url pid < <(fresh_gateway)
 record idle-many idle --gateway $url --pid $pid --users $many --concurrency 200 --sources 8 --settle 5 --cpu-window 20; stop_pid $pid
 
 step "start: echo server, one embedded gateway, a cluster, the Node reference"
-echo_port=$(free_port); lg echo-server --listen 127.0.0.1:$echo_port >/dev/null & echo_pid=$!; pids+=($echo_pid)
+echo_port=$(free_port); ./target/release/meetup-loadgen echo-server --listen 127.0.0.1:$echo_port >/dev/null & echo_pid=$!; pids+=($echo_pid)
 single=$(free_port)
 env "${bench_env[@]}" PORT=$single HOST=127.0.0.1 PRESENCE_LISTEN=127.0.0.1:$(free_port) CALLS_LISTEN=127.0.0.1:$(free_port) HISTORY_DATABASE_URL="sqlite://$nats_store/history.db" \
   ./target/release/meetup-gateway >/dev/null & single_pid=$!; pids+=($single_pid)
