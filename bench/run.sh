@@ -66,10 +66,6 @@ for n in $reg_small $reg_big; do
   read -r url pid < <(fresh_gateway); record idle-full-$n idle --gateway $url --pid $pid --users $n --register; stop_pid $pid
   read -r url pid < <(fresh_node); record idle-reg-node-$n idle --gateway $url --pid $pid --users $n --register; stop_pid $pid
 done
-# As many idle websockets as this machine's file descriptor limit lets one
-# process hold, from several loopback source addresses; CPU at idle over 20 s.
-read -r url pid < <(fresh_gateway)
-record idle-many idle --gateway $url --pid $pid --users $many --concurrency 200 --sources 8 --settle 5 --cpu-window 20; stop_pid $pid
 
 step "start: echo server, one embedded gateway, a cluster, the Node reference"
 echo_port=$(free_port); ./target/release/meetup-loadgen echo-server --listen 127.0.0.1:$echo_port >/dev/null & echo_pid=$!; pids+=($echo_pid)
@@ -141,6 +137,11 @@ for n in $delta_storms; do
   read -r url pid < <(fresh_gateway)
   record storm-delta-$n storm --gateway $url --users $n --presence delta --sources 4 --timeout 60; stop_pid $pid
 done
+# As many idle websockets as this machine's file descriptor limit lets one
+# process hold, from several loopback source addresses; CPU at idle over 20 s.
+# Last: its tens of thousands of closed connections linger in TIME_WAIT.
+read -r url pid < <(fresh_gateway)
+record idle-many idle --gateway $url --pid $pid --users $many --concurrency 200 --sources 8 --settle 5 --cpu-window 20; stop_pid $pid
 
 step "report"
 python3 bench/report.py --machine "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)" "$out" > docs/benchmarks.md.new
