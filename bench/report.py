@@ -502,17 +502,27 @@ def main():
     if notes.exists():
         w(notes.read_text().rstrip())
         w("")
+    # Sections from benchmarks of their own are kept as they are when this
+    # run has no results for them: the history service's
+    # (tests/examples/history_bench.rs, run by hand) and, unless
+    # bench/results/replicas holds bench/replicas.sh's results, the replicas'.
+    previous = pathlib.Path("docs/benchmarks.md")
+    text = previous.read_text() if previous.exists() else ""
+
+    def kept(heading):
+        start = text.find("\n" + heading)
+        if start < 0:
+            return None
+        end = text.find("\n## ", start + 1)
+        return text[start:end if end >= 0 else len(text)].rstrip("\n")
+
+    history = kept("## History service")
+    if history:
+        lines.append(history)
     if any(pathlib.Path("bench/results/replicas").glob("*.json")):
         lines.extend(replicas_section("bench/results/replicas"))
-    # The history service's section comes from its own benchmark
-    # (tests/examples/history_bench.rs, run by hand): kept as it is.
-    previous = pathlib.Path("docs/benchmarks.md")
-    if previous.exists():
-        text = previous.read_text()
-        start = text.find("\n## History service")
-        if start >= 0:
-            end = text.find("\n## ", start + 1)
-            lines.append(text[start:end if end >= 0 else len(text)].rstrip("\n"))
+    elif kept(REPLICAS_HEADING):
+        lines.append(kept(REPLICAS_HEADING))
     print("\n".join(lines))
 
 
