@@ -10,6 +10,8 @@ use meetup_runtime::Bus;
 use meetup_runtime::store::StateStore;
 use serde::Serialize;
 use socketioxide::SocketIo;
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::Sid;
 
 use crate::backends::{CallsClient, PresenceClient};
@@ -222,28 +224,16 @@ impl Gateway {
 
     /// Sends `users-list` to every local socket but those that asked for presence deltas.
     pub async fn emit_users_list(&self, list: &serde_json::Value) {
-        let emit = self
-            .shared
-            .io
-            .except(PRESENCE_DELTA_ROOM)
-            .emit("users-list", list);
-        let result = tracing::Instrument::instrument(emit, crate::traces::emit("users-list")).await;
-        match result {
-            Ok(()) => crate::metrics::get().event_out(
-                "users-list",
-                crate::metrics::get().connections.get().max(0) as u64,
-            ),
-            Err(error) => tracing::debug!(%error, "users-list broadcast failed for some sockets"),
+        let to = self.shared.io.except(PRESENCE_DELTA_ROOM);
+        if self.broadcast(to, "users-list", list).await {
+            count_out_to_all("users-list");
         }
     }
 
     /// Sends `event` to the local sockets that asked for presence deltas.
     pub async fn emit_to_delta<T: Serialize + ?Sized>(&self, event: &str, data: &T) {
-        let emit = self.shared.io.to(PRESENCE_DELTA_ROOM).emit(event, data);
-        if let Err(error) = tracing::Instrument::instrument(emit, crate::traces::emit(event)).await
-        {
-            tracing::debug!(event, %error, "broadcast failed for some sockets");
-        }
+        let to = self.shared.io.to(PRESENCE_DELTA_ROOM);
+        self.broadcast(to, event, data).await;
     }
 
     /// True when `session_id` is a local socket that asked for presence deltas.
@@ -264,19 +254,29 @@ impl Gateway {
     ) {
         // The sender is left out by its id (`broadcast()`), not by a room of
         // its own: a room per socket would cost every connection memory.
-        let sender = except.and_then(|sid| self.shared.io.get_socket(sid));
-        let emit = async {
-            match sender {
-                Some(socket) => socket.broadcast().emit(event, data).await,
-                None => self.shared.io.emit(event, data).await,
-            }
+        let to = match except.and_then(|sid| self.shared.io.get_socket(sid)) {
+            Some(sender) => sender.broadcast(),
+            None => self.shared.io.broadcast(),
         };
-        let result = tracing::Instrument::instrument(emit, crate::traces::emit(event)).await;
-        match result {
-            // Approximately the sockets reached: the connected ones.
-            Ok(()) => crate::metrics::get()
-                .event_out(event, crate::metrics::get().connections.get().max(0) as u64),
-            Err(error) => tracing::debug!(event, %error, "broadcast failed for some sockets"),
+        if self.broadcast(to, event, data).await {
+            count_out_to_all(event);
+        }
+    }
+
+    /// One broadcast, traced; false when it failed for some sockets.
+    async fn broadcast<T: Serialize + ?Sized>(
+        &self,
+        to: BroadcastOperators<LocalAdapter>,
+        event: &str,
+        data: &T,
+    ) -> bool {
+        let emit = to.emit(event, data);
+        match tracing::Instrument::instrument(emit, crate::traces::emit(event)).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::debug!(event, %error, "broadcast failed for some sockets");
+                false
+            }
         }
     }
 
@@ -286,4 +286,10 @@ impl Gateway {
             .then(|| session_id.parse::<Sid>().ok())
             .flatten()
     }
+}
+
+/// Counts `event` as sent to approximately every socket: the connected ones.
+fn count_out_to_all(event: &str) {
+    let metrics = crate::metrics::get();
+    metrics.event_out(event, metrics.connections.get().max(0) as u64);
 }
