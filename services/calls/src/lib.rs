@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use meetup_proto::calls::v1::call_service_server::CallServiceServer;
 use meetup_runtime::grpc::RequireBearer;
-use meetup_runtime::store::leases::LeaseView;
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 
@@ -50,16 +49,15 @@ pub async fn sweep(
     lease_ttl: Duration,
     stop: impl Future<Output = ()>,
 ) {
-    let view = std::sync::Arc::new(tokio::sync::Mutex::new(LeaseView::new(lease_ttl)));
-    meetup_runtime::service::every(
+    meetup_runtime::service::sweep_every(
         interval,
-        || {
-            let (registry, view) = (registry.clone(), view.clone());
+        lease_ttl,
+        "calls sweep",
+        |view| {
+            let registry = registry.clone();
             async move {
                 let mut view = view.lock().await;
-                if let Err(error) = registry.sweep(&mut view, registry::ENDED_RETENTION).await {
-                    tracing::warn!(%error, "calls sweep failed");
-                }
+                registry.sweep(&mut view, registry::ENDED_RETENTION).await
             }
         },
         stop,

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use meetup_proto::presence::v1::presence_service_server::PresenceServiceServer;
 use meetup_runtime::grpc::RequireBearer;
-use meetup_runtime::store::leases::LeaseView;
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 
@@ -51,16 +50,13 @@ pub async fn sweep(
     lease_ttl: Duration,
     stop: impl Future<Output = ()>,
 ) {
-    let view = std::sync::Arc::new(tokio::sync::Mutex::new(LeaseView::new(lease_ttl)));
-    meetup_runtime::service::every(
+    meetup_runtime::service::sweep_every(
         interval,
-        || {
-            let (store, view) = (store.clone(), view.clone());
-            async move {
-                if let Err(error) = store.sweep(&mut *view.lock().await, interval).await {
-                    tracing::warn!(%error, "presence sweep failed");
-                }
-            }
+        lease_ttl,
+        "presence sweep",
+        |view| {
+            let store = store.clone();
+            async move { store.sweep(&mut *view.lock().await, interval).await }
         },
         stop,
     )

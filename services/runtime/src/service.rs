@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::Bus;
+use crate::store::leases::LeaseView;
 use crate::store::{BucketSettings, StateStore};
 use crate::telemetry::{self, LogFormat};
 
@@ -126,6 +127,37 @@ where
             _ = interval.tick() => tick().await,
         }
     }
+}
+
+/// Every `interval` until `stop`: one sweep of the sessions of gateways
+/// without a lease, `sweep_once` given this replica's view of the leases
+/// (kept from one sweep to the next: it is what times a lease's absence).
+/// A failed sweep is logged as `what` and tried again at the next tick.
+pub async fn sweep_every<F, Fut, T, E>(
+    interval: Duration,
+    lease_ttl: Duration,
+    what: &'static str,
+    sweep_once: F,
+    stop: impl Future<Output = ()>,
+) where
+    F: Fn(std::sync::Arc<tokio::sync::Mutex<LeaseView>>) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let view = std::sync::Arc::new(tokio::sync::Mutex::new(LeaseView::new(lease_ttl)));
+    every(
+        interval,
+        || {
+            let sweep = sweep_once(view.clone());
+            async move {
+                if let Err(error) = sweep.await {
+                    tracing::warn!(%error, "{what} failed");
+                }
+            }
+        },
+        stop,
+    )
+    .await;
 }
 
 /// A service's background tasks (sweeps, gauges), stopped together.
