@@ -24,9 +24,12 @@ pub(super) enum Followed {
     Lost,
 }
 
+/// Opens a new watch of the bucket.
+type Open = Box<dyn Fn() -> BoxFuture<'static, Result<WatchStream, StoreError>> + Send>;
+
 /// One bucket's watch, opened again whenever it breaks.
 pub(super) struct Follow {
-    bucket: Bucket,
+    open: Open,
     name: &'static str,
     stream: Option<WatchStream>,
     /// The watch being opened, once the pause after a failure is over.
@@ -36,8 +39,18 @@ pub(super) struct Follow {
 
 impl Follow {
     pub(super) fn new(bucket: Bucket, name: &'static str) -> Self {
+        Self::with_opener(
+            Box::new(move || {
+                let bucket = bucket.clone();
+                Box::pin(async move { bucket.watch().await })
+            }),
+            name,
+        )
+    }
+
+    fn with_opener(open: Open, name: &'static str) -> Self {
         Follow {
-            bucket,
+            open,
             name,
             stream: None,
             opening: None,
@@ -45,40 +58,46 @@ impl Follow {
         }
     }
 
-    /// What happened next; `None` while the watch is down (it is reopened in time).
-    pub(super) async fn next(&mut self) -> Option<Followed> {
-        let Some(stream) = self.stream.as_mut() else {
-            let opening = self.opening.get_or_insert_with(|| {
-                let (bucket, at) = (self.bucket.clone(), self.retry_at);
-                Box::pin(async move {
-                    tokio::time::sleep_until(at).await;
-                    bucket.watch().await
-                })
-            });
-            let opened = opening.await;
-            self.opening = None;
-            return match opened {
-                Ok(stream) => {
-                    tracing::info!(bucket = self.name, "watching");
-                    self.stream = Some(stream);
-                    Some(Followed::Started)
-                }
-                Err(error) => {
-                    self.failed(&error);
-                    None
+    /// What happened next. While the watch is down this keeps opening it again
+    /// (after a pause) until it opens: it never gives up, because a branch of
+    /// `select!` that returned without a match would stay disabled until some
+    /// other branch fired, and with no other traffic the watch would stay
+    /// closed for good.
+    pub(super) async fn next(&mut self) -> Followed {
+        loop {
+            let Some(stream) = self.stream.as_mut() else {
+                let opening = self.opening.get_or_insert_with(|| {
+                    let (open, at) = ((self.open)(), self.retry_at);
+                    Box::pin(async move {
+                        tokio::time::sleep_until(at).await;
+                        open.await
+                    })
+                });
+                let opened = opening.await;
+                self.opening = None;
+                match opened {
+                    Ok(stream) => {
+                        tracing::info!(bucket = self.name, "watching");
+                        self.stream = Some(stream);
+                        return Followed::Started;
+                    }
+                    Err(error) => {
+                        self.failed(&error);
+                        continue;
+                    }
                 }
             };
-        };
-        match stream.next().await {
-            Some(Ok(item)) => Some(Followed::Item(item)),
-            Some(Err(error)) => {
-                self.failed(&error);
-                Some(Followed::Lost)
-            }
-            None => {
-                self.failed(&StoreError::WatchEnded("the watch ended".into()));
-                Some(Followed::Lost)
-            }
+            return match stream.next().await {
+                Some(Ok(item)) => Followed::Item(item),
+                Some(Err(error)) => {
+                    self.failed(&error);
+                    Followed::Lost
+                }
+                None => {
+                    self.failed(&StoreError::WatchEnded("the watch ended".into()));
+                    Followed::Lost
+                }
+            };
         }
     }
 
@@ -99,5 +118,52 @@ impl Follow {
         crate::metrics::get().bus_error("watch");
         self.stream = None;
         self.retry_at = tokio::time::Instant::now() + REWATCH_AFTER;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use meetup_runtime::store::MemoryBucket;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watch_that_fails_to_open_is_opened_again_without_any_other_wakeup() {
+        let bucket = MemoryBucket::new(None);
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let counted = attempts.clone();
+        let mut follow = Follow::with_opener(
+            Box::new(move || {
+                let attempt = counted.fetch_add(1, Ordering::SeqCst);
+                let stream = bucket.watch();
+                Box::pin(async move {
+                    if attempt < 3 {
+                        Err(StoreError::Unavailable("no leader".into()))
+                    } else {
+                        Ok(stream)
+                    }
+                })
+            }),
+            "test",
+        );
+        // As in the dispatcher: a select! whose other branch never fires.
+        let never = futures::future::pending::<()>();
+        let followed = tokio::time::timeout(Duration::from_secs(5), async {
+            tokio::select! {
+                item = follow.next() => item,
+                () = never => unreachable!(),
+            }
+        })
+        .await
+        .expect("the watch opens by itself");
+        assert!(matches!(followed, Followed::Started));
+        assert_eq!(attempts.load(Ordering::SeqCst), 4);
+        assert!(matches!(
+            follow.next().await,
+            Followed::Item(Watched::Current)
+        ));
     }
 }

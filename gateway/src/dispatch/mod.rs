@@ -33,14 +33,14 @@ pub async fn run(gw: Gateway, mut relays: Subscription, mut stop: watch::Receive
         tokio::select! {
             biased;
             _ = stop.changed() => break,
-            Some(item) = presence.next() => {
+            item = presence.next() => {
                 on_presence(&gw, item, &mut users_list).await;
                 gw.mirror().publish_progress();
                 // A long burst keeps this branch ready: what is due goes out
                 // meanwhile, not only once the burst is over.
                 users_list.flush_due(&gw).await;
             }
-            Some(item) = calls.next() => {
+            item = calls.next() => {
                 on_calls(&gw, item);
                 gw.mirror().publish_progress();
             }
