@@ -20,6 +20,46 @@ fn public_call_user(p: &Participant) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// What the sockets of a gateway are owed for a live call it never saw: the
+/// invitees who have not joined are rung, and each participant hears of those
+/// who joined after it (participants are kept in the order they joined), each
+/// `user-joined-call` as it would have been then. The ack of a socket's own
+/// `start-call` or `join-call` told it of everyone before it.
+fn replayed(call: Call) -> Vec<CallNotice> {
+    let mut notices = Vec::new();
+    let user_in =
+        |participants: &[Participant], user: &str| participants.iter().any(|p| user_of(p) == user);
+    let ringing: Vec<String> = call
+        .invited_user_ids
+        .iter()
+        .filter(|u| !user_in(&call.participants, u))
+        .cloned()
+        .collect();
+    if !ringing.is_empty() {
+        notices.push(CallNotice::Started {
+            call: Call {
+                invited_user_ids: ringing,
+                ..call.clone()
+            },
+        });
+    }
+    for (k, p) in call.participants.iter().enumerate().skip(1) {
+        let user = user_of(p);
+        if user_in(&call.participants[..k], user) {
+            continue;
+        }
+        notices.push(CallNotice::UserJoined {
+            call: Call {
+                participants: call.participants[..=k].to_vec(),
+                ..call.clone()
+            },
+            user: public_call_user(p),
+            user_id: user.to_owned(),
+        });
+    }
+    notices
+}
+
 impl Mirror {
     pub fn calls_watch_started(&self) {
         self.write().calls.resync = Some(HashSet::new());
@@ -78,6 +118,12 @@ impl Mirror {
         let Some(before) = old else {
             if matches!(change, Some(call_change::Change::Started(_))) {
                 notices.push(CallNotice::Started { call: after });
+            } else if after.ended_at.is_none() {
+                // A live call this mirror never saw start: its watch was down
+                // (or stuck) and a new one's snapshot brings the call as it is
+                // now, several changes folded into one. Nobody here heard of it
+                // through this gateway, so its history is told again.
+                notices.extend(replayed(after));
             }
             return notices;
         };

@@ -289,6 +289,12 @@ impl Mirror {
         }
     }
 
+    /// The last presence revision applied, when the presence half is in sync.
+    pub fn presence_revision(&self) -> Option<u64> {
+        let state = self.read();
+        state.presence.synced.then_some(state.presence.revision)
+    }
+
     pub fn counts(&self) -> (usize, usize) {
         let state = self.read();
         (state.users.len(), state.calls_by_id.len())
@@ -519,6 +525,56 @@ mod tests {
             matches!(&notices[..], [CallNotice::Ended { sessions, .. }] if sessions.len() == 1)
         );
         assert_eq!(mirror.counts(), (0, 0));
+    }
+
+    #[test]
+    fn a_call_first_seen_mid_life_is_told_again() {
+        // The watch was down while a started, b joined and c was invited:
+        // the new watch's snapshot brings the call folded into its last change.
+        let mirror = synced();
+        let call = Call {
+            id: "c".into(),
+            initiator: Some(CallUser {
+                id: "a".into(),
+                username: "a".into(),
+            }),
+            participants: vec![
+                participant("a", "sa", "g1"),
+                participant("b", "sb1", "g2"),
+                participant("b", "sb2", "g1"),
+                participant("d", "sd", "g1"),
+            ],
+            invited_user_ids: vec!["b".into(), "c".into(), "d".into()],
+            version: 4,
+            ..Default::default()
+        };
+        let joined = call_change::Change::Joined(ParticipantJoined {
+            participant: Some(participant("d", "sd", "g1")),
+        });
+        let notices = mirror.apply_call("c", record(&call, joined.clone()), 9);
+        let [
+            CallNotice::Started { call: rung },
+            CallNotice::UserJoined {
+                call: b_joined,
+                user_id: b,
+                ..
+            },
+            CallNotice::UserJoined {
+                call: d_joined,
+                user_id: d,
+                ..
+            },
+        ] = &notices[..]
+        else {
+            panic!("unexpected notices: {notices:?}");
+        };
+        // Only c still rings; b and d answered.
+        assert_eq!(rung.invited_user_ids, vec!["c".to_owned()]);
+        // b's join is told to those before it (a), d's to a and b's sockets.
+        assert_eq!((b.as_str(), b_joined.participants.len()), ("b", 2));
+        assert_eq!((d.as_str(), d_joined.participants.len()), ("d", 4));
+        // Seen now: the next change is a plain difference again.
+        assert!(mirror.apply_call("c", record(&call, joined), 10).is_empty());
     }
 
     #[test]
