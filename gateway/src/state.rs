@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use meetup_runtime::Bus;
 use meetup_runtime::store::StateStore;
@@ -73,7 +73,8 @@ pub struct LocalSession {
     pub joined_at: Option<prost_types::Timestamp>,
     /// False while its registration is in flight.
     pub registered: bool,
-    pub since: Instant,
+    /// The presence revision its registration wrote (0 until registered).
+    pub revision: u64,
 }
 
 /// Per-socket limits and waits.
@@ -125,12 +126,18 @@ impl Gateway {
         self.local().remove(session_id)
     }
 
-    /// Marks a local session as registered, with the user's online time.
-    pub fn confirm_local(&self, session_id: &str, joined_at: Option<prost_types::Timestamp>) {
+    /// Marks a local session as registered, with the user's online time and
+    /// the presence revision its registration wrote.
+    pub fn confirm_local(
+        &self,
+        session_id: &str,
+        joined_at: Option<prost_types::Timestamp>,
+        revision: u64,
+    ) {
         if let Some(s) = self.local().get_mut(session_id) {
             s.registered = true;
             s.joined_at = joined_at;
-            s.since = Instant::now();
+            s.revision = revision;
         }
     }
 
@@ -143,6 +150,25 @@ impl Gateway {
 
     pub fn is_local_session(&self, session_id: &str) -> bool {
         self.local().contains_key(session_id)
+    }
+
+    /// The presence revision of a local session's registration (0 while in flight).
+    pub fn local_revision(&self, session_id: &str) -> Option<u64> {
+        self.local().get(session_id).map(|s| s.revision)
+    }
+
+    /// Closes one of this gateway's sockets (its disconnect handler cleans up).
+    pub fn disconnect_session(&self, session_id: &str) {
+        let Some(socket) = session_id
+            .parse::<Sid>()
+            .ok()
+            .and_then(|sid| self.shared.io.get_socket(sid))
+        else {
+            return;
+        };
+        if let Err(error) = socket.disconnect() {
+            tracing::debug!(session_id, %error, "closing the socket failed");
+        }
     }
 
     pub fn set_backends_up(&self, presence: bool, calls: bool) {

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use meetup_proto::calls::v1::GetCallRequest;
 use meetup_proto::calls::v1::call_service_client::CallServiceClient;
-use meetup_proto::presence::v1::ListUsersRequest;
 use meetup_proto::presence::v1::presence_service_client::PresenceServiceClient;
+use meetup_proto::presence::v1::{GetUserRequest, ListUsersRequest, UnregisterSessionRequest};
 use meetup_tests::sio::SioClient;
 use meetup_tests::{Cluster, http_get};
 use serde_json::{Value, json};
@@ -418,6 +418,50 @@ async fn after_nats_restarts_relays_and_events_flow_again() {
     a.wait_for("user-joined", since, EVENT, |u| u["id"] == c_id.as_str())
         .await
         .expect("user-joined from the other gateway");
+}
+
+#[tokio::test]
+async fn a_socket_whose_session_the_state_lost_is_closed() {
+    let cluster = Cluster::start(2, &[]).await.expect("cluster");
+    let (a_id, b_id) = (id("a"), id("b"));
+    let a = user(&cluster.url(0), &a_id).await;
+    let b = user(&cluster.url(1), &b_id).await;
+    // b's session goes from the state while its gateway keeps the socket (as
+    // when a service replica swept the gateway during a store outage that the
+    // gateway rode out and took its lease back).
+    let mut presence = PresenceServiceClient::connect(cluster.presence.url())
+        .await
+        .expect("presence");
+    let online = presence
+        .get_user(GetUserRequest {
+            user_id: b_id.clone(),
+        })
+        .await
+        .expect("b is online")
+        .into_inner()
+        .user
+        .expect("user");
+    let session_id = online.sessions[0].session_id.clone();
+    let since = a.mark();
+    presence
+        .unregister_session(UnregisterSessionRequest {
+            user_id: b_id.clone(),
+            session_id,
+        })
+        .await
+        .expect("unregistered");
+    a.wait_for("user-left", since, EVENT, |u| u == b_id.as_str())
+        .await
+        .expect("a hears b left");
+    // b's gateway does not go on serving b as if online: it closes the socket
+    // (b reconnects and registers again); a's socket is left alone.
+    b.wait_closed(EVENT).await.expect("b's socket is closed");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!a.is_closed(), "a's socket was closed too");
+    let b = user(&cluster.url(1), &b_id).await;
+    let c = counts(&cluster, 0).await;
+    assert_eq!(c["onlineUsers"].as_u64(), Some(2), "{c}");
+    drop(b);
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! Whether this gateway can serve: probes of the services (readiness), and the
 //! reconciliation of this gateway's sockets with what the state holds for them.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use meetup_proto::calls::v1::{GetCallRequest, RemoveSessionRequest};
@@ -89,6 +90,7 @@ async fn reconcile(gw: &Gateway) {
             }
         }
     }
+    fence_swept(gw, &in_presence).await;
     for (session_id, user_id) in in_presence {
         if !gw.is_local_session(&session_id) {
             tracing::info!(session_id, "removing a gone socket from presence");
@@ -104,5 +106,48 @@ async fn reconcile(gw: &Gateway) {
                 }
             }
         }
+    }
+}
+
+/// The other way round: a registered socket of this gateway whose session the
+/// state no longer holds was removed behind its back (a service replica swept
+/// this gateway while it could not renew its lease). Its client would go on as
+/// if online and in its calls while everybody else was told it left, so the
+/// socket is closed: the client reconnects and registers again. A session
+/// counts as missing only once the mirror has applied the revision its
+/// registration wrote, and the presence service confirms it.
+async fn fence_swept(gw: &Gateway, in_presence: &HashMap<String, String>) {
+    let Some(applied) = gw.mirror().presence_revision() else {
+        return;
+    };
+    let suspects = gw.local_sessions().into_iter().filter(|(session_id, s)| {
+        s.registered && s.revision <= applied && !in_presence.contains_key(session_id)
+    });
+    for (session_id, session) in suspects {
+        let request = GetUserRequest {
+            user_id: session.user_id.clone(),
+        };
+        let held = match gw.presence().get_user(request).await {
+            Ok(response) => response
+                .into_inner()
+                .user
+                .is_some_and(|u| u.sessions.iter().any(|s| s.session_id == session_id)),
+            Err(status) if status.code() == Code::NotFound => false,
+            Err(status) => {
+                tracing::warn!(code = ?status.code(), error = status.message(), "presence check failed");
+                continue;
+            }
+        };
+        // Unregistered meanwhile by the socket itself (it left or went away).
+        if held || gw.local_revision(&session_id) != Some(session.revision) {
+            continue;
+        }
+        tracing::warn!(
+            session_id,
+            user_id = session.user_id,
+            "the state lost this socket's session (its gateway was swept); closing it"
+        );
+        crate::metrics::get().bus_error("session swept");
+        gw.disconnect_session(&session_id);
     }
 }

@@ -1,8 +1,6 @@
 //! `user-joined`: registers the socket's user in presence (or refreshes it),
 //! within the token's identity when authentication is on.
 
-use std::time::Instant;
-
 use meetup_proto::presence::v1::RegisterSessionRequest;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -44,7 +42,7 @@ impl SessionWorker {
                 username: cmd.username.clone(),
                 joined_at: None,
                 registered: false,
-                since: Instant::now(),
+                revision: 0,
             },
         );
         let request = RegisterSessionRequest {
@@ -69,7 +67,8 @@ impl SessionWorker {
             .map_err(|status| AckError::from_status(&status, "register session"))?
             .into_inner();
         let user = response.user.unwrap_or_default();
-        self.gw.confirm_local(&self.session_id, user.joined_at);
+        self.gw
+            .confirm_local(&self.session_id, user.joined_at, response.revision);
         if self.identity.is_none() {
             metrics::get().registered_sockets.inc();
         }
