@@ -44,7 +44,9 @@ pub async fn take_lease(gw: &Gateway) -> Result<u64, StoreError> {
 /// lease ran out because of the store, as every gateway's did, and nobody is
 /// dead. The services give every gateway a lease lifetime after such an outage
 /// before they sweep (`LeaseView`), so the gateway takes its lease again and
-/// keeps its sockets.
+/// keeps its sockets. Should a replica have swept it all the same (its own
+/// store connection never broke), the reconciler closes every socket whose
+/// session is gone (`health::fence_swept`).
 pub async fn renew_lease(
     gw: Gateway,
     mut revision: u64,
