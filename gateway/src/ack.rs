@@ -29,6 +29,7 @@ pub enum ErrorCode {
     CallFull,
     Unavailable,
     Internal,
+    ResumeRefused,
 }
 
 impl ErrorCode {
@@ -50,6 +51,7 @@ impl ErrorCode {
             ErrorCode::CallFull => "call-full",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::ResumeRefused => "resume-refused",
         }
     }
 }

@@ -98,9 +98,15 @@ impl Backends {
                 let listener = bind(config.presence_listen, "PRESENCE_LISTEN").await?;
                 tracing::info!(service = "presence", addr = %listener.local_addr()?, "listening");
                 let presence =
-                    meetup_presence::PresenceStore::new(&store, config.max_sockets_per_user);
+                    meetup_presence::PresenceStore::new(&store, config.max_sockets_per_user)
+                        .with_resume_grace(config.resume_grace());
                 embedded.push(tokio::spawn(meetup_presence::gauges(
                     presence.clone(),
+                    stopped(stop.clone()),
+                )));
+                embedded.push(tokio::spawn(meetup_presence::expire_away(
+                    presence.clone(),
+                    meetup_runtime::service::EXPIRE_EVERY,
                     stopped(stop.clone()),
                 )));
                 let api = meetup_presence::api(presence, config.internal_api_token.clone());
@@ -120,10 +126,16 @@ impl Backends {
                     meetup_calls::CallLimits {
                         max_participants: config.max_call_participants,
                         max_calls_per_user: config.max_calls_per_user,
+                        resume_grace: config.resume_grace(),
                     },
                 );
                 embedded.push(tokio::spawn(meetup_calls::gauges(
                     registry.clone(),
+                    stopped(stop.clone()),
+                )));
+                embedded.push(tokio::spawn(meetup_calls::expire_away(
+                    registry.clone(),
+                    meetup_runtime::service::EXPIRE_EVERY,
                     stopped(stop.clone()),
                 )));
                 let api = meetup_calls::api(registry, config.internal_api_token.clone());
@@ -373,6 +385,7 @@ mod tests {
             username: "Ann".into(),
             gateway_id: "gw-1".into(),
             session_id: session_id.into(),
+            ..Default::default()
         }
     }
 

@@ -146,6 +146,14 @@ pub struct Config {
     /// than twice the heartbeat.
     #[arg(long, env = "GATEWAY_TIMEOUT_MS", default_value_t = 3000)]
     pub gateway_timeout_ms: u64,
+    /// How long a registered socket that went away without saying goodbye
+    /// keeps its presence and calls (its session is away) for a client to
+    /// resume it, in ms; 0: cleaned up at once. Give every process the same value.
+    #[arg(long, env = "RESUME_GRACE_MS", default_value_t = meetup_runtime::service::DEFAULT_RESUME_GRACE_MS)]
+    pub resume_grace_ms: u64,
+    /// Most relays kept for an away session, delivered when it resumes.
+    #[arg(long, env = "RESUME_BUFFER", default_value_t = 256)]
+    pub resume_buffer: usize,
     /// STUN URLs given to browsers (`GET /ice-servers`, `ice-servers` event), comma-separated.
     #[arg(long, env = "ICE_SERVERS", value_delimiter = ',')]
     pub ice_servers: Vec<String>,
@@ -194,11 +202,20 @@ pub enum ConfigError {
     BadIceServer(String),
     #[error("TURN_URLS is set but TURN_SECRET is not: TURN credentials cannot be issued")]
     TurnWithoutSecret,
+    #[error("RESUME_GRACE_MS must be at most 4294967295 (49 days)")]
+    ResumeGraceTooLong,
 }
 
 impl Config {
+    pub fn resume_grace(&self) -> Duration {
+        Duration::from_millis(self.resume_grace_ms)
+    }
+
     /// Checks the configuration as a whole.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.resume_grace_ms > u64::from(u32::MAX) {
+            return Err(ConfigError::ResumeGraceTooLong);
+        }
         if self.nats_url.is_none() {
             if self.presence_url.is_some() {
                 return Err(ConfigError::RemoteWithoutNats("PRESENCE_URL"));
@@ -233,6 +250,7 @@ impl Config {
             ("MAX_SOCKETS_PER_USER", self.max_sockets_per_user as u64),
             ("MAX_CALL_PARTICIPANTS", self.max_call_participants as u64),
             ("MAX_CALLS_PER_USER", self.max_calls_per_user as u64),
+            ("RESUME_BUFFER", self.resume_buffer as u64),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));

@@ -24,6 +24,7 @@ pub mod history;
 pub mod metrics;
 pub mod mirror;
 pub mod payload;
+pub mod resume;
 pub mod socket;
 pub mod state;
 pub mod traces;
@@ -69,6 +70,13 @@ pub async fn run(
         .max_buffer_size(config.socket_buffer)
         .ws_read_buffer_size(config.ws_read_buffer_bytes)
         .build_layer();
+    let missed = resume::MissedRelays::open(
+        &backends.bus,
+        config.resume_buffer,
+        config.resume_grace(),
+        config.jetstream_replicas,
+    )
+    .await?;
     let gw = Gateway::new(GatewayParts {
         id: gateway_id.clone(),
         io: io.clone(),
@@ -84,10 +92,13 @@ pub async fn run(
             events_per_sec: config.events_per_sec,
             events_burst: config.events_burst,
             abuse_disconnect_after: config.abuse_disconnect_after,
+            resume_grace: config.resume_grace(),
+            resume_buffer: config.resume_buffer,
         },
         ice: config.ice(),
         auth,
         history: history.clone(),
+        missed: std::sync::Arc::new(missed),
     });
     {
         let mirror = gw.mirror().clone();
@@ -180,15 +191,48 @@ fn warn_if_embedded_apis_exposed(config: &Config) {
     }
 }
 
-/// Closes every socket so clients reconnect elsewhere, and removes this gateway's
-/// sessions from calls and presence at once (socket tasks do the same one by one;
-/// whichever comes second finds nothing to do).
+/// Hands the registered sessions over (with a grace period: they turn away,
+/// for their clients to resume through another gateway) and closes every
+/// socket so clients reconnect elsewhere. Without a grace period, removes this
+/// gateway's sessions from calls and presence at once (socket tasks do the
+/// same one by one; whichever comes second finds nothing to do).
 async fn drain(gw: &Gateway) {
     tracing::info!(sockets = gw.io().sockets().len(), "draining");
-    if let Err(error) = gw.io().disconnect().await {
+    let grace = gw.limits().resume_grace;
+    let gateway_id = gw.id().to_owned();
+    if !grace.is_zero() {
+        use futures::StreamExt;
+        let handed: Vec<bool> = futures::stream::iter(gw.local_sessions())
+            .filter(|(_, s)| std::future::ready(s.registered))
+            .map(|(session_id, session)| async move {
+                // Forgotten first: the socket's own cleanup then leaves it be.
+                gw.forget_local(&session_id);
+                handlers::cleanup::set_away(
+                    gw,
+                    &session.user_id,
+                    &session_id,
+                    grace,
+                    session.relay_seq,
+                )
+                .await
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let failed = handed.iter().filter(|ok| !**ok).count();
+        tracing::info!(sessions = handed.len(), failed, "sessions handed over");
+        if let Err(error) = gw.io().disconnect().await {
+            tracing::warn!(%error, "closing sockets failed");
+        }
+        // Released: the services' sweeps turn away what could not be handed
+        // over here, as for a gateway that died.
+        if let Err(error) = gw.store().gateways.remove(&keys::lease(&gateway_id)).await {
+            tracing::warn!(%error, "lease not released");
+        }
+        return;
+    } else if let Err(error) = gw.io().disconnect().await {
         tracing::warn!(%error, "closing sockets failed");
     }
-    let gateway_id = gw.id().to_owned();
     if let Err(status) = gw
         .calls()
         .remove_gateway(RemoveGatewayRequest {

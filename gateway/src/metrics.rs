@@ -22,6 +22,13 @@ pub struct GatewayMetrics {
     relay_latency: Histogram,
     grpc_errors: Family<Labels, Counter>,
     bus_errors: Family<Labels, Counter>,
+    /// Sessions this gateway turned away (their sockets went without goodbye).
+    pub sessions_away: Counter,
+    sessions_resumed: Family<Labels, Counter>,
+    /// Relays kept for away sessions.
+    pub relays_kept: Counter,
+    /// Kept relays given to resumed sockets.
+    pub relays_replayed: Counter,
 }
 
 static METRICS: LazyLock<GatewayMetrics> = LazyLock::new(|| {
@@ -36,7 +43,31 @@ static METRICS: LazyLock<GatewayMetrics> = LazyLock::new(|| {
         relay_latency: latency_histogram(),
         grpc_errors: Family::default(),
         bus_errors: Family::default(),
+        sessions_away: Counter::default(),
+        sessions_resumed: Family::default(),
+        relays_kept: Counter::default(),
+        relays_replayed: Counter::default(),
     };
+    register(
+        "gateway_sessions_away",
+        "Sessions turned away by this gateway (socket gone without goodbye, or drained)",
+        metrics.sessions_away.clone(),
+    );
+    register(
+        "gateway_sessions_resumed",
+        "Away sessions resumed through this gateway, by whether every relay was recovered",
+        metrics.sessions_resumed.clone(),
+    );
+    register(
+        "gateway_relays_kept",
+        "Relays kept for away sessions",
+        metrics.relays_kept.clone(),
+    );
+    register(
+        "gateway_relays_replayed",
+        "Kept relays given to resumed sockets",
+        metrics.relays_replayed.clone(),
+    );
     register(
         "gateway_connections",
         "Sockets connected to this gateway",
@@ -92,6 +123,15 @@ static METRICS: LazyLock<GatewayMetrics> = LazyLock::new(|| {
 
 pub fn get() -> &'static GatewayMetrics {
     &METRICS
+}
+
+impl GatewayMetrics {
+    pub fn session_resumed(&self, recovered: bool) {
+        let recovered = if recovered { "true" } else { "false" };
+        self.sessions_resumed
+            .get_or_create(&vec![("recovered", recovered.to_owned())])
+            .inc();
+    }
 }
 
 impl GatewayMetrics {

@@ -87,7 +87,17 @@ impl RelayKind {
 pub struct UserJoined {
     pub id: String,
     pub username: String,
+    /// Extension: the client speaks resume (it sent `resumeToken`, null on its
+    /// first registration), so its relays carry `seq`.
+    pub speaks_resume: bool,
+    /// Extension: the token of the session to take over.
+    pub resume_token: Option<String>,
+    /// Extension: the `seq` of the last relay the client received.
+    pub last_seq: Option<u64>,
 }
+
+/// Longest resume token accepted (ours are 22 characters).
+const MAX_RESUME_TOKEN: usize = 128;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct StartCall {
@@ -163,9 +173,33 @@ fn require_object(map: &Map<String, Value>, field: &str) -> Result<(), AckError>
 
 pub fn user_joined(raw: &RawValue) -> Result<UserJoined, AckError> {
     let map = object(raw)?;
+    let (speaks_resume, resume_token) = match map.get("resumeToken") {
+        None => (false, None),
+        Some(Value::Null) => (true, None),
+        Some(Value::String(token)) if !token.is_empty() && token.len() <= MAX_RESUME_TOKEN => {
+            (true, Some(token.clone()))
+        }
+        Some(_) => {
+            return Err(AckError::invalid(format!(
+                "`resumeToken` must be null or a string of 1 to {MAX_RESUME_TOKEN} characters"
+            )));
+        }
+    };
+    let last_seq = match map.get("lastSeq") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
+        Some(_) => {
+            return Err(AckError::invalid(
+                "`lastSeq` must be a non-negative integer",
+            ));
+        }
+    };
     Ok(UserJoined {
         id: string(&map, "id")?,
         username: string(&map, "username")?,
+        speaks_resume,
+        resume_token,
+        last_seq,
     })
 }
 
@@ -324,9 +358,43 @@ mod tests {
             ok.expect("valid"),
             UserJoined {
                 id: "1".into(),
-                username: "Ann".into()
+                username: "Ann".into(),
+                speaks_resume: false,
+                resume_token: None,
+                last_seq: None,
             }
         );
+        let resuming = user_joined(&raw(
+            json!({"id": "1", "username": "Ann", "resumeToken": "t", "lastSeq": 7}),
+        ))
+        .expect("valid");
+        assert_eq!(
+            (
+                resuming.speaks_resume,
+                resuming.resume_token,
+                resuming.last_seq
+            ),
+            (true, Some("t".to_owned()), Some(7))
+        );
+        let first = user_joined(&raw(
+            json!({"id": "1", "username": "Ann", "resumeToken": null}),
+        ))
+        .expect("valid");
+        assert_eq!((first.speaks_resume, first.resume_token), (true, None));
+        for bad in [
+            json!({"id": "1", "username": "Ann", "resumeToken": 5}),
+            json!({"id": "1", "username": "Ann", "resumeToken": ""}),
+            json!({"id": "1", "username": "Ann", "resumeToken": "x".repeat(129)}),
+            json!({"id": "1", "username": "Ann", "lastSeq": -1}),
+            json!({"id": "1", "username": "Ann", "lastSeq": "3"}),
+            json!({"id": "1", "username": "Ann", "lastSeq": 1.5}),
+        ] {
+            assert_eq!(
+                user_joined(&raw(bad.clone())).map_err(|e| e.code),
+                Err(ErrorCode::InvalidPayload),
+                "{bad}"
+            );
+        }
         for bad in [
             json!(null),
             json!(1),

@@ -11,6 +11,7 @@ use meetup_runtime::store::StateStore;
 use serde::Serialize;
 use socketioxide::SocketIo;
 use socketioxide::adapter::LocalAdapter;
+use socketioxide::extract::SocketRef;
 use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::Sid;
 
@@ -19,6 +20,7 @@ use crate::edge::auth::Authenticator;
 use crate::edge::turn::IceConfig;
 use crate::history::History;
 use crate::mirror::Mirror;
+use crate::resume::MissedRelays;
 
 /// The room of the sockets that asked for presence deltas in their handshake
 /// (`presence: "delta"`): one `users-list` when they register, then only
@@ -43,6 +45,7 @@ struct Shared {
     ice: IceConfig,
     auth: Option<Authenticator>,
     history: History,
+    missed: Arc<MissedRelays>,
     // A std Mutex is fine: never held across an `.await`.
     local: Mutex<HashMap<String, LocalSession>>,
     presence_up: AtomicBool,
@@ -62,6 +65,7 @@ pub struct GatewayParts {
     pub ice: IceConfig,
     pub auth: Option<Authenticator>,
     pub history: History,
+    pub missed: Arc<MissedRelays>,
 }
 
 /// A registered socket of this gateway: what is needed to register it again
@@ -75,6 +79,13 @@ pub struct LocalSession {
     pub registered: bool,
     /// The presence revision its registration wrote (0 until registered).
     pub revision: u64,
+    /// Relays given to the socket so far (or, resumed, to its session).
+    pub relay_seq: u64,
+    /// Whether its relays carry their `seq` (the client speaks resume).
+    pub seq_in_relays: bool,
+    /// While a resumed socket is given the relays kept for its session, newer
+    /// ones wait here, to follow them in order.
+    pub pending: Option<Vec<(String, String)>>,
 }
 
 /// Per-socket limits and waits.
@@ -88,6 +99,10 @@ pub struct Limits {
     pub events_per_sec: u32,
     pub events_burst: u32,
     pub abuse_disconnect_after: u32,
+    /// How long an away session may be resumed (zero: no away sessions).
+    pub resume_grace: Duration,
+    /// Most relays kept for an away session.
+    pub resume_buffer: usize,
 }
 
 impl Gateway {
@@ -105,6 +120,7 @@ impl Gateway {
                 ice: parts.ice,
                 auth: parts.auth,
                 history: parts.history,
+                missed: parts.missed,
                 local: Mutex::new(HashMap::new()),
                 presence_up: AtomicBool::new(false),
                 calls_up: AtomicBool::new(false),
@@ -152,6 +168,19 @@ impl Gateway {
         self.local().contains_key(session_id)
     }
 
+    /// Numbers the relays of a resumed session on from those its previous
+    /// socket was given.
+    pub fn continue_relays(&self, session_id: &str, given: u64) {
+        if let Some(s) = self.local().get_mut(session_id) {
+            s.relay_seq = given;
+        }
+    }
+
+    /// How many relays a local session's socket was given.
+    pub fn local_relay_seq(&self, session_id: &str) -> Option<u64> {
+        self.local().get(session_id).map(|s| s.relay_seq)
+    }
+
     /// The presence revision of a local session's registration (0 while in flight).
     pub fn local_revision(&self, session_id: &str) -> Option<u64> {
         self.local().get(session_id).map(|s| s.revision)
@@ -159,11 +188,7 @@ impl Gateway {
 
     /// Closes one of this gateway's sockets (its disconnect handler cleans up).
     pub fn disconnect_session(&self, session_id: &str) {
-        let Some(socket) = session_id
-            .parse::<Sid>()
-            .ok()
-            .and_then(|sid| self.shared.io.get_socket(sid))
-        else {
+        let Some(socket) = self.socket_of(session_id) else {
             return;
         };
         if let Err(error) = socket.disconnect() {
@@ -248,6 +273,67 @@ impl Gateway {
         }
     }
 
+    /// Where relays for away sessions wait.
+    pub fn missed(&self) -> &MissedRelays {
+        &self.shared.missed
+    }
+
+    /// Gives a relay to one of this gateway's sockets, numbered in its
+    /// session (with `seq` in the payload when the client speaks resume).
+    /// False when the socket is gone: the caller keeps the relay for the
+    /// session, which is away or about to be.
+    pub fn emit_relay(&self, session_id: &str, event: &str, payload_json: &str) -> bool {
+        let Some(socket) = self.socket_of(session_id) else {
+            return false;
+        };
+        let mut local = self.local();
+        match local.get_mut(session_id) {
+            Some(session) => {
+                if let Some(pending) = session.pending.as_mut() {
+                    pending.push((event.to_owned(), payload_json.to_owned()));
+                } else {
+                    emit_numbered(&socket, session_id, session, event, payload_json);
+                }
+            }
+            None => emit_raw(&socket, session_id, event, payload_json),
+        }
+        true
+    }
+
+    /// Holds the relays that reach `session_id` from now on until
+    /// [`Gateway::end_replay`], so that those kept while it was away go first.
+    pub fn begin_replay(&self, session_id: &str) {
+        if let Some(session) = self.local().get_mut(session_id) {
+            session.pending = Some(Vec::new());
+        }
+    }
+
+    /// Gives `session_id` its kept relays, then those held since
+    /// [`Gateway::begin_replay`], in order; relays go straight to it again.
+    /// Returns how many kept relays it was given.
+    pub fn end_replay(&self, session_id: &str, kept: &[(String, String)]) -> usize {
+        let socket = self.socket_of(session_id);
+        let mut local = self.local();
+        let Some(session) = local.get_mut(session_id) else {
+            return 0;
+        };
+        let held = session.pending.take().unwrap_or_default();
+        let Some(socket) = socket else {
+            return 0;
+        };
+        for (event, payload) in kept.iter().chain(&held) {
+            emit_numbered(&socket, session_id, session, event, payload);
+        }
+        kept.len()
+    }
+
+    fn socket_of(&self, session_id: &str) -> Option<SocketRef> {
+        session_id
+            .parse::<Sid>()
+            .ok()
+            .and_then(|sid| self.shared.io.get_socket(sid))
+    }
+
     /// Sends `users-list` to every local socket but those that asked for presence deltas.
     pub async fn emit_users_list(&self, list: &serde_json::Value) {
         let to = self.shared.io.except(PRESENCE_DELTA_ROOM);
@@ -314,8 +400,68 @@ impl Gateway {
     }
 }
 
+/// Emits a relay to a registered socket, numbered in its session.
+fn emit_numbered(
+    socket: &SocketRef,
+    session_id: &str,
+    session: &mut LocalSession,
+    event: &str,
+    payload_json: &str,
+) {
+    session.relay_seq += 1;
+    if session.seq_in_relays {
+        emit_raw(
+            socket,
+            session_id,
+            event,
+            &with_seq(payload_json, session.relay_seq),
+        );
+    } else {
+        emit_raw(socket, session_id, event, payload_json);
+    }
+}
+
+/// Emits a relay's JSON text as it is.
+fn emit_raw(socket: &SocketRef, session_id: &str, event: &str, payload_json: &str) {
+    let Ok(raw) = serde_json::value::RawValue::from_string(payload_json.to_owned()) else {
+        tracing::warn!(event, "relay payload is not JSON");
+        return;
+    };
+    let _span = crate::traces::emit(event).entered();
+    match socket.emit(event, &*raw) {
+        Ok(()) => crate::metrics::get().event_out(event, 1),
+        Err(error) => tracing::debug!(session_id, event, %error, "emit failed"),
+    }
+}
+
+/// `payload_json` (a JSON object) with `"seq": seq` as its first member.
+pub fn with_seq(payload_json: &str, seq: u64) -> String {
+    let rest = payload_json.trim_start().strip_prefix('{').unwrap_or("}");
+    let rest = rest.trim_start();
+    if rest.starts_with('}') {
+        format!("{{\"seq\":{seq}{rest}")
+    } else {
+        format!("{{\"seq\":{seq},{rest}")
+    }
+}
+
 /// Counts `event` as sent to approximately every socket: the connected ones.
 fn count_out_to_all(event: &str) {
     let metrics = crate::metrics::get();
     metrics.event_out(event, metrics.connections.get().max(0) as u64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_seq;
+
+    #[test]
+    fn seq_goes_first_in_the_relay_payload() {
+        assert_eq!(
+            with_seq(r#"{"callId":"c","offer":{}}"#, 7),
+            r#"{"seq":7,"callId":"c","offer":{}}"#
+        );
+        assert_eq!(with_seq("{}", 1), r#"{"seq":1}"#);
+        assert_eq!(with_seq(" { } ", 2), r#"{"seq":2} "#);
+    }
 }

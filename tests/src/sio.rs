@@ -52,6 +52,11 @@ impl SioClient {
         Ok(SioClient { conn, inbox })
     }
 
+    /// Drops the connection without a goodbye, as a network failure would.
+    pub fn drop_transport(self) {
+        self.conn.drop_transport();
+    }
+
     /// Emits an event without an acknowledgement.
     pub fn emit(&self, event: &str, data: &Value) {
         self.conn.emit_raw(event, &data.to_string());

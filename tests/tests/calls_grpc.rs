@@ -22,7 +22,7 @@ fn participant(user: &str, session: &str, gateway: &str) -> Participant {
         }),
         session_id: session.into(),
         gateway_id: gateway.into(),
-        joined_at: None,
+        ..Default::default()
     }
 }
 
@@ -224,6 +224,7 @@ async fn sessions_and_gateways_are_removed_from_every_call() {
         .remove_session(RemoveSessionRequest {
             session_id: "sa".into(),
             call_ids: vec![],
+            keep_away: false,
         })
         .await
         .expect("removes")
@@ -430,6 +431,7 @@ async fn each_failure_has_its_precise_code() {
             .remove_session(RemoveSessionRequest {
                 session_id: String::new(),
                 call_ids: vec![],
+                keep_away: false,
             })
             .await
             .expect_err("empty"),

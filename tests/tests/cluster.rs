@@ -123,9 +123,16 @@ async fn users_on_two_gateways_share_calls_and_counts() {
     }
 }
 
+/// No grace period: every process cleans up at once, as the original server did.
+fn no_resume() -> Vec<(&'static str, String)> {
+    vec![("RESUME_GRACE_MS", "0".to_owned())]
+}
+
 #[tokio::test]
-async fn a_killed_gateway_s_users_leave_within_five_seconds() {
-    let mut cluster = Cluster::start(2, &[]).await.expect("cluster");
+async fn without_a_grace_period_a_killed_gateway_s_users_leave_within_five_seconds() {
+    let mut cluster = Cluster::start_with_env(2, &no_resume(), &no_resume())
+        .await
+        .expect("cluster");
     let (a_id, b_id, call_id) = (id("a"), id("b"), id("call"));
     let a = user(&cluster.url(0), &a_id).await;
     let b = user(&cluster.url(1), &b_id).await;
@@ -169,13 +176,16 @@ async fn a_killed_gateway_s_users_leave_within_five_seconds() {
 }
 
 #[tokio::test]
-async fn sigterm_closes_sockets_cleans_up_at_once_and_exits_within_grace() {
+async fn without_a_grace_period_sigterm_closes_sockets_cleans_up_at_once_and_exits() {
     // A long timeout: only the drain itself can explain a fast cleanup.
     let env = [
         ("GATEWAY_TIMEOUT_MS", "60000".to_owned()),
         ("SHUTDOWN_GRACE_SECS", "5".to_owned()),
+        ("RESUME_GRACE_MS", "0".to_owned()),
     ];
-    let mut cluster = Cluster::start(2, &env).await.expect("cluster");
+    let mut cluster = Cluster::start_with_env(2, &env, &no_resume())
+        .await
+        .expect("cluster");
     let (a_id, b_id, call_id) = (id("a"), id("b"), id("call"));
     let a = user(&cluster.url(0), &a_id).await;
     let b = user(&cluster.url(1), &b_id).await;
@@ -447,6 +457,7 @@ async fn a_socket_whose_session_the_state_lost_is_closed() {
         .unregister_session(UnregisterSessionRequest {
             user_id: b_id.clone(),
             session_id,
+            keep_away: false,
         })
         .await
         .expect("unregistered");
@@ -465,8 +476,10 @@ async fn a_socket_whose_session_the_state_lost_is_closed() {
 }
 
 #[tokio::test]
-async fn a_gateway_frozen_past_its_lease_closes_its_sockets_when_it_wakes() {
-    let cluster = Cluster::start(2, &[]).await.expect("cluster");
+async fn without_a_grace_period_a_gateway_frozen_past_its_lease_closes_its_sockets_when_it_wakes() {
+    let cluster = Cluster::start_with_env(2, &no_resume(), &no_resume())
+        .await
+        .expect("cluster");
     let (a_id, b_id, call_id) = (id("a"), id("b"), id("call"));
     let a = user(&cluster.url(0), &a_id).await;
     let b = user(&cluster.url(1), &b_id).await;

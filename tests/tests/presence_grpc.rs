@@ -30,6 +30,7 @@ fn register(user: &str, name: &str, gateway: &str, session: &str) -> RegisterSes
         username: name.into(),
         gateway_id: gateway.into(),
         session_id: session.into(),
+        ..Default::default()
     }
 }
 
@@ -144,6 +145,7 @@ async fn sessions_come_and_go_and_every_change_is_in_the_bucket() {
         .unregister_session(UnregisterSessionRequest {
             session_id: "s2".into(),
             user_id: String::new(),
+            keep_away: false,
         })
         .await
         .expect("unregisters")
@@ -256,6 +258,7 @@ async fn each_failure_has_its_precise_code() {
         .unregister_session(UnregisterSessionRequest {
             session_id: "nope".into(),
             user_id: String::new(),
+            keep_away: false,
         })
         .await
         .expect_err("unknown session");

@@ -67,7 +67,7 @@ fn participant(user: &str, session: &str) -> Participant {
         }),
         session_id: session.to_owned(),
         gateway_id: "loadgen".to_owned(),
-        joined_at: None,
+        ..Default::default()
     }
 }
 
@@ -102,6 +102,7 @@ async fn call(
                         username: user,
                         gateway_id: "loadgen".into(),
                         session_id: session,
+                        ..Default::default()
                     })
                     .await
                     .map(drop),
@@ -120,6 +121,7 @@ async fn call(
                     .unregister_session(UnregisterSessionRequest {
                         session_id: session,
                         user_id: user,
+                        keep_away: false,
                     })
                     .await
                     .map(drop),

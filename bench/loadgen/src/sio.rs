@@ -29,11 +29,14 @@ pub struct Conn {
 }
 
 impl Drop for Conn {
+    /// Says goodbye as `socket.disconnect()` does (a Socket.IO disconnect
+    /// packet, then a websocket close): the server cleans up at once instead
+    /// of keeping the session for a resume. The writer sends them and ends;
+    /// the connection closes when both halves have gone.
     fn drop(&mut self) {
-        // Both halves of the websocket go, so the TCP connection closes.
-        for task in &self.tasks {
-            task.abort();
-        }
+        let _ = self.out.send(Message::text("41"));
+        let _ = self.out.send(Message::Close(None));
+        self.tasks[1].abort();
     }
 }
 
@@ -196,6 +199,15 @@ impl Conn {
             closed,
             tasks: [writer, reader],
         })
+    }
+
+    /// Drops the connection without a goodbye, as a network failure would:
+    /// the server sees its transport close and keeps the session for a resume.
+    pub fn drop_transport(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        // Drop sends its goodbye into a channel nobody reads any more.
     }
 
     /// Emits `event` with `payload` (JSON text), without an ack.

@@ -84,6 +84,7 @@ async fn reconcile(gw: &Gateway) {
             let request = RemoveSessionRequest {
                 session_id,
                 call_ids,
+                keep_away: true,
             };
             if let Err(status) = gw.calls().remove_session(request).await {
                 tracing::warn!(code = ?status.code(), error = status.message(), "calls reconcile failed");
@@ -97,6 +98,7 @@ async fn reconcile(gw: &Gateway) {
             let request = UnregisterSessionRequest {
                 session_id,
                 user_id,
+                keep_away: true,
             };
             match gw.presence().unregister_session(request).await {
                 Ok(_) => {}
@@ -110,7 +112,7 @@ async fn reconcile(gw: &Gateway) {
 }
 
 /// The other way round: a registered socket of this gateway whose session the
-/// state no longer holds was removed behind its back (a service replica swept
+/// state no longer holds (or holds as away) was given up behind its back (a service replica swept
 /// this gateway while it could not renew its lease). Its client would go on as
 /// if online and in its calls while everybody else was told it left, so the
 /// socket is closed: the client reconnects and registers again. A session
@@ -128,10 +130,13 @@ async fn fence_swept(gw: &Gateway, in_presence: &HashMap<String, String>) {
             user_id: session.user_id.clone(),
         };
         let held = match gw.presence().get_user(request).await {
-            Ok(response) => response
-                .into_inner()
-                .user
-                .is_some_and(|u| u.sessions.iter().any(|s| s.session_id == session_id)),
+            // Held and live: an away session is one the cluster gave up on
+            // this socket for (its gateway was swept).
+            Ok(response) => response.into_inner().user.is_some_and(|u| {
+                u.sessions
+                    .iter()
+                    .any(|s| s.session_id == session_id && s.away_until.is_none())
+            }),
             Err(status) if status.code() == Code::NotFound => false,
             Err(status) => {
                 tracing::warn!(code = ?status.code(), error = status.message(), "presence check failed");
@@ -148,6 +153,9 @@ async fn fence_swept(gw: &Gateway, in_presence: &HashMap<String, String>) {
             "the state lost this socket's session (its gateway was swept); closing it"
         );
         crate::metrics::get().bus_error("session swept");
+        // Forgotten first: the socket's cleanup then leaves the session as
+        // the state has it (away, the client resumes it; or gone).
+        gw.forget_local(&session_id);
         gw.disconnect_session(&session_id);
     }
 }

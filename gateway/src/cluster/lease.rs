@@ -116,8 +116,13 @@ pub async fn renew_lease(
     }
 }
 
-/// Closes every socket of this gateway (their clients reconnect and start again).
+/// Closes every socket of this gateway (their clients reconnect and start
+/// again). The sessions are left as the sweep made them: away, for the clients
+/// to resume through any gateway, or gone.
 async fn fence(gw: &Gateway) {
+    for (session_id, _) in gw.local_sessions() {
+        gw.forget_local(&session_id);
+    }
     if let Err(error) = gw.io().disconnect().await {
         tracing::warn!(%error, "closing sockets failed");
     }

@@ -207,6 +207,18 @@ pub(super) fn announce_call(gw: &Gateway, notice: CallNotice) {
                 );
             }
         }
+        CallNotice::Reconnecting { call, user_id } => {
+            let payload = json!({ "callId": call.id, "userId": user_id });
+            for session_id in local_sessions(gw, &call, &user_id) {
+                gw.emit_to_session(session_id, "user-reconnecting", &payload);
+            }
+        }
+        CallNotice::Reconnected { call, user_id } => {
+            let payload = json!({ "callId": call.id, "userId": user_id });
+            for session_id in local_sessions(gw, &call, &user_id) {
+                gw.emit_to_session(session_id, "user-reconnected", &payload);
+            }
+        }
         CallNotice::Ended { call_id, sessions } => {
             let payload = json!({ "callId": call_id });
             for p in sessions.iter().filter(|p| p.gateway_id == gw.id()) {

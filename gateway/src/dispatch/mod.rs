@@ -54,7 +54,7 @@ pub async fn run(gw: Gateway, mut relays: Subscription, mut stop: watch::Receive
                     on_calls(&gw, Followed::Lost);
                 }
             }
-            Some(message) = relays.next() => deliver_relay(&gw, message),
+            Some(message) = relays.next() => deliver_relay(&gw, message).await,
             () = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
                 users_list.flush_due(&gw).await;
             }

@@ -1,14 +1,13 @@
 //! Relays that another gateway routed to one of this gateway's sockets.
 
-use meetup_proto::bus::v1::{Relay, RelayKind};
+use meetup_proto::bus::v1::Relay;
 use meetup_runtime::BusMessage;
 use prost::Message;
-use serde_json::value::RawValue;
 
 use crate::state::Gateway;
 
 /// Delivers a relay that another gateway routed to one of this gateway's sockets.
-pub(super) fn deliver_relay(gw: &Gateway, message: BusMessage) {
+pub(super) async fn deliver_relay(gw: &Gateway, message: BusMessage) {
     let relay = match Relay::decode(message.payload) {
         Ok(relay) => relay,
         Err(error) => {
@@ -16,17 +15,22 @@ pub(super) fn deliver_relay(gw: &Gateway, message: BusMessage) {
             return;
         }
     };
-    let event = match RelayKind::try_from(relay.kind) {
-        Ok(RelayKind::Offer) => "webrtc-offer",
-        Ok(RelayKind::Answer) => "webrtc-answer",
-        Ok(RelayKind::IceCandidate) => "webrtc-ice-candidate",
-        _ => {
-            tracing::warn!(kind = relay.kind, "relay of unknown kind");
-            return;
-        }
+    let Some(event) = crate::resume::relay_event(relay.kind) else {
+        tracing::warn!(kind = relay.kind, "relay of unknown kind");
+        return;
     };
-    match RawValue::from_string(relay.payload_json) {
-        Ok(raw) => gw.emit_to_session(&relay.target_session_id, event, &*raw),
-        Err(error) => tracing::warn!(%error, "relay payload is not JSON"),
+    if gw.emit_relay(&relay.target_session_id, event, &relay.payload_json) {
+        return;
+    }
+    // The socket went without saying goodbye and its session is not away
+    // yet: the relay waits for it in the log, as if it had been sent later.
+    if !gw.mirror().holds_session(&relay.target_session_id) {
+        return;
+    }
+    match gw.missed().keep(&relay).await {
+        Ok(()) => {
+            crate::metrics::get().relays_kept.inc();
+        }
+        Err(error) => tracing::warn!(%error, "relay for a gone socket not kept"),
     }
 }

@@ -1,27 +1,128 @@
-//! A socket went away: it leaves its calls, then presence, as the protocol orders.
+//! A socket went away: without saying goodbye, its session turns away (it
+//! keeps its presence and calls for a client to resume it); else it leaves its
+//! calls, then presence, as the protocol orders.
 
-use meetup_proto::calls::v1::RemoveSessionRequest;
-use meetup_proto::presence::v1::UnregisterSessionRequest;
+use std::time::Duration;
+
+use meetup_proto::calls::v1::{RemoveSessionRequest, SetSessionAwayRequest};
+use meetup_proto::presence::v1::{
+    SetSessionAwayRequest as PresenceAwayRequest, UnregisterSessionRequest,
+};
+use socketioxide::socket::DisconnectReason;
 use tonic::Code;
 
 use crate::backends::retry_once;
 use crate::metrics;
 use crate::socket::SessionWorker;
 
+/// Whether a socket that went for `reason` went without saying goodbye: its
+/// transport closed or failed, it missed its pings, or its gateway is stopping.
+/// (A client's `disconnect()`, or the server closing it, is a goodbye.)
+pub(crate) fn went_away(reason: DisconnectReason) -> bool {
+    matches!(
+        reason,
+        DisconnectReason::TransportClose
+            | DisconnectReason::TransportError
+            | DisconnectReason::HeartbeatTimeout
+            | DisconnectReason::ClosingServer
+    )
+}
+
+/// Turns `session_id` of `user_id` away for `grace`, in its calls then in
+/// presence, with the number of relays its socket was given. False when a
+/// service could not take it.
+pub(crate) async fn set_away(
+    gw: &crate::state::Gateway,
+    user_id: &str,
+    session_id: &str,
+    grace: Duration,
+    relays_given: u64,
+) -> bool {
+    let grace_ms = u32::try_from(grace.as_millis()).unwrap_or(u32::MAX);
+    let request = SetSessionAwayRequest {
+        session_id: session_id.to_owned(),
+        call_ids: gw.mirror().calls_of_session(session_id),
+        grace_ms,
+    };
+    let calls = gw.calls();
+    let in_calls = retry_once(|| {
+        let (mut client, request) = (calls.clone(), request.clone());
+        async move { client.set_session_away(request).await }
+    })
+    .await;
+    let revision = match in_calls {
+        Ok(response) => response.into_inner().revision,
+        Err(status) => {
+            metrics::get().grpc_error("set away", status.code());
+            tracing::warn!(session_id, code = ?status.code(), error = status.message(), "calls: session not turned away");
+            return false;
+        }
+    };
+    let request = PresenceAwayRequest {
+        user_id: user_id.to_owned(),
+        session_id: session_id.to_owned(),
+        grace_ms,
+        relays_given,
+    };
+    let presence = gw.presence();
+    let in_presence = retry_once(|| {
+        let (mut client, request) = (presence.clone(), request.clone());
+        async move { client.set_session_away(request).await }
+    })
+    .await;
+    let presence_revision = match in_presence {
+        Ok(response) => response.into_inner().revision,
+        Err(status) => {
+            metrics::get().grpc_error("set away", status.code());
+            tracing::warn!(session_id, code = ?status.code(), error = status.message(), "presence: session not turned away");
+            return false;
+        }
+    };
+    let wait = gw.limits().announce_wait;
+    gw.mirror().wait_calls(revision, wait).await;
+    gw.mirror().wait_presence(presence_revision, wait).await;
+    metrics::get().sessions_away.inc();
+    true
+}
+
 impl SessionWorker {
-    /// The socket is gone: leave its calls first, then presence, as the protocol orders.
-    pub(crate) async fn cleanup(&mut self) {
+    /// The socket is gone. Without a goodbye (and with a grace period), its
+    /// session turns away; else it leaves its calls first, then presence, as
+    /// the protocol orders.
+    pub(crate) async fn cleanup(&mut self, reason: DisconnectReason) {
         let Some(me) = self.identity.take() else {
             return;
         };
         metrics::get().registered_sockets.dec();
         let session_id = self.session_id.clone();
+        // Handed over already (the gateway is draining, or fenced the socket
+        // while its session stays resumable): nothing is left to do here.
+        if !self.gw.is_local_session(&session_id) {
+            return;
+        }
+        let grace = self.gw.limits().resume_grace;
+        if !grace.is_zero()
+            && went_away(reason)
+            && set_away(
+                &self.gw,
+                &me.user_id,
+                &session_id,
+                grace,
+                self.gw.local_relay_seq(&session_id).unwrap_or_default(),
+            )
+            .await
+        {
+            self.gw.forget_local(&session_id);
+            tracing::debug!(session_id, user_id = %me.user_id, %reason, "socket gone; session away");
+            return;
+        }
         // Forgotten first: were the calls below to fail, the reconciler removes
         // what is left of this session once the services are back.
         self.gw.forget_local(&session_id);
         let request = RemoveSessionRequest {
             session_id: session_id.clone(),
             call_ids: self.gw.mirror().calls_of_session(&session_id),
+            keep_away: false,
         };
         let calls = self.gw.calls();
         match retry_once(|| {
@@ -47,6 +148,7 @@ impl SessionWorker {
         let request = UnregisterSessionRequest {
             session_id: session_id.clone(),
             user_id: me.user_id.clone(),
+            keep_away: false,
         };
         let presence = self.gw.presence();
         match retry_once(|| {

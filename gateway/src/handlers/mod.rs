@@ -4,6 +4,6 @@
 //! the socket's [`crate::socket::SessionWorker`], run in the socket's order.
 
 mod calls;
-mod cleanup;
+pub(crate) mod cleanup;
 mod registration;
 mod relay;

@@ -1,7 +1,9 @@
 //! `user-joined`: registers the socket's user in presence (or refreshes it),
-//! within the token's identity when authentication is on.
+//! within the token's identity when authentication is on; or takes over the
+//! user's away session (resume).
 
-use meetup_proto::presence::v1::RegisterSessionRequest;
+use meetup_proto::calls::v1::ResumeSessionRequest as ResumeCallsRequest;
+use meetup_proto::presence::v1::{RegisterSessionRequest, ResumeSessionRequest};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
@@ -10,6 +12,7 @@ use crate::backends::retry_once;
 use crate::metrics;
 use crate::mirror::public_user;
 use crate::payload;
+use crate::resume;
 use crate::socket::{Identity, SessionWorker};
 use crate::state::LocalSession;
 
@@ -35,6 +38,20 @@ impl SessionWorker {
                 "this socket is registered as another user; reconnect to change identity",
             ));
         }
+        let grace = self.gw.limits().resume_grace;
+        // Only a socket that is not registered yet takes a session over.
+        if !grace.is_zero() && self.identity.is_none() {
+            if let Some(ack) = self.resume(&cmd).await? {
+                return Ok(ack);
+            }
+            if cmd.resume_token.is_some() {
+                return Err(AckError::new(
+                    ErrorCode::ResumeRefused,
+                    "no session of this user holds that resume token (it expired, was resumed already, or is not this user's); register without it",
+                ));
+            }
+        }
+        let (token, token_hash) = resume::new_token();
         let previous = self.gw.set_local(
             &self.session_id,
             LocalSession {
@@ -43,6 +60,9 @@ impl SessionWorker {
                 joined_at: None,
                 registered: false,
                 revision: 0,
+                relay_seq: 0,
+                seq_in_relays: cmd.speaks_resume,
+                pending: None,
             },
         );
         let request = RegisterSessionRequest {
@@ -50,6 +70,11 @@ impl SessionWorker {
             username: cmd.username.clone(),
             gateway_id: self.gw.id().to_owned(),
             session_id: self.session_id.clone(),
+            resume_token_hash: if grace.is_zero() {
+                String::new()
+            } else {
+                token_hash
+            },
         };
         let presence = self.gw.presence();
         let result = retry_once(|| {
@@ -83,6 +108,150 @@ impl SessionWorker {
         // Extension: the ICE servers this user should use, TURN credentials included.
         self.emit("ice-servers", &self.gw.ice().for_user(&user.id));
         crate::history::send_missed_calls(self.gw.history(), &self.socket, &user.id).await;
-        Ok(ok(json!({ "user": public_user(&user) })))
+        if grace.is_zero() {
+            return Ok(ok(json!({ "user": public_user(&user) })));
+        }
+        Ok(ok(json!({
+            "user": public_user(&user),
+            "resumeToken": token,
+            "resumed": false,
+            "recovered": false,
+        })))
+    }
+
+    /// Takes over the away session `cmd` names (by its resume token, or the
+    /// user's only session when it is away), on this socket: presence, then
+    /// its calls, then the relays kept for it. `None` when there is no such
+    /// session (nothing changed).
+    async fn resume(&mut self, cmd: &payload::UserJoined) -> Result<Option<Value>, AckError> {
+        let (token, token_hash) = resume::new_token();
+        let previous_local = self.gw.set_local(
+            &self.session_id,
+            LocalSession {
+                user_id: cmd.id.clone(),
+                username: cmd.username.clone(),
+                joined_at: None,
+                registered: false,
+                revision: 0,
+                relay_seq: 0,
+                seq_in_relays: cmd.speaks_resume,
+                pending: None,
+            },
+        );
+        let request = ResumeSessionRequest {
+            user_id: cmd.id.clone(),
+            previous_token_hash: cmd
+                .resume_token
+                .as_deref()
+                .map(resume::token_hash)
+                .unwrap_or_default(),
+            session_id: self.session_id.clone(),
+            gateway_id: self.gw.id().to_owned(),
+            resume_token_hash: token_hash,
+        };
+        // Safe to repeat: a second attempt finds its own work done.
+        let presence = self.gw.presence();
+        let result = retry_once(|| {
+            let (mut client, request) = (presence.clone(), request.clone());
+            async move { client.resume_session(request).await }
+        })
+        .await;
+        let response = match result {
+            Ok(response) if response.get_ref().resumed => response.into_inner(),
+            other => {
+                match previous_local {
+                    Some(previous) => self.gw.set_local(&self.session_id, previous),
+                    None => self.gw.forget_local(&self.session_id),
+                };
+                return other
+                    .map(|_| None)
+                    .map_err(|status| AckError::from_status(&status, "resume session"));
+            }
+        };
+        let user = response.user.unwrap_or_default();
+        let previous = response.previous.unwrap_or_default();
+        self.gw
+            .confirm_local(&self.session_id, user.joined_at, response.revision);
+        self.gw
+            .continue_relays(&self.session_id, previous.relays_given);
+        metrics::get().registered_sockets.inc();
+        self.identity = Some(Identity {
+            user_id: cmd.id.clone(),
+            username: cmd.username.clone(),
+        });
+        // Relays that reach the new socket from now on wait behind the kept ones.
+        self.gw.begin_replay(&self.session_id);
+        let request = ResumeCallsRequest {
+            previous_session_id: previous.session_id.clone(),
+            session_id: self.session_id.clone(),
+            gateway_id: self.gw.id().to_owned(),
+            call_ids: self.gw.mirror().calls_of_session(&previous.session_id),
+        };
+        let calls = self.gw.calls();
+        let in_calls = retry_once(|| {
+            let (mut client, request) = (calls.clone(), request.clone());
+            async move { client.resume_session(request).await }
+        })
+        .await;
+        let calls_revision = match in_calls {
+            Ok(response) => response.into_inner().revision,
+            Err(status) => {
+                // Its calls still hold the old session, which leaves them
+                // when its grace runs out; presence already moved on.
+                metrics::get().grpc_error("resume session", status.code());
+                tracing::warn!(session_id = %self.session_id, code = ?status.code(), error = status.message(), "calls: session not resumed");
+                0
+            }
+        };
+        let kept = self.gw.missed().take(&previous.session_id).await;
+        let (relays, log_ok, overflowed) = match kept {
+            Ok(kept) => (kept.relays, true, kept.overflowed),
+            Err(error) => {
+                tracing::warn!(%error, "kept relays not read");
+                (Vec::new(), false, false)
+            }
+        };
+        let kept: Vec<(String, String)> = relays
+            .into_iter()
+            .filter_map(|r| Some((resume::relay_event(r.kind)?.to_owned(), r.payload_json)))
+            .collect();
+        // Everything addressed to the session is accounted for: the gateway
+        // that lost the socket counted what it gave it, the client got all of
+        // that (it says so with lastSeq; a client that does not number its
+        // relays can only say so when there were none), and the log kept all
+        // the rest.
+        let recovered = log_ok
+            && !overflowed
+            && calls_revision > 0
+            && previous.relays_counted
+            && cmd.last_seq.unwrap_or(0) == previous.relays_given;
+        let replayed = self.gw.end_replay(&self.session_id, &kept);
+        metrics::get().relays_replayed.inc_by(replayed as u64);
+        metrics::get().session_resumed(recovered);
+        let mirror = self.gw.mirror();
+        mirror
+            .wait_presence(response.revision, self.gw.limits().announce_wait)
+            .await;
+        mirror
+            .wait_calls(calls_revision, self.gw.limits().announce_wait)
+            .await;
+        // What a registration would have shown this socket; nobody else hears
+        // of a resume but the peers in its calls (`user-reconnected`).
+        self.emit("users-list", &mirror.users_list());
+        self.emit("ice-servers", &self.gw.ice().for_user(&user.id));
+        tracing::info!(
+            session_id = %self.session_id,
+            previous = %previous.session_id,
+            user_id = %user.id,
+            replayed,
+            recovered,
+            "session resumed"
+        );
+        Ok(Some(ok(json!({
+            "user": public_user(&user),
+            "resumeToken": token,
+            "resumed": true,
+            "recovered": recovered,
+        }))))
     }
 }

@@ -40,29 +40,43 @@ impl SessionWorker {
                 Err(error) => return Err(error),
             };
         let out = payload::relay_out(&relay, &me.user_id);
-        if route.gateway_id == self.gw.id() {
-            let raw = RawValue::from_string(out)
-                .map_err(|_| AckError::new(ErrorCode::Internal, "internal error"))?;
-            self.gw
-                .emit_to_session(&route.session_id, kind.event(), &*raw);
-        } else {
+        let message = busv1::Relay {
+            target_session_id: route.session_id,
+            kind: match kind {
+                RelayKind::Offer => busv1::RelayKind::Offer,
+                RelayKind::Answer => busv1::RelayKind::Answer,
+                RelayKind::IceCandidate => busv1::RelayKind::IceCandidate,
+            } as i32,
+            call_id: relay.call_id,
+            from_user_id: me.user_id.clone(),
+            payload_json: out,
+        };
+        // The target's socket went without saying goodbye: the relay waits
+        // for it to come back (or, past the grace, for nobody).
+        let delivered = !route.away
+            && (route.gateway_id != self.gw.id()
+                || self.gw.emit_relay(
+                    &message.target_session_id,
+                    kind.event(),
+                    &message.payload_json,
+                ));
+        if !delivered {
+            self.gw.missed().keep(&message).await.map_err(|error| {
+                tracing::warn!(%error, "relay for an away session not kept");
+                metrics::get().bus_error("keep relay");
+                AckError::new(
+                    ErrorCode::Unavailable,
+                    "the relay could not be kept for its reconnecting target; try again",
+                )
+            })?;
+            metrics::get().relays_kept.inc();
+        } else if route.gateway_id != self.gw.id() {
             if !self.gw.bus().is_connected() {
                 return Err(AckError::new(
                     ErrorCode::Unavailable,
                     "the message bus is unavailable; try again",
                 ));
             }
-            let message = busv1::Relay {
-                target_session_id: route.session_id,
-                kind: match kind {
-                    RelayKind::Offer => busv1::RelayKind::Offer,
-                    RelayKind::Answer => busv1::RelayKind::Answer,
-                    RelayKind::IceCandidate => busv1::RelayKind::IceCandidate,
-                } as i32,
-                call_id: relay.call_id,
-                from_user_id: me.user_id.clone(),
-                payload_json: out,
-            };
             self.gw
                 .bus()
                 .publish(

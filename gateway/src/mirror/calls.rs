@@ -20,6 +20,39 @@ fn public_call_user(p: &Participant) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// True when `user` has a session in `call` that is not away.
+fn present(call: &Call, user: &str) -> bool {
+    call.participants
+        .iter()
+        .any(|p| user_of(p) == user && p.away_until.is_none())
+}
+
+/// Who went away from the call and who came back, between two of its states.
+fn away_and_back(before: &Call, after: &Call) -> Vec<CallNotice> {
+    let mut users: Vec<&str> = after.participants.iter().map(user_of).collect();
+    users.dedup();
+    let mut notices = Vec::new();
+    let mut told = HashSet::new();
+    for user in users {
+        let was_in = before.participants.iter().any(|p| user_of(p) == user);
+        if !was_in || !told.insert(user) {
+            continue;
+        }
+        match (present(before, user), present(after, user)) {
+            (true, false) => notices.push(CallNotice::Reconnecting {
+                call: after.clone(),
+                user_id: user.to_owned(),
+            }),
+            (false, true) => notices.push(CallNotice::Reconnected {
+                call: after.clone(),
+                user_id: user.to_owned(),
+            }),
+            _ => {}
+        }
+    }
+    notices
+}
+
 /// What the sockets of a gateway are owed for a live call it never saw: the
 /// invitees who have not joined are rung, and each participant hears of those
 /// who joined after it (participants are kept in the order they joined), each
@@ -158,6 +191,7 @@ impl Mirror {
                 });
             }
         }
+        notices.extend(away_and_back(&before, &after));
         for p in after
             .participants
             .iter()
@@ -179,14 +213,14 @@ impl Mirror {
         notices
     }
 
-    /// Sessions of `gateway_id` taking part in a call, with their calls.
+    /// Live (not away) sessions of `gateway_id` taking part in a call, with their calls.
     pub fn call_sessions_on(&self, gateway_id: &str) -> HashMap<String, Vec<String>> {
         let mut sessions: HashMap<String, Vec<String>> = HashMap::new();
         for call in self.read().calls_by_id.values() {
             for p in call
                 .participants
                 .iter()
-                .filter(|p| p.gateway_id == gateway_id)
+                .filter(|p| p.gateway_id == gateway_id && p.away_until.is_none())
             {
                 sessions
                     .entry(p.session_id.clone())

@@ -84,6 +84,8 @@ struct MirroredUser {
 pub struct Route {
     pub session_id: String,
     pub gateway_id: String,
+    /// The session is away: its relays wait in the missed-relays log.
+    pub away: bool,
 }
 
 /// What a presence change means for clients.
@@ -132,6 +134,13 @@ pub enum CallNotice {
         call_id: String,
         sessions: Vec<Participant>,
     },
+    /// A user's socket in the call went without saying goodbye (its session
+    /// is away and it has no other in the call): the others hear
+    /// `user-reconnecting`.
+    Reconnecting { call: Call, user_id: String },
+    /// A user whose sessions in the call were all away is back (a new socket
+    /// resumed one): the others hear `user-reconnected`.
+    Reconnected { call: Call, user_id: String },
 }
 
 /// `joinedAt` as clients see it: ISO-8601 UTC with milliseconds, like JavaScript's
@@ -305,9 +314,9 @@ impl Mirror {
 mod tests {
     use crate::ack::ErrorCode;
     use meetup_proto::bus::v1::{
-        CallChange, CallEnded, CallRecord, CallStarted, EndReason, LeaveReason, ParticipantJoined,
-        ParticipantLeft, PresenceChange, SessionRegistered, SessionUnregistered, UserRecord,
-        call_change, presence_change,
+        CallChange, CallEnded, CallRecord, CallStarted, EndReason, LeaveReason, ParticipantAway,
+        ParticipantJoined, ParticipantLeft, ParticipantResumed, PresenceChange, SessionRegistered,
+        SessionUnregistered, UserRecord, call_change, presence_change,
     };
     use meetup_proto::calls::v1::CallUser;
     use meetup_proto::presence::v1::OnlineUser;
@@ -326,7 +335,7 @@ mod tests {
         Session {
             session_id: id.into(),
             gateway_id: gateway.into(),
-            registered_at: None,
+            ..Default::default()
         }
     }
 
@@ -355,7 +364,7 @@ mod tests {
             }),
             session_id: s.into(),
             gateway_id: gw.into(),
-            joined_at: None,
+            ..Default::default()
         }
     }
 
@@ -578,6 +587,46 @@ mod tests {
     }
 
     #[test]
+    fn peers_hear_a_user_go_away_and_come_back() {
+        let mirror = synced();
+        let mut call = Call {
+            id: "c".into(),
+            participants: vec![participant("a", "sa", "g1"), participant("b", "sb", "g2")],
+            version: 2,
+            ..Default::default()
+        };
+        mirror.apply_call(
+            "c",
+            record(&call, call_change::Change::Started(CallStarted {})),
+            1,
+        );
+        call.participants[1].away_until = Some(SystemTime::now().into());
+        let away = call_change::Change::Away(ParticipantAway {
+            participant: Some(call.participants[1].clone()),
+        });
+        let notices = mirror.apply_call("c", record(&call, away), 2);
+        assert!(
+            matches!(&notices[..], [CallNotice::Reconnecting { user_id, .. }] if user_id == "b"),
+            "{notices:?}"
+        );
+        // Routed to the log while away.
+        assert!(mirror.route_relay("c", "a", "b").expect("route").away);
+        let back = participant("b", "sb2", "g1");
+        call.participants[1] = back.clone();
+        let resumed = call_change::Change::Resumed(ParticipantResumed {
+            previous_session_id: "sb".into(),
+            participant: Some(back),
+        });
+        let notices = mirror.apply_call("c", record(&call, resumed), 3);
+        assert!(
+            matches!(&notices[..], [CallNotice::Reconnected { user_id, .. }] if user_id == "b"),
+            "{notices:?}"
+        );
+        let route = mirror.route_relay("c", "a", "b").expect("route");
+        assert_eq!((route.session_id.as_str(), route.away), ("sb2", false));
+    }
+
+    #[test]
     fn relays_only_between_users_sharing_a_call() {
         let mirror = synced();
         mirror.apply_user(
@@ -620,7 +669,8 @@ mod tests {
             mirror.route_relay("call", "a", "b"),
             Ok(Route {
                 session_id: "sb2".into(),
-                gateway_id: "g2".into()
+                gateway_id: "g2".into(),
+                away: false,
             })
         );
         for (from, to) in [("a", "c"), ("c", "a")] {
@@ -643,7 +693,8 @@ mod tests {
             mirror.route_relay("call", "a", "b"),
             Ok(Route {
                 session_id: "sb1".into(),
-                gateway_id: "g1".into()
+                gateway_id: "g1".into(),
+                away: false,
             })
         );
         assert_eq!(mirror.sessions_on("b", "g2"), vec!["sb2".to_string()]);

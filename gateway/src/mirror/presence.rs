@@ -117,15 +117,23 @@ impl Mirror {
         notices
     }
 
-    /// Sessions of `gateway_id` known to presence.
+    /// Live (not away) sessions of `gateway_id` known to presence.
     pub fn presence_sessions_on(&self, gateway_id: &str) -> HashMap<String, String> {
         self.read()
             .users
             .iter()
             .flat_map(|(id, u)| u.sessions.iter().map(move |s| (id, s)))
-            .filter(|(_, s)| s.gateway_id == gateway_id)
+            .filter(|(_, s)| s.gateway_id == gateway_id && s.away_until.is_none())
             .map(|(id, s)| (s.session_id.clone(), id.clone()))
             .collect()
+    }
+
+    /// True when presence holds `session_id` (live or away).
+    pub fn holds_session(&self, session_id: &str) -> bool {
+        self.read()
+            .users
+            .values()
+            .any(|u| u.sessions.iter().any(|s| s.session_id == session_id))
     }
 
     /// The `users-list` payload: every online user once, in coming-online order.

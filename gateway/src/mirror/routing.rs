@@ -38,24 +38,37 @@ impl Mirror {
                 "you and the target do not share this call",
             ));
         };
-        if let Some(p) = call
-            .participants
-            .iter()
-            .rev()
-            .find(|p| user_of(p) == to_user)
+        // Its latest session in the call, one that is not away if it has one.
+        let mine = || {
+            call.participants
+                .iter()
+                .rev()
+                .filter(|p| user_of(p) == to_user)
+        };
+        if let Some(p) = mine()
+            .find(|p| p.away_until.is_none())
+            .or_else(|| mine().next())
         {
             return Ok(Route {
                 session_id: p.session_id.clone(),
                 gateway_id: p.gateway_id.clone(),
+                away: p.away_until.is_some(),
             });
         }
         state
             .users
             .get(to_user)
-            .and_then(|u| u.sessions.last())
+            .and_then(|u| {
+                u.sessions
+                    .iter()
+                    .rev()
+                    .find(|s| s.away_until.is_none())
+                    .or_else(|| u.sessions.last())
+            })
             .map(|s| Route {
                 session_id: s.session_id.clone(),
                 gateway_id: s.gateway_id.clone(),
+                away: s.away_until.is_some(),
             })
             .ok_or_else(|| AckError::new(ErrorCode::UserOffline, "the target user is not online"))
     }

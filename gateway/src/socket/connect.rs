@@ -10,7 +10,7 @@ use serde_json::Value;
 use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::SocketRef;
 use socketioxide::handler::{ConnectHandler, Value as PacketValue};
-use socketioxide::socket::Socket;
+use socketioxide::socket::{DisconnectReason, Socket};
 use tokio::sync::mpsc;
 
 use super::queue::{Enqueue, Queued, Synchronous};
@@ -96,10 +96,10 @@ impl OnConnect {
             tx: tx.clone(),
             limiter,
         });
-        socket.on_disconnect(move || {
+        socket.on_disconnect(move |reason: DisconnectReason| {
             let tx = tx.clone();
             async move {
-                let _ = tx.send(Queued::Disconnect).await;
+                let _ = tx.send(Queued::Disconnect(reason)).await;
             }
         });
         tracing::debug!(session_id = %socket.id, transport = ?socket.transport_type(), "socket connected");

@@ -22,7 +22,8 @@ pub struct Synchronous;
 /// first block of slots is allocated with it, for every connection, idle or not.
 pub(crate) enum Queued {
     Event(Box<QueuedEvent>),
-    Disconnect,
+    /// The socket is gone; why decides whether its session turns away.
+    Disconnect(socketioxide::socket::DisconnectReason),
 }
 
 pub(crate) struct QueuedEvent {

@@ -6,6 +6,7 @@ use meetup_proto::calls::v1::{CallUser, Participant};
 use serde_json::Value;
 use socketioxide::extract::SocketRef;
 use socketioxide::handler::Value as PacketValue;
+use socketioxide::socket::DisconnectReason;
 use tokio::sync::mpsc;
 
 use super::queue::Queued;
@@ -34,6 +35,9 @@ pub(crate) struct SessionWorker {
 impl SessionWorker {
     pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Queued>) {
         metrics::get().connections.inc();
+        // A queue closed without a reason (the socket dropped) counts as a
+        // transport failure.
+        let mut reason = DisconnectReason::TransportError;
         while let Some(queued) = rx.recv().await {
             match queued {
                 Queued::Event(queued) => {
@@ -74,10 +78,13 @@ impl SessionWorker {
                         tracing::debug!(session_id = %self.session_id, %error, "ack not sent");
                     }
                 }
-                Queued::Disconnect => break,
+                Queued::Disconnect(why) => {
+                    reason = why;
+                    break;
+                }
             }
         }
-        Box::pin(self.cleanup()).await;
+        Box::pin(self.cleanup(reason)).await;
         metrics::get().connections.dec();
     }
 
@@ -120,6 +127,7 @@ impl SessionWorker {
             session_id: self.session_id.clone(),
             gateway_id: self.gw.id().to_owned(),
             joined_at: None,
+            away_until: None,
         }
     }
 

@@ -65,6 +65,28 @@ pub async fn sweep(
     .await;
 }
 
+/// Takes out of their calls, every `interval`, the away sessions whose time
+/// ran out. Runs with or without NATS: it needs no lease.
+pub async fn expire_away(
+    registry: CallRegistry,
+    interval: Duration,
+    stop: impl Future<Output = ()>,
+) {
+    meetup_runtime::service::every(
+        interval,
+        || {
+            let registry = registry.clone();
+            async move {
+                if let Err(error) = registry.expire_away().await {
+                    tracing::warn!(%error, "expiring away participants failed");
+                }
+            }
+        },
+        stop,
+    )
+    .await;
+}
+
 /// Registers this service's state gauges in the process metrics and keeps them
 /// current until `stop`.
 pub async fn gauges(registry: CallRegistry, stop: impl Future<Output = ()>) {

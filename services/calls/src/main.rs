@@ -35,6 +35,7 @@ async fn main() -> anyhow::Result<()> {
     let limits = meetup_calls::CallLimits {
         max_participants: config.max_call_participants,
         max_calls_per_user: config.max_calls_per_user,
+        resume_grace: common.resume_grace(),
     };
     meetup_runtime::service::run(
         "calls",
@@ -45,6 +46,11 @@ async fn main() -> anyhow::Result<()> {
             let registry = meetup_calls::CallRegistry::new(&state, limits);
             let mut background = Background::default();
             background.spawn(meetup_calls::gauges(registry.clone(), background.stopped()));
+            background.spawn(meetup_calls::expire_away(
+                registry.clone(),
+                meetup_runtime::service::EXPIRE_EVERY,
+                background.stopped(),
+            ));
             if let Some(interval) = common.sweep_interval(&state) {
                 background.spawn(meetup_calls::sweep(
                     registry.clone(),

@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use meetup_proto::bus::v1::{
-    CallChange, CallEnded, CallRecord, CallStarted, EndReason, LeaveReason, ParticipantJoined,
-    ParticipantLeft, StartedCall, StartedCalls, call_change,
+    CallChange, CallEnded, CallRecord, CallStarted, EndReason, LeaveReason, ParticipantAway,
+    ParticipantJoined, ParticipantLeft, ParticipantResumed, StartedCall, StartedCalls, call_change,
 };
 use meetup_proto::calls::v1::{Attendee, Call, CallUser, Outcome, Participant};
 use meetup_runtime::store::leases::LeaseView;
@@ -50,6 +50,8 @@ pub struct CallLimits {
     pub max_participants: usize,
     /// Most live calls one user may have started.
     pub max_calls_per_user: usize,
+    /// How long the sessions of a dead gateway stay away before they leave.
+    pub resume_grace: Duration,
 }
 
 impl Default for CallLimits {
@@ -57,6 +59,7 @@ impl Default for CallLimits {
         CallLimits {
             max_participants: 16,
             max_calls_per_user: 5,
+            resume_grace: Duration::ZERO,
         }
     }
 }
@@ -560,24 +563,28 @@ impl CallRegistry {
         call_ids: Vec<String>,
         traceparent: &str,
     ) -> Result<(Vec<String>, u64), CallError> {
+        self.remove_session_if(session_id, call_ids, false, traceparent)
+            .await
+    }
+
+    /// [`CallRegistry::remove_session`]; with `keep_away`, the session stays
+    /// in the calls where it is away (handed over for a resume).
+    pub async fn remove_session_if(
+        &self,
+        session_id: &str,
+        call_ids: Vec<String>,
+        keep_away: bool,
+        traceparent: &str,
+    ) -> Result<(Vec<String>, u64), CallError> {
         require("session_id", session_id)?;
-        let call_ids = if call_ids.is_empty() {
-            self.live_calls()
-                .await?
-                .into_iter()
-                .filter(|c| c.participants.iter().any(|p| p.session_id == session_id))
-                .map(|c| c.id)
-                .collect()
-        } else {
-            call_ids
-        };
+        let call_ids = self.calls_of(session_id, call_ids).await?;
         let mut left_calls = Vec::new();
         let mut last = 0;
         for call_id in call_ids {
             let left = self
                 .remove_sessions(
                     &call_id,
-                    |p| p.session_id == session_id,
+                    |p| p.session_id == session_id && !(keep_away && p.away_until.is_some()),
                     LeaveReason::Disconnected,
                     traceparent,
                 )
@@ -588,6 +595,180 @@ impl CallRegistry {
             }
         }
         Ok((left_calls, last))
+    }
+
+    /// Changes the participants `pick` selects in one call with `update`, as one
+    /// change described by `describe` (given the first one changed). Returns
+    /// the revision written, 0 when none was picked.
+    async fn update_participants(
+        &self,
+        call_id: &str,
+        pick: impl Fn(&Participant) -> bool,
+        update: impl Fn(&mut Participant),
+        describe: impl Fn(&Participant, &Participant) -> call_change::Change,
+        traceparent: &str,
+    ) -> Result<u64, CallError> {
+        let ((), revision) = self
+            .modify(call_id, |current| {
+                let Some(live) = current.and_then(Current::live) else {
+                    return Ok(Decision::Keep(()));
+                };
+                let mut call = live.clone();
+                let mut first = None;
+                for p in call.participants.iter_mut().filter(|p| pick(p)) {
+                    let before = p.clone();
+                    update(p);
+                    first.get_or_insert((before, p.clone()));
+                }
+                let Some((before, after)) = first else {
+                    return Ok(Decision::Keep(()));
+                };
+                call.version += 1;
+                let record = CallRecord {
+                    call: Some(call),
+                    change: change(describe(&before, &after)),
+                    traceparent: traceparent.to_owned(),
+                };
+                Ok(Decision::Write(Box::new(record), ()))
+            })
+            .await?;
+        Ok(revision)
+    }
+
+    /// The live calls `session_id` is in, or `call_ids` when the caller knows them.
+    async fn calls_of(
+        &self,
+        session_id: &str,
+        call_ids: Vec<String>,
+    ) -> Result<Vec<String>, CallError> {
+        if !call_ids.is_empty() {
+            return Ok(call_ids);
+        }
+        Ok(self
+            .live_calls()
+            .await?
+            .into_iter()
+            .filter(|c| c.participants.iter().any(|p| p.session_id == session_id))
+            .map(|c| c.id)
+            .collect())
+    }
+
+    /// Turns a session away in its calls until `grace` from now: it stays a
+    /// participant (its peers hear `user-reconnecting`) until a sweep takes it
+    /// out, unless a new socket resumed it first. Returns the calls and the
+    /// last revision.
+    pub async fn set_away(
+        &self,
+        session_id: &str,
+        call_ids: Vec<String>,
+        grace: Duration,
+        traceparent: &str,
+    ) -> Result<(Vec<String>, u64), CallError> {
+        require("session_id", session_id)?;
+        let until: prost_types::Timestamp = (SystemTime::now() + grace).into();
+        let mut changed = Vec::new();
+        let mut last = 0;
+        for call_id in self.calls_of(session_id, call_ids).await? {
+            let revision = self
+                .update_participants(
+                    &call_id,
+                    |p| p.session_id == session_id && p.away_until.is_none(),
+                    |p| p.away_until = Some(until),
+                    |_, after| {
+                        call_change::Change::Away(ParticipantAway {
+                            participant: Some(after.clone()),
+                        })
+                    },
+                    traceparent,
+                )
+                .await?;
+            if revision > 0 {
+                last = last.max(revision);
+                changed.push(call_id);
+            }
+        }
+        if !changed.is_empty() {
+            tracing::info!(session_id, calls = changed.len(), "participant away");
+        }
+        Ok((changed, last))
+    }
+
+    /// Hands `previous_session_id` over to `session_id` on `gateway_id` in all
+    /// its calls (no longer away). Returns the calls and the last revision.
+    pub async fn resume(
+        &self,
+        previous_session_id: &str,
+        session_id: &str,
+        gateway_id: &str,
+        call_ids: Vec<String>,
+        traceparent: &str,
+    ) -> Result<(Vec<String>, u64), CallError> {
+        require("previous_session_id", previous_session_id)?;
+        require("session_id", session_id)?;
+        require("gateway_id", gateway_id)?;
+        let mut changed = Vec::new();
+        let mut last = 0;
+        for call_id in self.calls_of(previous_session_id, call_ids).await? {
+            let revision = self
+                .update_participants(
+                    &call_id,
+                    |p| p.session_id == previous_session_id,
+                    |p| {
+                        p.session_id = session_id.to_owned();
+                        p.gateway_id = gateway_id.to_owned();
+                        p.away_until = None;
+                    },
+                    |before, after| {
+                        call_change::Change::Resumed(ParticipantResumed {
+                            previous_session_id: before.session_id.clone(),
+                            participant: Some(after.clone()),
+                        })
+                    },
+                    traceparent,
+                )
+                .await?;
+            if revision > 0 {
+                last = last.max(revision);
+                changed.push(call_id);
+            }
+        }
+        if !changed.is_empty() {
+            tracing::info!(
+                previous_session_id,
+                session_id,
+                calls = changed.len(),
+                "participant resumed"
+            );
+        }
+        Ok((changed, last))
+    }
+
+    /// Takes out of their calls the away sessions whose time ran out. Returns
+    /// how many went.
+    pub async fn expire_away(&self) -> Result<u32, CallError> {
+        let now = SystemTime::now();
+        let expired = |p: &Participant| {
+            p.away_until
+                .and_then(|t| SystemTime::try_from(t).ok())
+                .is_some_and(|t| t <= now)
+        };
+        let mut removed = 0;
+        for call in self.live_calls().await? {
+            let count = call.participants.iter().filter(|p| expired(p)).count() as u32;
+            if count == 0 {
+                continue;
+            }
+            let left = self
+                .remove_sessions(&call.id, expired, LeaveReason::Disconnected, "")
+                .await?;
+            if left.left {
+                removed += count;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(sessions = removed, "away participants expired");
+        }
+        Ok(removed)
     }
 
     /// Removes every session of one gateway that joined before `cutoff` (all
@@ -749,14 +930,52 @@ impl CallRegistry {
             .dead_gateways(&self.shared.leases, mentioned, Duration::ZERO)
             .await?;
         let mut removed = 0;
+        let grace = self.shared.limits.resume_grace;
         for gateway in dead {
-            let (count, _) = self
-                .remove_gateway(&gateway.gateway_id, Some(gateway.cutoff))
-                .await?;
-            if count > 0 {
-                tracing::warn!(gateway_id = %gateway.gateway_id, sessions = count, "gateway lease gone; its sessions left their calls");
+            if grace.is_zero() {
+                let (count, _) = self
+                    .remove_gateway(&gateway.gateway_id, Some(gateway.cutoff))
+                    .await?;
+                if count > 0 {
+                    tracing::warn!(gateway_id = %gateway.gateway_id, sessions = count, "gateway lease gone; its sessions left their calls");
+                }
+                removed += count;
+                continue;
             }
-            removed += count;
+            // Its clients may come back through another gateway: their sessions
+            // turn away, and leave only if nobody resumes them in time.
+            let until: prost_types::Timestamp = (SystemTime::now() + grace).into();
+            let cutoff = gateway.cutoff;
+            let doomed = |p: &Participant| {
+                p.gateway_id == gateway.gateway_id
+                    && p.away_until.is_none()
+                    && p.joined_at
+                        .and_then(|t| SystemTime::try_from(t).ok())
+                        .is_none_or(|t| t < cutoff)
+            };
+            let mut count = 0;
+            for call in records.iter().filter_map(Current::live) {
+                if !call.participants.iter().any(doomed) {
+                    continue;
+                }
+                count += self
+                    .update_participants(
+                        &call.id,
+                        doomed,
+                        |p| p.away_until = Some(until),
+                        |_, after| {
+                            call_change::Change::Away(ParticipantAway {
+                                participant: Some(after.clone()),
+                            })
+                        },
+                        "",
+                    )
+                    .await
+                    .map(|revision| u32::from(revision > 0))?;
+            }
+            if count > 0 {
+                tracing::warn!(gateway_id = %gateway.gateway_id, calls = count, "gateway lease gone; its sessions are away in their calls");
+            }
         }
         let expired = SystemTime::now() - retention;
         for current in &records {
@@ -796,6 +1015,7 @@ pub fn participant(
         session_id: session_id.to_owned(),
         gateway_id: gateway_id.to_owned(),
         joined_at: None,
+        away_until: None,
     }
 }
 
@@ -897,6 +1117,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_away_session_stays_in_its_calls_until_resumed_or_expired() {
+        let (r, _state) = registry(CallLimits::default());
+        r.start("c1", p("a", "sa"), false, vec![], "")
+            .await
+            .expect("start");
+        r.join("c1", p("b", "sb"), "").await.expect("join");
+        let (calls, revision) = r
+            .set_away("sb", vec![], Duration::from_millis(50), "")
+            .await
+            .expect("away");
+        assert_eq!((calls.len(), revision > 0), (1, true));
+        // Turned away again: nothing changes.
+        let (calls, _) = r
+            .set_away("sb", vec![], Duration::from_millis(50), "")
+            .await
+            .expect("away");
+        assert!(calls.is_empty());
+        let call = r.get("c1").await.expect("live");
+        assert!(call.participants[1].away_until.is_some());
+        let (calls, _) = r
+            .resume("sb", "sb2", "gw2", vec![], "")
+            .await
+            .expect("resume");
+        assert_eq!(calls, ["c1"]);
+        let call = r.get("c1").await.expect("live");
+        let b = &call.participants[1];
+        assert_eq!(
+            (b.session_id.as_str(), b.gateway_id.as_str()),
+            ("sb2", "gw2")
+        );
+        assert!(b.away_until.is_none());
+        assert_eq!(r.expire_away().await.expect("expire"), 0);
+        r.set_away("sb2", vec![], Duration::from_millis(20), "")
+            .await
+            .expect("away");
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert_eq!(r.expire_away().await.expect("expire"), 1);
+        assert_eq!(r.get("c1").await.expect("live").participants.len(), 1);
+    }
+
+    #[tokio::test]
     async fn remove_participant_and_end() {
         let (r, _state) = registry(CallLimits::default());
         r.start("c1", p("a", "sa"), false, vec![], "")
@@ -924,6 +1185,7 @@ mod tests {
         let limits = CallLimits {
             max_participants: 2,
             max_calls_per_user: 2,
+            ..Default::default()
         };
         let (r, _state) = registry(limits);
         r.start("c1", p("a", "s1"), false, vec![], "")
@@ -962,6 +1224,7 @@ mod tests {
         let limits = CallLimits {
             max_participants: 2,
             max_calls_per_user: 1,
+            ..Default::default()
         };
         let (r, _state) = registry(limits);
         // The same call id started many times at once.

@@ -5,7 +5,8 @@ use meetup_proto::calls::v1::{
     GetCountsResponse, JoinCallRequest, JoinCallResponse, LeaveCallRequest, LeaveCallResponse,
     ListCallsRequest, ListCallsResponse, RemoveGatewayRequest, RemoveGatewayResponse,
     RemoveParticipantRequest, RemoveParticipantResponse, RemoveSessionRequest,
-    RemoveSessionResponse, StartCallRequest, StartCallResponse, call_service_server::CallService,
+    RemoveSessionResponse, ResumeSessionRequest, ResumeSessionResponse, SetSessionAwayRequest,
+    SetSessionAwayResponse, StartCallRequest, StartCallResponse, call_service_server::CallService,
 };
 use meetup_runtime::grpc::traceparent;
 use tonic::{Request, Response, Status};
@@ -142,9 +143,45 @@ impl CallService for CallGrpc {
         let r = request.into_inner();
         let (call_ids, revision) = self
             .registry
-            .remove_session(&r.session_id, r.call_ids, &trace)
+            .remove_session_if(&r.session_id, r.call_ids, r.keep_away, &trace)
             .await?;
         Ok(Response::new(RemoveSessionResponse { call_ids, revision }))
+    }
+
+    async fn set_session_away(
+        &self,
+        request: Request<SetSessionAwayRequest>,
+    ) -> Result<Response<SetSessionAwayResponse>, Status> {
+        let trace = traceparent(&request);
+        let r = request.into_inner();
+        if r.grace_ms == 0 {
+            return Err(Status::invalid_argument("grace_ms must be more than zero"));
+        }
+        let grace = std::time::Duration::from_millis(u64::from(r.grace_ms));
+        let (call_ids, revision) = self
+            .registry
+            .set_away(&r.session_id, r.call_ids, grace, &trace)
+            .await?;
+        Ok(Response::new(SetSessionAwayResponse { call_ids, revision }))
+    }
+
+    async fn resume_session(
+        &self,
+        request: Request<ResumeSessionRequest>,
+    ) -> Result<Response<ResumeSessionResponse>, Status> {
+        let trace = traceparent(&request);
+        let r = request.into_inner();
+        let (call_ids, revision) = self
+            .registry
+            .resume(
+                &r.previous_session_id,
+                &r.session_id,
+                &r.gateway_id,
+                r.call_ids,
+                &trace,
+            )
+            .await?;
+        Ok(Response::new(ResumeSessionResponse { call_ids, revision }))
     }
 
     async fn remove_gateway(

@@ -63,6 +63,25 @@ pub async fn sweep(
     .await;
 }
 
+/// Removes, every `interval`, the away sessions whose time ran out one
+/// interval ago (the call service takes them out of their calls one interval
+/// earlier). Runs with or without NATS: it needs no lease.
+pub async fn expire_away(store: PresenceStore, interval: Duration, stop: impl Future<Output = ()>) {
+    meetup_runtime::service::every(
+        interval,
+        || {
+            let store = store.clone();
+            async move {
+                if let Err(error) = store.expire_away(interval).await {
+                    tracing::warn!(%error, "expiring away sessions failed");
+                }
+            }
+        },
+        stop,
+    )
+    .await;
+}
+
 /// Registers this service's state gauges in the process metrics and keeps them
 /// current until `stop`.
 pub async fn gauges(store: PresenceStore, stop: impl Future<Output = ()>) {

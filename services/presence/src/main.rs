@@ -35,9 +35,15 @@ async fn main() -> anyhow::Result<()> {
         config.metrics_listen,
         &config.common,
         |state, listener, shutdown| async move {
-            let store = meetup_presence::PresenceStore::new(&state, config.max_sockets_per_user);
+            let store = meetup_presence::PresenceStore::new(&state, config.max_sockets_per_user)
+                .with_resume_grace(common.resume_grace());
             let mut background = Background::default();
             background.spawn(meetup_presence::gauges(store.clone(), background.stopped()));
+            background.spawn(meetup_presence::expire_away(
+                store.clone(),
+                meetup_runtime::service::EXPIRE_EVERY,
+                background.stopped(),
+            ));
             if let Some(interval) = common.sweep_interval(&state) {
                 background.spawn(meetup_presence::sweep(
                     store.clone(),

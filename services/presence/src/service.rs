@@ -1,9 +1,12 @@
 //! The `meetup.presence.v1.PresenceService` gRPC API over the [`PresenceStore`].
 
 use meetup_proto::bus::v1::LeaveReason;
+use std::time::Duration;
+
 use meetup_proto::presence::v1::{
     GetCountsRequest, GetCountsResponse, GetUserRequest, GetUserResponse, ListUsersRequest,
-    ListUsersResponse, RegisterSessionRequest, RegisterSessionResponse, UnregisterGatewayRequest,
+    ListUsersResponse, RegisterSessionRequest, RegisterSessionResponse, ResumeSessionRequest,
+    ResumeSessionResponse, SetSessionAwayRequest, SetSessionAwayResponse, UnregisterGatewayRequest,
     UnregisterGatewayResponse, UnregisterSessionRequest, UnregisterSessionResponse,
     presence_service_server::PresenceService,
 };
@@ -38,6 +41,7 @@ impl PresenceService for PresenceGrpc {
                 &r.username,
                 &r.gateway_id,
                 &r.session_id,
+                &r.resume_token_hash,
                 &trace,
             )
             .await?;
@@ -56,9 +60,10 @@ impl PresenceService for PresenceGrpc {
         let r = request.get_ref();
         let gone = self
             .store
-            .unregister(
+            .unregister_if(
                 &r.session_id,
                 Some(r.user_id.as_str()),
+                r.keep_away,
                 LeaveReason::Disconnected,
                 &trace,
             )
@@ -98,6 +103,60 @@ impl PresenceService for PresenceGrpc {
     ) -> Result<Response<GetUserResponse>, Status> {
         let user = self.store.get(&request.get_ref().user_id).await?;
         Ok(Response::new(GetUserResponse { user: Some(user) }))
+    }
+
+    async fn set_session_away(
+        &self,
+        request: Request<SetSessionAwayRequest>,
+    ) -> Result<Response<SetSessionAwayResponse>, Status> {
+        let trace = traceparent(&request);
+        let r = request.get_ref();
+        if r.grace_ms == 0 {
+            return Err(Status::invalid_argument("grace_ms must be more than zero"));
+        }
+        let (until, revision) = self
+            .store
+            .set_away(
+                &r.user_id,
+                &r.session_id,
+                Duration::from_millis(u64::from(r.grace_ms)),
+                Some(r.relays_given),
+                &trace,
+            )
+            .await?;
+        Ok(Response::new(SetSessionAwayResponse {
+            away_until: Some(until.into()),
+            revision,
+        }))
+    }
+
+    async fn resume_session(
+        &self,
+        request: Request<ResumeSessionRequest>,
+    ) -> Result<Response<ResumeSessionResponse>, Status> {
+        let trace = traceparent(&request);
+        let r = request.get_ref();
+        let previous_token = Some(r.previous_token_hash.as_str()).filter(|h| !h.is_empty());
+        let resumed = self
+            .store
+            .resume(
+                &r.user_id,
+                previous_token,
+                &r.session_id,
+                &r.gateway_id,
+                &r.resume_token_hash,
+                &trace,
+            )
+            .await?;
+        Ok(Response::new(match resumed {
+            Some(resumed) => ResumeSessionResponse {
+                resumed: true,
+                user: Some(resumed.user),
+                previous: Some(resumed.previous),
+                revision: resumed.revision,
+            },
+            None => ResumeSessionResponse::default(),
+        }))
     }
 
     async fn get_counts(

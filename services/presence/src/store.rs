@@ -4,12 +4,12 @@
 //! and the per-user session limit holds under concurrency.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use meetup_proto::bus::v1::{
-    LeaveReason, PresenceChange, SessionRegistered, SessionUnregistered, UserRecord,
-    presence_change,
+    LeaveReason, PresenceChange, SessionAway, SessionRegistered, SessionResumed,
+    SessionUnregistered, UserRecord, presence_change,
 };
 use meetup_proto::presence::v1::{OnlineUser, Session, User};
 use meetup_runtime::store::{self, Bucket, StateStore, keys, retry_on_conflict};
@@ -28,6 +28,9 @@ struct Shared {
     bucket: Bucket,
     leases: Bucket,
     max_sessions_per_user: usize,
+    /// How long the sessions of a dead gateway stay away before they go
+    /// (zero: they go at once).
+    resume_grace: Duration,
 }
 
 /// What a registration did.
@@ -35,6 +38,15 @@ struct Shared {
 pub struct Registered {
     pub user: User,
     pub first_session: bool,
+    pub revision: u64,
+}
+
+/// What a resumption did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resumed {
+    pub user: User,
+    /// The session taken over.
+    pub previous: Session,
     pub revision: u64,
 }
 
@@ -92,6 +104,21 @@ impl PresenceStore {
                 bucket: state.presence.clone(),
                 leases: state.gateways.clone(),
                 max_sessions_per_user: max_sessions_per_user.max(1),
+                resume_grace: Duration::ZERO,
+            }),
+        }
+    }
+
+    /// The sessions of a gateway whose lease is gone stay away for `grace`
+    /// (a client may resume them elsewhere) instead of going at once.
+    pub fn with_resume_grace(self, grace: Duration) -> Self {
+        let shared = &self.shared;
+        PresenceStore {
+            shared: Arc::new(Shared {
+                bucket: shared.bucket.clone(),
+                leases: shared.leases.clone(),
+                max_sessions_per_user: shared.max_sessions_per_user,
+                resume_grace: grace,
             }),
         }
     }
@@ -131,6 +158,7 @@ impl PresenceStore {
         username: &str,
         gateway_id: &str,
         session_id: &str,
+        resume_token_hash: &str,
         traceparent: &str,
     ) -> Result<Registered, PresenceError> {
         require("user_id", user_id)?;
@@ -159,6 +187,9 @@ impl PresenceStore {
                 session_id: session_id.to_owned(),
                 gateway_id: gateway_id.to_owned(),
                 registered_at: Some(now.into()),
+                away_until: None,
+                resume_token_hash: resume_token_hash.to_owned(),
+                ..Default::default()
             };
             let mut sessions: Vec<Session> = previous
                 .iter()
@@ -211,6 +242,20 @@ impl PresenceStore {
         reason: LeaveReason,
         traceparent: &str,
     ) -> Result<Unregistered, PresenceError> {
+        self.unregister_if(session_id, user_id, false, reason, traceparent)
+            .await
+    }
+
+    /// [`PresenceStore::unregister`]; with `keep_away`, a session that is away
+    /// stays (`SessionNotFound`: no live session to remove).
+    pub async fn unregister_if(
+        &self,
+        session_id: &str,
+        user_id: Option<&str>,
+        keep_away: bool,
+        reason: LeaveReason,
+        traceparent: &str,
+    ) -> Result<Unregistered, PresenceError> {
         require("session_id", session_id)?;
         let user_id = match user_id.filter(|u| !u.is_empty()) {
             Some(user_id) => user_id.to_owned(),
@@ -223,7 +268,11 @@ impl PresenceStore {
             let current = self
                 .read(&user_id)
                 .await?
-                .filter(|c| c.sessions().iter().any(|s| s.session_id == session_id))
+                .filter(|c| {
+                    c.sessions().iter().any(|s| {
+                        s.session_id == session_id && !(keep_away && s.away_until.is_some())
+                    })
+                })
                 .ok_or_else(|| PresenceError::SessionNotFound(session_id.to_owned()))?;
             let mut record = current.record.clone();
             if let Some(user) = record.user.as_mut() {
@@ -257,6 +306,204 @@ impl PresenceStore {
         }
         tracing::info!(user_id = %gone.user_id, session_id, last_session = gone.last_session, "session unregistered");
         Ok(gone)
+    }
+
+    /// Turns one session away until `grace` from now (its socket went without
+    /// saying goodbye). The user stays online; a sweep removes the session
+    /// once that time has passed, unless a new socket resumed it.
+    pub async fn set_away(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        grace: Duration,
+        relays_given: Option<u64>,
+        traceparent: &str,
+    ) -> Result<(SystemTime, u64), PresenceError> {
+        require("user_id", user_id)?;
+        require("session_id", session_id)?;
+        let until = SystemTime::now() + grace;
+        let revision = retry_on_conflict(|| async {
+            let current = self
+                .read(user_id)
+                .await?
+                .filter(|c| c.sessions().iter().any(|s| s.session_id == session_id))
+                .ok_or_else(|| PresenceError::SessionNotFound(session_id.to_owned()))?;
+            let mut record = current.record.clone();
+            let Some(session) = record
+                .user
+                .as_mut()
+                .and_then(|u| u.sessions.iter_mut().find(|s| s.session_id == session_id))
+            else {
+                return Err(PresenceError::SessionNotFound(session_id.to_owned()));
+            };
+            session.away_until = Some(until.into());
+            session.relays_given = relays_given.unwrap_or_default();
+            session.relays_counted = relays_given.is_some();
+            let session = session.clone();
+            record.change = Some(PresenceChange {
+                change: Some(presence_change::Change::Away(SessionAway {
+                    session: Some(session),
+                })),
+            });
+            record.traceparent = traceparent.to_owned();
+            self.write(user_id, Some(&current), &record).await
+        })
+        .await?;
+        tracing::info!(user_id, session_id, ?grace, "session away");
+        Ok((until, revision))
+    }
+
+    /// Hands a session of `user_id` over to a new socket: the session whose
+    /// resume token hashes to `token_hash`, else (no token) the user's only
+    /// session when it is away. `None` when there is no such session.
+    pub async fn resume(
+        &self,
+        user_id: &str,
+        token_hash: Option<&str>,
+        session_id: &str,
+        gateway_id: &str,
+        new_token_hash: &str,
+        traceparent: &str,
+    ) -> Result<Option<Resumed>, PresenceError> {
+        require("user_id", user_id)?;
+        require("session_id", session_id)?;
+        require("gateway_id", gateway_id)?;
+        let resumed = retry_on_conflict(|| async {
+            let Some(current) = self.read(user_id).await? else {
+                return Ok(None);
+            };
+            let sessions = current.sessions();
+            // Resumed already by this very request (a retry after an answer
+            // that was lost): the same answer again.
+            if let Some(mine) = sessions.iter().find(|s| s.session_id == session_id) {
+                if mine.resumed_from.is_empty() {
+                    return Ok(None);
+                }
+                return Ok(Some(Resumed {
+                    user: current
+                        .record
+                        .user
+                        .as_ref()
+                        .and_then(|u| u.user.clone())
+                        .unwrap_or_default(),
+                    previous: Session {
+                        session_id: mine.resumed_from.clone(),
+                        relays_given: mine.relays_given,
+                        relays_counted: mine.relays_counted,
+                        ..Default::default()
+                    },
+                    revision: current.revision,
+                }));
+            }
+            let taken = match token_hash {
+                Some(hash) => sessions
+                    .iter()
+                    .position(|s| !s.resume_token_hash.is_empty() && s.resume_token_hash == hash),
+                // No live socket: its one session is away, or on a gateway
+                // whose lease is gone (a sweep has yet to turn it away).
+                None => match sessions {
+                    [only] if only.away_until.is_some() => Some(0),
+                    [only] if !self.lease_held(&only.gateway_id).await? => Some(0),
+                    _ => None,
+                },
+            };
+            let Some(taken) = taken else {
+                return Ok(None);
+            };
+            let mut record = current.record.clone();
+            let Some(online) = record.user.as_mut() else {
+                return Ok(None);
+            };
+            let previous = online.sessions.remove(taken);
+            let session = Session {
+                session_id: session_id.to_owned(),
+                gateway_id: gateway_id.to_owned(),
+                registered_at: previous.registered_at,
+                away_until: None,
+                resume_token_hash: new_token_hash.to_owned(),
+                relays_given: previous.relays_given,
+                relays_counted: previous.relays_counted,
+                resumed_from: previous.session_id.clone(),
+            };
+            online.sessions.push(session.clone());
+            let user = online.user.clone().unwrap_or_default();
+            record.change = Some(PresenceChange {
+                change: Some(presence_change::Change::Resumed(SessionResumed {
+                    previous_session_id: previous.session_id.clone(),
+                    session: Some(session),
+                })),
+            });
+            record.traceparent = traceparent.to_owned();
+            let revision = self.write(user_id, Some(&current), &record).await?;
+            Ok::<_, PresenceError>(Some(Resumed {
+                user,
+                previous,
+                revision,
+            }))
+        })
+        .await?;
+        if let Some(resumed) = &resumed {
+            tracing::info!(
+                user_id,
+                session_id,
+                previous = %resumed.previous.session_id,
+                gateway_id,
+                "session resumed"
+            );
+        }
+        Ok(resumed)
+    }
+
+    /// True when `gateway_id` holds its lease (it is alive).
+    async fn lease_held(&self, gateway_id: &str) -> Result<bool, PresenceError> {
+        Ok(self
+            .shared
+            .leases
+            .exists_on_leader(&keys::lease(gateway_id))
+            .await?)
+    }
+
+    /// Removes the away sessions whose time ran out at least `margin` ago (the
+    /// call service removes them from their calls one sweep earlier, so peers
+    /// hear `user-left-call` before `user-left`). Returns how many went.
+    pub async fn expire_away(&self, margin: Duration) -> Result<u32, PresenceError> {
+        let deadline = SystemTime::now() - margin;
+        let expired: Vec<(String, String)> = self
+            .all()
+            .await?
+            .into_iter()
+            .flat_map(|u| {
+                let user_id = u.user.map(|u| u.id).unwrap_or_default();
+                u.sessions
+                    .into_iter()
+                    .filter(|s| away_until(s).is_some_and(|t| t <= deadline))
+                    .map(move |s| (user_id.clone(), s.session_id))
+            })
+            .collect();
+        let mut removed = 0;
+        for (user_id, session_id) in expired {
+            // Resumed meanwhile: the session id is gone, or no longer away.
+            let still_away = self.read(&user_id).await?.is_some_and(|c| {
+                c.sessions().iter().any(|s| {
+                    s.session_id == session_id && away_until(s).is_some_and(|t| t <= deadline)
+                })
+            });
+            if !still_away {
+                continue;
+            }
+            match self
+                .unregister(&session_id, Some(&user_id), LeaveReason::Disconnected, "")
+                .await
+            {
+                Ok(_) => removed += 1,
+                Err(PresenceError::SessionNotFound(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        if removed > 0 {
+            tracing::info!(sessions = removed, "away sessions expired");
+        }
+        Ok(removed)
     }
 
     async fn owner_of(&self, session_id: &str) -> Result<Option<String>, PresenceError> {
@@ -371,18 +618,54 @@ impl PresenceStore {
         let dead = view
             .dead_gateways(&self.shared.leases, mentioned, confirm)
             .await?;
+        let grace = self.shared.resume_grace;
         let mut removed = 0;
         for gateway in dead {
-            let (count, _) = self
-                .unregister_gateway(&gateway.gateway_id, Some(gateway.cutoff))
-                .await?;
-            if count > 0 {
-                tracing::warn!(gateway_id = %gateway.gateway_id, sessions = count, "gateway lease gone; its sessions removed");
+            if grace.is_zero() {
+                let (count, _) = self
+                    .unregister_gateway(&gateway.gateway_id, Some(gateway.cutoff))
+                    .await?;
+                if count > 0 {
+                    tracing::warn!(gateway_id = %gateway.gateway_id, sessions = count, "gateway lease gone; its sessions removed");
+                }
+                removed += count;
+                continue;
             }
-            removed += count;
+            // Its clients may come back through another gateway: their sessions
+            // turn away, and go only if nobody resumes them in time.
+            let doomed: Vec<(String, String)> = users
+                .iter()
+                .flat_map(|u| {
+                    let user_id = u.user.as_ref().map(|u| u.id.clone()).unwrap_or_default();
+                    u.sessions
+                        .iter()
+                        .filter(|s| {
+                            s.gateway_id == gateway.gateway_id
+                                && s.away_until.is_none()
+                                && registered_before(s, Some(gateway.cutoff))
+                        })
+                        .map(move |s| (user_id.clone(), s.session_id.clone()))
+                })
+                .collect();
+            let count = doomed.len();
+            for (user_id, session_id) in doomed {
+                match self.set_away(&user_id, &session_id, grace, None, "").await {
+                    Ok(_) | Err(PresenceError::SessionNotFound(_)) => {}
+                    Err(error) => return Err(error),
+                }
+            }
+            if count > 0 {
+                tracing::warn!(gateway_id = %gateway.gateway_id, sessions = count, "gateway lease gone; its sessions are away");
+            }
         }
         Ok(removed)
     }
+}
+
+fn away_until(session: &Session) -> Option<SystemTime> {
+    session
+        .away_until
+        .and_then(|t| SystemTime::try_from(t).ok())
 }
 
 fn registered_before(session: &Session, cutoff: Option<SystemTime>) -> bool {
@@ -413,12 +696,12 @@ mod tests {
         let mut watch = state.presence.watch().await.expect("watch");
         assert_eq!(watch.next().await, Some(Ok(Watched::Current)));
         let a = store
-            .register("u1", "Ann", "gw", "s1", "")
+            .register("u1", "Ann", "gw", "s1", "", "")
             .await
             .expect("register");
         assert!(a.first_session);
         let b = store
-            .register("u1", "Annie", "gw", "s2", "")
+            .register("u1", "Annie", "gw", "s2", "", "")
             .await
             .expect("register");
         assert!(!b.first_session);
@@ -461,16 +744,21 @@ mod tests {
         let (store, _state) = store(3);
         for session in ["s1", "s2", "s3"] {
             store
-                .register("u1", "Ann", "gw", session, "")
+                .register("u1", "Ann", "gw", session, "", "")
                 .await
                 .expect("register");
         }
         assert!(matches!(
-            store.register("u1", "Ann", "gw", "s4", "").await,
+            store.register("u1", "Ann", "gw", "s4", "", "").await,
             Err(PresenceError::TooManySessions { max: 3, .. })
         ));
         // Refreshing a session it holds is no new session.
-        assert!(store.register("u1", "Ann", "gw", "s2", "").await.is_ok());
+        assert!(
+            store
+                .register("u1", "Ann", "gw", "s2", "", "")
+                .await
+                .is_ok()
+        );
         assert_eq!(store.counts().await.expect("counts").sessions, 3);
     }
 
@@ -481,7 +769,7 @@ mod tests {
             let store = store.clone();
             tokio::spawn(async move {
                 store
-                    .register("u1", "Ann", "gw", &format!("s{i}"), "")
+                    .register("u1", "Ann", "gw", &format!("s{i}"), "", "")
                     .await
                     .is_ok()
             })
@@ -496,18 +784,143 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_away_session_keeps_the_user_online_until_resumed_or_expired() {
+        let (store, _state) = store(3);
+        store
+            .register("u1", "Ann", "gw1", "s1", "hash-1", "")
+            .await
+            .expect("register");
+        let (_, away) = store
+            .set_away("u1", "s1", Duration::from_millis(200), Some(4), "")
+            .await
+            .expect("away");
+        assert!(away > 0);
+        let online = store.get("u1").await.expect("still online");
+        assert!(online.sessions[0].away_until.is_some());
+        assert_eq!(
+            (
+                online.sessions[0].relays_given,
+                online.sessions[0].relays_counted
+            ),
+            (4, true)
+        );
+        // Someone else's token, or none while a live session exists elsewhere: nothing.
+        assert!(
+            store
+                .resume("u1", Some("hash-x"), "s2", "gw2", "hash-2", "")
+                .await
+                .expect("resume")
+                .is_none()
+        );
+        // The right token: the session moves to the new socket, no longer away.
+        let resumed = store
+            .resume("u1", Some("hash-1"), "s2", "gw2", "hash-2", "")
+            .await
+            .expect("resume")
+            .expect("resumed");
+        assert_eq!(resumed.previous.session_id, "s1");
+        assert_eq!(resumed.previous.relays_given, 4);
+        // The same request again (its answer was lost): the same answer.
+        let again = store
+            .resume("u1", Some("hash-1"), "s2", "gw2", "hash-2", "")
+            .await
+            .expect("resume")
+            .expect("resumed");
+        assert_eq!(
+            (
+                again.previous.session_id.as_str(),
+                again.previous.relays_given
+            ),
+            ("s1", 4)
+        );
+        let online = store.get("u1").await.expect("online");
+        assert_eq!(online.sessions.len(), 1);
+        assert_eq!(online.sessions[0].session_id, "s2");
+        assert_eq!(online.sessions[0].gateway_id, "gw2");
+        assert!(online.sessions[0].away_until.is_none());
+        // The old token is spent.
+        assert!(
+            store
+                .resume("u1", Some("hash-1"), "s3", "gw2", "hash-3", "")
+                .await
+                .expect("resume")
+                .is_none()
+        );
+        // Without a token: only the user's only session, when it is away.
+        assert!(
+            store
+                .resume("u1", None, "s3", "gw2", "hash-3", "")
+                .await
+                .expect("resume")
+                .is_none()
+        );
+        store
+            .set_away("u1", "s2", Duration::from_millis(50), None, "")
+            .await
+            .expect("away");
+        assert_eq!(
+            store
+                .expire_away(Duration::from_secs(5))
+                .await
+                .expect("expire"),
+            0
+        );
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(store.expire_away(Duration::ZERO).await.expect("expire"), 1);
+        assert!(matches!(
+            store.get("u1").await,
+            Err(PresenceError::UserNotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn without_a_token_only_a_lone_away_session_is_taken_over() {
+        let (store, _state) = store(3);
+        store
+            .register("u1", "Ann", "gw1", "s1", "", "")
+            .await
+            .expect("register");
+        store
+            .set_away("u1", "s1", Duration::from_secs(10), Some(0), "")
+            .await
+            .expect("away");
+        let resumed = store
+            .resume("u1", None, "s2", "gw1", "h2", "")
+            .await
+            .expect("resume")
+            .expect("taken over");
+        assert_eq!(resumed.previous.session_id, "s1");
+        // Two sessions, one away: not taken over without its token.
+        store
+            .register("u1", "Ann", "gw1", "s3", "", "")
+            .await
+            .expect("register");
+        store
+            .set_away("u1", "s3", Duration::from_secs(10), Some(0), "")
+            .await
+            .expect("away");
+        assert!(
+            store
+                .resume("u1", None, "s4", "gw1", "h4", "")
+                .await
+                .expect("resume")
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
     async fn list_is_in_coming_online_order() {
         let (store, _state) = store(5);
         for (user, session) in [("c", "1"), ("a", "2"), ("b", "3")] {
             store
-                .register(user, user, "gw", session, "")
+                .register(user, user, "gw", session, "", "")
                 .await
                 .expect("register");
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         // A later session of "c" does not move it.
         store
-            .register("c", "c", "gw", "4", "")
+            .register("c", "c", "gw", "4", "", "")
             .await
             .expect("register");
         let ids: Vec<_> = store
@@ -524,15 +937,15 @@ mod tests {
     async fn a_gateway_going_away_takes_its_sessions_only() {
         let (store, _state) = store(5);
         store
-            .register("u1", "Ann", "gw1", "s1", "")
+            .register("u1", "Ann", "gw1", "s1", "", "")
             .await
             .expect("register");
         store
-            .register("u1", "Ann", "gw2", "s2", "")
+            .register("u1", "Ann", "gw2", "s2", "", "")
             .await
             .expect("register");
         store
-            .register("u2", "Bob", "gw1", "s3", "")
+            .register("u2", "Bob", "gw1", "s3", "", "")
             .await
             .expect("register");
         let (removed, offline) = store.unregister_gateway("gw1", None).await.expect("valid");
@@ -565,11 +978,11 @@ mod tests {
             .await
             .expect("lease");
         store
-            .register("u1", "Ann", "alive", "s1", "")
+            .register("u1", "Ann", "alive", "s1", "", "")
             .await
             .expect("register");
         store
-            .register("u2", "Bob", "dead", "s2", "")
+            .register("u2", "Bob", "dead", "s2", "", "")
             .await
             .expect("register");
         let mut view = store::leases::LeaseView::default();
@@ -591,7 +1004,7 @@ mod tests {
             (long.as_str(), "n", "g", "s"),
         ] {
             assert!(matches!(
-                store.register(user, name, gw, session, "").await,
+                store.register(user, name, gw, session, "", "").await,
                 Err(PresenceError::InvalidArgument(_))
             ));
         }

@@ -36,6 +36,10 @@ pub struct ServiceArgs {
     /// (0: never; a service alone has no gateways to look for).
     #[arg(long, env = "SWEEP_INTERVAL_MS", default_value_t = 500)]
     pub sweep_interval_ms: u64,
+    /// How long the sessions of a dead gateway stay away (resumable through
+    /// another gateway) before they go; 0: they go at once.
+    #[arg(long, env = "RESUME_GRACE_MS", default_value_t = DEFAULT_RESUME_GRACE_MS)]
+    pub resume_grace_ms: u64,
     /// Bearer token every API call must carry (unset: no check).
     #[arg(long, env = "INTERNAL_API_TOKEN", hide_env_values = true)]
     pub internal_api_token: Option<String>,
@@ -44,7 +48,17 @@ pub struct ServiceArgs {
     pub log_format: LogFormat,
 }
 
+/// `RESUME_GRACE_MS` when unset, for the gateway and the services alike.
+pub const DEFAULT_RESUME_GRACE_MS: u64 = 15_000;
+
+/// How often away sessions whose time ran out are looked for.
+pub const EXPIRE_EVERY: Duration = Duration::from_millis(500);
+
 impl ServiceArgs {
+    pub fn resume_grace(&self) -> Duration {
+        Duration::from_millis(self.resume_grace_ms)
+    }
+
     pub fn bucket_settings(&self) -> BucketSettings {
         BucketSettings {
             replicas: self.jetstream_replicas.max(1),

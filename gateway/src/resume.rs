@@ -1,0 +1,279 @@
+//! What lets a client come back: resume tokens, and the relays kept for a
+//! session while it is away.
+//!
+//! A resume token is 128 random bits given to the client in the ack of its
+//! `user-joined`; the state keeps only its SHA-256, so a token read from the
+//! presence API is of no use. Relays addressed to an away session go to the
+//! missed-relays log (a JetStream stream with a short max age in a cluster,
+//! memory in the embedded mode), which the gateway that resumes the session
+//! reads once and purges.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use base64::Engine;
+use bytes::Bytes;
+use meetup_proto::bus::v1::Relay;
+use meetup_runtime::Bus;
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+/// The stream that keeps the relays of away sessions.
+pub const MISSED_STREAM: &str = "meetup_missed_relays";
+/// How long a kept relay outlives the grace period.
+const KEEP_PAST_GRACE: Duration = Duration::from_secs(30);
+/// Bound on reading or writing the log.
+const LOG_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A new resume token and its hash.
+pub fn new_token() -> (String, String) {
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>());
+    let hash = token_hash(&token);
+    (token, hash)
+}
+
+/// The hash the state keeps of `token`.
+pub fn token_hash(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The event name of a relay of `kind` (a `RelayKind`).
+pub fn relay_event(kind: i32) -> Option<&'static str> {
+    match meetup_proto::bus::v1::RelayKind::try_from(kind) {
+        Ok(meetup_proto::bus::v1::RelayKind::Offer) => Some("webrtc-offer"),
+        Ok(meetup_proto::bus::v1::RelayKind::Answer) => Some("webrtc-answer"),
+        Ok(meetup_proto::bus::v1::RelayKind::IceCandidate) => Some("webrtc-ice-candidate"),
+        _ => None,
+    }
+}
+
+fn subject(session_id: &str) -> String {
+    format!("meetup.missed.{session_id}")
+}
+
+/// The relays kept for one away session, in the order they were sent.
+#[derive(Debug, Default, PartialEq)]
+pub struct Kept {
+    pub relays: Vec<Relay>,
+    /// More came than the log keeps: the oldest are gone.
+    pub overflowed: bool,
+}
+
+/// Where the relays of away sessions wait.
+pub enum MissedRelays {
+    /// One process: the only gateway keeps them itself.
+    Memory {
+        limit: usize,
+        kept: Mutex<HashMap<String, VecDeque<Relay>>>,
+    },
+    JetStream {
+        limit: usize,
+        js: Box<jetstream::Context>,
+        stream: Box<jetstream::stream::Stream>,
+    },
+}
+
+impl std::fmt::Debug for MissedRelays {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MissedRelays::Memory { limit, .. } => write!(f, "MissedRelays::Memory(limit {limit})"),
+            MissedRelays::JetStream { limit, .. } => {
+                write!(f, "MissedRelays::JetStream({MISSED_STREAM}, limit {limit})")
+            }
+        }
+    }
+}
+
+impl MissedRelays {
+    /// The log on `bus`: keeps at most `limit` relays per session (one more is
+    /// kept to tell an overflow), for the grace period and a margin.
+    pub async fn open(
+        bus: &Bus,
+        limit: usize,
+        grace: Duration,
+        replicas: usize,
+    ) -> anyhow::Result<Self> {
+        let client = match bus {
+            Bus::Local(_) => {
+                return Ok(MissedRelays::Memory {
+                    limit,
+                    kept: Mutex::new(HashMap::new()),
+                });
+            }
+            Bus::Nats(client) => client.clone(),
+        };
+        let js = jetstream::new(client);
+        let config = jetstream::stream::Config {
+            name: MISSED_STREAM.to_owned(),
+            subjects: vec![subject("*")],
+            max_age: grace + KEEP_PAST_GRACE,
+            max_messages_per_subject: i64::try_from(limit + 1).unwrap_or(i64::MAX),
+            discard: jetstream::stream::DiscardPolicy::Old,
+            storage: jetstream::stream::StorageType::File,
+            num_replicas: replicas.max(1),
+            allow_direct: true,
+            ..Default::default()
+        };
+        let stream = js
+            .get_or_create_stream(config)
+            .await
+            .map_err(|e| anyhow::anyhow!("missed-relays stream: {e}"))?;
+        Ok(MissedRelays::JetStream {
+            limit,
+            js: Box::new(js),
+            stream: Box::new(stream),
+        })
+    }
+
+    /// Keeps `relay` for its away target; an error when the log could not take
+    /// it (the sender is told, so it can try again).
+    pub async fn keep(&self, relay: &Relay) -> Result<(), String> {
+        match self {
+            MissedRelays::Memory { limit, kept } => {
+                let mut kept = kept.lock().unwrap_or_else(|p| p.into_inner());
+                let queue = kept.entry(relay.target_session_id.clone()).or_default();
+                queue.push_back(relay.clone());
+                while queue.len() > limit + 1 {
+                    queue.pop_front();
+                }
+                Ok(())
+            }
+            MissedRelays::JetStream { js, .. } => {
+                let payload = Bytes::from(relay.encode_to_vec());
+                let published = async {
+                    js.publish(subject(&relay.target_session_id), payload)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .await
+                        .map_err(|e| e.to_string())
+                };
+                match tokio::time::timeout(LOG_TIMEOUT, published).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(error)) => Err(error),
+                    Err(_) => Err("timed out".to_owned()),
+                }
+            }
+        }
+    }
+
+    /// Takes the relays kept for `session_id` (the log forgets them).
+    pub async fn take(&self, session_id: &str) -> Result<Kept, String> {
+        let (limit, mut relays) = match self {
+            MissedRelays::Memory { limit, kept } => {
+                let queue = kept
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(session_id)
+                    .unwrap_or_default();
+                (*limit, Vec::from(queue))
+            }
+            MissedRelays::JetStream { limit, stream, .. } => {
+                let read = tokio::time::timeout(LOG_TIMEOUT, read_all(stream, session_id))
+                    .await
+                    .map_err(|_| "timed out".to_owned())??;
+                (*limit, read)
+            }
+        };
+        let overflowed = relays.len() > limit;
+        if overflowed {
+            relays.drain(..relays.len() - limit);
+        }
+        Ok(Kept { relays, overflowed })
+    }
+}
+
+/// Every relay kept under `session_id`'s subject, in order, then purged.
+async fn read_all(
+    stream: &jetstream::stream::Stream,
+    session_id: &str,
+) -> Result<Vec<Relay>, String> {
+    use jetstream::stream::DirectGetErrorKind;
+    let subject = subject(session_id);
+    let mut relays = Vec::new();
+    let mut from = None;
+    loop {
+        match stream
+            .direct_get_next_for_subject(subject.clone(), from)
+            .await
+        {
+            Ok(message) => {
+                from = Some(message.sequence + 1);
+                match Relay::decode(message.payload) {
+                    Ok(relay) => relays.push(relay),
+                    Err(error) => tracing::warn!(%error, "undecodable kept relay"),
+                }
+            }
+            Err(error) if error.kind() == DirectGetErrorKind::NotFound => break,
+            Err(error) => return Err(error.to_string()),
+        }
+    }
+    if from.is_some()
+        && let Err(error) = stream.purge().filter(subject).await
+    {
+        tracing::warn!(%error, "kept relays not purged");
+    }
+    Ok(relays)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relay(session: &str, n: u32) -> Relay {
+        Relay {
+            target_session_id: session.into(),
+            payload_json: format!("{{\"n\":{n}}}"),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn tokens_are_random_and_only_their_hash_is_kept() {
+        let (a, hash_a) = new_token();
+        let (b, _) = new_token();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 22);
+        assert_eq!(hash_a, token_hash(&a));
+        assert_eq!(hash_a.len(), 64);
+        // SHA-256 of "abc", as every implementation has it.
+        assert_eq!(
+            token_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_memory_log_keeps_in_order_tells_overflow_and_forgets_what_it_gave() {
+        let log = MissedRelays::open(&Bus::local(), 3, Duration::from_secs(1), 1)
+            .await
+            .expect("memory log");
+        for n in 0..3 {
+            log.keep(&relay("s1", n)).await.expect("kept");
+        }
+        log.keep(&relay("s2", 9)).await.expect("kept");
+        let kept = log.take("s1").await.expect("taken");
+        assert!(!kept.overflowed);
+        let order: Vec<&str> = kept
+            .relays
+            .iter()
+            .map(|r| r.payload_json.as_str())
+            .collect();
+        assert_eq!(order, ["{\"n\":0}", "{\"n\":1}", "{\"n\":2}"]);
+        assert_eq!(log.take("s1").await.expect("taken"), Kept::default());
+        for n in 0..5 {
+            log.keep(&relay("s1", n)).await.expect("kept");
+        }
+        let kept = log.take("s1").await.expect("taken");
+        assert!(kept.overflowed);
+        let order: Vec<&str> = kept
+            .relays
+            .iter()
+            .map(|r| r.payload_json.as_str())
+            .collect();
+        assert_eq!(order, ["{\"n\":2}", "{\"n\":3}", "{\"n\":4}"]);
+        assert_eq!(log.take("s2").await.expect("taken").relays.len(), 1);
+    }
+}
