@@ -72,15 +72,14 @@ pub async fn expire_away(
     interval: Duration,
     stop: impl Future<Output = ()>,
 ) {
-    meetup_runtime::service::every(
+    meetup_runtime::service::expire_every(
         interval,
+        "calls_away_expired",
+        "Away participants taken out of their calls because nobody resumed them in time",
+        "expiring away participants",
         || {
             let registry = registry.clone();
-            async move {
-                if let Err(error) = registry.expire_away().await {
-                    tracing::warn!(%error, "expiring away participants failed");
-                }
-            }
+            async move { registry.expire_away().await }
         },
         stop,
     )

@@ -67,15 +67,14 @@ pub async fn sweep(
 /// interval ago (the call service takes them out of their calls one interval
 /// earlier). Runs with or without NATS: it needs no lease.
 pub async fn expire_away(store: PresenceStore, interval: Duration, stop: impl Future<Output = ()>) {
-    meetup_runtime::service::every(
+    meetup_runtime::service::expire_every(
         interval,
+        "presence_away_expired",
+        "Away sessions removed because nobody resumed them in time",
+        "expiring away sessions",
         || {
             let store = store.clone();
-            async move {
-                if let Err(error) = store.expire_away(interval).await {
-                    tracing::warn!(%error, "expiring away sessions failed");
-                }
-            }
+            async move { store.expire_away(interval).await }
         },
         stop,
     )

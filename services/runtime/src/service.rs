@@ -174,6 +174,41 @@ pub async fn sweep_every<F, Fut, T, E>(
     .await;
 }
 
+/// Every `interval` until `stop`: one pass that expires away sessions (their
+/// grace ran out), counting what went in the counter `metric` (`help`). A
+/// failed pass is logged as `what` and tried again at the next tick.
+pub async fn expire_every<F, Fut, E>(
+    interval: Duration,
+    metric: &'static str,
+    help: &'static str,
+    what: &'static str,
+    expire_once: F,
+    stop: impl Future<Output = ()>,
+) where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<u32, E>>,
+    E: std::fmt::Display,
+{
+    let expired = prometheus_client::metrics::counter::Counter::<u64>::default();
+    crate::metrics::register(metric, help, expired.clone());
+    every(
+        interval,
+        || {
+            let (pass, expired) = (expire_once(), expired.clone());
+            async move {
+                match pass.await {
+                    Ok(n) => {
+                        expired.inc_by(u64::from(n));
+                    }
+                    Err(error) => tracing::warn!(%error, "{what} failed"),
+                }
+            }
+        },
+        stop,
+    )
+    .await;
+}
+
 /// A service's background tasks (sweeps, gauges), stopped together.
 #[derive(Debug)]
 pub struct Background {
