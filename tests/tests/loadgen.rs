@@ -5,7 +5,7 @@
 // Tests fail loudly: a failed expectation is the test failing.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use meetup_loadgen::{churn, grpc, idle, relay, storm};
+use meetup_loadgen::{churn, grpc, idle, relay, soak, storm};
 use meetup_tests::{GatewayProcess, NatsServer, ServiceProcess, listening_addrs};
 use serde_json::Value;
 
@@ -273,4 +273,66 @@ async fn grpc_load_spreads_over_two_replicas() {
             "{service}: spread evenly: {result}"
         );
     }
+}
+
+/// Checks a resume soak's results: every call alive, nothing lost silently.
+fn assert_soak(result: &Value, calls: u64) {
+    println!("{result}");
+    assert_eq!(result["scenario"], "resume");
+    let drops = result["drops"].as_u64().expect("drops");
+    assert!(
+        drops >= calls,
+        "every user dropped about every second: {result}"
+    );
+    assert_eq!(result["resume_failures"].as_u64(), Some(0), "{result}");
+    assert_eq!(result["resumed"].as_u64(), Some(drops), "{result}");
+    assert_eq!(
+        result["calls_alive_both_ways"].as_u64(),
+        Some(calls),
+        "{result}"
+    );
+    assert_eq!(result["relays_lost_silently"].as_u64(), Some(0), "{result}");
+    assert_eq!(result["relays_duplicated"].as_u64(), Some(0), "{result}");
+    let acked = result["relays_acked"].as_u64().expect("acked");
+    let delivered = result["relays_delivered"].as_u64().expect("delivered");
+    let reported = result["relays_missing_reported_not_recovered"]
+        .as_u64()
+        .expect("reported");
+    assert!(acked > 0 && delivered + reported == acked, "{result}");
+    assert_latency(&result["reconnect_to_resumed"], drops);
+}
+
+fn soak_args(gateways: Vec<String>, calls: usize) -> soak::SoakArgs {
+    soak::SoakArgs {
+        gateways,
+        calls,
+        duration: 4.0,
+        drop_every: 1.0,
+        away_for: 0.5,
+        relay_rate: 10.0,
+    }
+}
+
+#[tokio::test]
+async fn a_resume_soak_keeps_every_call_on_one_gateway() {
+    let gw = gateway().await;
+    let result = soak::run(&soak_args(vec![gw.url(), gw.url()], 4))
+        .await
+        .expect("soak");
+    assert_soak(&result, 4);
+}
+
+#[tokio::test]
+async fn a_resume_soak_keeps_every_call_across_two_gateways() {
+    let env = [
+        ("EVENTS_PER_SEC", "10000".to_owned()),
+        ("EVENTS_BURST", "10000".to_owned()),
+    ];
+    let cluster = meetup_tests::Cluster::start(2, &env)
+        .await
+        .expect("cluster");
+    let result = soak::run(&soak_args(vec![cluster.url(0), cluster.url(1)], 4))
+        .await
+        .expect("soak");
+    assert_soak(&result, 4);
 }

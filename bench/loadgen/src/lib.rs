@@ -11,4 +11,5 @@ pub mod idle;
 pub mod relay;
 pub mod report;
 pub mod sio;
+pub mod soak;
 pub mod storm;

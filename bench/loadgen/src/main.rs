@@ -2,7 +2,7 @@
 //! results (and a readable copy on stderr).
 
 use clap::{Parser, Subcommand};
-use meetup_loadgen::{bare, churn, grpc, idle, relay, report, storm};
+use meetup_loadgen::{bare, churn, grpc, idle, relay, report, soak, storm};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -25,6 +25,9 @@ enum Scenario {
     Idle(idle::IdleArgs),
     /// Call churn: start, join, relay, leave; latency per step, calls per second.
     Calls(churn::ChurnArgs),
+    /// Calls across gateways while every user's connection drops and resumes:
+    /// calls alive, relays delivered or reported, reconnect-to-resumed latency.
+    Resume(soak::SoakArgs),
     /// RPC load on the presence service.
     Presence(grpc::GrpcArgs),
     /// RPC load on the call service.
@@ -60,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Storm(args) => storm::run(&args).await?,
         Scenario::Idle(args) => idle::run(&args).await?,
         Scenario::Calls(args) => churn::run(&args).await?,
+        Scenario::Resume(args) => soak::run(&args).await?,
         Scenario::Presence(args) => grpc::run(grpc::Target::Presence, &args).await?,
         Scenario::CallsGrpc(args) => grpc::run(grpc::Target::Calls, &args).await?,
         Scenario::Echo {
