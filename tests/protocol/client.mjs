@@ -23,7 +23,7 @@ export class TestClient {
   constructor(socket, label) {
     this.socket = socket;
     this.label = label;
-    this.events = []; // { event, args }
+    this.events = []; // { event, args, at } (at: Date.now() when it arrived)
     this.listeners = new Set();
     this.userId = null;
     this.username = null;
@@ -38,7 +38,7 @@ export class TestClient {
   }
 
   #record(event, args) {
-    this.events.push({ event, args });
+    this.events.push({ event, args, at: Date.now() });
     for (const listener of this.listeners) listener();
   }
 
@@ -59,7 +59,7 @@ export class TestClient {
       .map((e) => e.args[0]);
   }
 
-  /** Every recorded event from `since`, as { event, args }. */
+  /** Every recorded event from `since`, as { event, args, at }. */
   eventsSince(since = 0) {
     return this.events.slice(since);
   }

@@ -1,6 +1,6 @@
-// Disconnect cleanup: user-left-call, users-list and user-left, their order, empty calls, several sockets, abrupt closes.
+// Disconnect cleanup: user-left-call, users-list and user-left, their order, empty calls, several sockets; abrupt closes (away for the resume grace first).
 import assert from 'node:assert/strict';
-import { assertCallGone, callUser, joinCall, protocolSuite, startCall } from './harness.mjs';
+import { assertCallGone, callUser, joinCall, protocolSuite, RESUME_GRACE_MS, startCall } from './harness.mjs';
 
 const { scenario } = protocolSuite();
 
@@ -120,7 +120,7 @@ scenario('an unregistered socket going away broadcasts nothing', async (sc) => {
   assert.ok(lists.length >= 1);
 });
 
-scenario('an abrupt transport close (no disconnect packet) is cleaned up like a disconnect', async (sc) => {
+scenario('an abrupt transport close (no disconnect packet) turns the session away: user-reconnecting, then the usual cleanup once the grace ran out', async (sc) => {
   const a = await sc.user('a');
   const b = await sc.user('b');
   const callId = sc.id('call');
@@ -130,9 +130,35 @@ scenario('an abrupt transport close (no disconnect packet) is cleaned up like a 
   // Kill the TCP connection under the websocket without a close handshake.
   const ws = b.socket.io.engine.transport.ws;
   assert.ok(ws, 'websocket transport expected');
+  const cut = Date.now();
   ws.terminate();
-  const left = await a.waitFor('user-left-call', forCall(callId), { since });
+  // At once: the peers in b's calls hear that b is reconnecting; b stays in presence and the call.
+  const reconnecting = await a.waitFor('user-reconnecting', forCall(callId), { since });
+  assert.deepEqual(reconnecting, { callId, userId: b.userId });
+  // Nobody resumes b: once the grace ran out, the cleanup of a disconnect.
+  const bound = RESUME_GRACE_MS + 3_000;
+  const left = await a.waitFor('user-left-call', forCall(callId), { since, timeoutMs: bound, what: 'cleanup after the grace' });
   assert.deepEqual(left, { callId, userId: b.userId, participants: [callUser(a)] });
   await a.waitFor('user-left', (x) => x === b.userId, { since });
   await a.waitFor('users-list', lacks(b.userId), { since });
+  const aboutB = (e) =>
+    (e.event === 'user-reconnecting' && e.args[0]?.userId === b.userId) ||
+    (e.event === 'user-reconnected' && e.args[0]?.userId === b.userId) ||
+    (e.event === 'user-left-call' && e.args[0]?.userId === b.userId) ||
+    (e.event === 'users-list' && lacks(b.userId)(e.args[0])) ||
+    (e.event === 'user-left' && e.args[0] === b.userId);
+  const seen = a.eventsSince(since).filter(aboutB);
+  assert.deepEqual(
+    seen.map((e) => e.event),
+    ['user-reconnecting', 'user-left-call', 'users-list', 'user-left'],
+    'order at a: reconnecting first, then the cleanup of a disconnect',
+  );
+  // Not before the grace (a little slack for the clocks of two processes), not long after it.
+  const cleanupAt = seen[1].at - cut;
+  assert.ok(cleanupAt >= RESUME_GRACE_MS - 500, `cleanup ${cleanupAt}ms after the cut, before the ${RESUME_GRACE_MS}ms grace`);
+  assert.ok(cleanupAt <= bound, `cleanup ${cleanupAt}ms after the cut, over ${bound}ms`);
+  assert.ok(seen[0].at - cut < RESUME_GRACE_MS - 500, `user-reconnecting only ${seen[0].at - cut}ms after the cut`);
+  // The call lost b and goes on with a alone.
+  const c = await sc.user('c');
+  assert.deepEqual(await joinCall(c, callId), [callUser(a), callUser(c)]);
 });

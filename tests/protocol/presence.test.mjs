@@ -16,7 +16,13 @@ scenario('user-joined: users-list to everyone incl. sender and unregistered sock
   b.userId = sc.id('b');
   assert.equal(ack.ok, true);
   assertPublicUser(ack.user, { id: sc.id('b'), username: 'Bob' }, 'ack.user');
-  assert.deepEqual(Object.keys(ack).sort(), ['ok', 'user']);
+  // With a resume grace (the suite's default), a fresh registration also hands out a resume
+  // token: a new session, nothing resumed or recovered.
+  assert.deepEqual(Object.keys(ack).sort(), ['ok', 'recovered', 'resumeToken', 'resumed', 'user']);
+  assert.equal(ack.resumed, false, 'a fresh registration is not a resume');
+  assert.equal(ack.recovered, false, 'a fresh registration recovered nothing');
+  assert.equal(typeof ack.resumeToken, 'string', 'resumeToken is a string');
+  assert.ok(ack.resumeToken.length > 0, 'resumeToken is not empty');
 
   const hasB = (list) => Array.isArray(list) && list.some((u) => u.id === sc.id('b'));
   for (const [client, since] of [[a, sinceA], [lurker, sinceLurker], [b, sinceB]]) {

@@ -27,7 +27,14 @@ export const DEFAULT_ENV = {
   CLIENT_URL: 'http://allowed.example',
   RUST_LOG: 'info',
   RUST_BACKTRACE: '1',
+  // A socket gone without a goodbye stays resumable this long (the server default is 15 s):
+  // short, so that cleanup after the grace is quick to test. The presence and calls services
+  // of the cluster topology get it too (childEnv starts from DEFAULT_ENV for every process).
+  RESUME_GRACE_MS: '2000',
 };
+
+/** The resume grace of the suite's systems, in ms (a test's `env` may override it). */
+export const RESUME_GRACE_MS = Number(DEFAULT_ENV.RESUME_GRACE_MS);
 
 // Children still running; killed if this test process exits in any way.
 const liveChildren = new Set();
