@@ -10,7 +10,16 @@
 //   - whoever is already in the call waits: on `user-joined-call` I only expect the
 //     newcomer's offer, and answer it when it arrives (`webrtc-offer`).
 // The call service adds joiners one at a time, so of any two participants exactly one
-// joined after the other, and only that one offers.
+// joined after the other, and only that one offers (also for ICE restarts).
+//
+// Calls survive a lost connection (PROTOCOL.md, "Resume"): socket.io-client reconnects by
+// itself, and on each new socket the page sends `user-joined` with the `resumeToken` of its
+// last registration and the `seq` of the last relay it received (`lastSeq`): the gateway
+// hands the old session over, with its calls and the relays kept meanwhile. Peer
+// connections and tiles stay up throughout; what the page emits while it is not registered
+// waits in an outbox, sent after the resume. A refused resume registers afresh and joins
+// the call again if it still exists. Closing the page says goodbye (`socket.disconnect()`),
+// so the others see the leave at once instead of after the grace period.
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -25,7 +34,14 @@ const meetup = (window.meetup = {
   transport: null, // 'polling' | 'websocket'
   userId: null,
   username: null,
-  registered: false, // the gateway acknowledged my user-joined
+  registered: false, // the gateway acknowledged my user-joined (on this socket)
+  reconnecting: false, // my connection was lost: down, or up and resuming
+  resumeToken: null, // from my last user-joined ack: takes my session over after a disconnect
+  lastSeq: 0, // the seq of the last relay I received (sent as lastSeq when resuming)
+  outbox: [], // [event, payload, onOk] emitted while not registered, sent once registered
+  resumes: [], // { at, resumed, recovered, ms }: my re-registrations after lost connections
+  lostAt: null, // when (ms) my connection was last lost
+  reconnectingPeers: new Set(), // userIds of peers in my call whose connection is lost
   connectError: null, // why the last connection attempt failed
   users: [], // online users other than me: [{ id, username, joinedAt }]
   names: new Map(), // userId -> username
@@ -57,8 +73,17 @@ function showError(message) {
   $('error').hidden = false;
 }
 
-/** Emits with an ack, so that the gateway's refusals show on the page. */
+/**
+ * Emits with an ack, so that the gateway's refusals show on the page. While I am not
+ * registered (my connection was lost), the event waits in the outbox: socket.io-client's
+ * own buffer would send it before my user-joined on the new socket, and be refused.
+ */
 function emit(event, payload, onOk = () => {}) {
+  if (!meetup.registered) {
+    record('ui', 'queued', event);
+    meetup.outbox.push([event, payload, onOk]);
+    return;
+  }
   record('out', event, payload);
   meetup.socket.emit(event, payload, (ack) => {
     if (ack && ack.ok === false) showError(`${event}: ${ack.error?.code} (${ack.error?.message})`);
@@ -66,13 +91,62 @@ function emit(event, payload, onOk = () => {}) {
   });
 }
 
-function register() {
-  emit('user-joined', me(), (ack) => {
-    meetup.registered = true;
-    meetup.username = ack?.user?.username ?? meetup.username; // a token's name claim wins
-    render();
-    loadHistory();
+/**
+ * user-joined: my first registration (resumeToken null: I speak resume, relays get a
+ * seq), or after a lost connection the take-over of my session with my resume token.
+ */
+function register({ fresh = false } = {}) {
+  const resuming = meetup.reconnecting && !fresh && meetup.resumeToken !== null;
+  const payload = { ...me(), resumeToken: resuming ? meetup.resumeToken : null };
+  if (resuming) payload.lastSeq = meetup.lastSeq;
+  const sock = socket.id;
+  record('out', 'user-joined', payload);
+  socket.emit('user-joined', payload, (ack) => {
+    if (socket.id !== sock || meetup.registered) return; // an answer to a socket gone since
+    if (ack?.ok === false) {
+      if (ack.error?.code === 'resume-refused') {
+        // My session is gone (the grace ran out): register as someone new.
+        record('ui', 'resume-refused', ack.error.message);
+        meetup.resumeToken = null;
+        return register({ fresh: true });
+      }
+      showError(`user-joined: ${ack.error?.code} (${ack.error?.message})`);
+      // e.g. unavailable: try again while this socket lasts
+      if (meetup.reconnecting) setTimeout(() => socket.id === sock && !meetup.registered && register(), 2000);
+      return;
+    }
+    registered(ack ?? {});
   });
+}
+
+/** My user-joined was acknowledged on this socket. */
+function registered(ack) {
+  const wasReconnecting = meetup.reconnecting;
+  meetup.registered = true;
+  meetup.reconnecting = false;
+  meetup.username = ack.user?.username ?? meetup.username; // a token's name claim wins
+  if (typeof ack.resumeToken === 'string') meetup.resumeToken = ack.resumeToken;
+  if (!ack.resumed) meetup.lastSeq = 0; // a new session numbers its relays from 1
+  const outbox = meetup.outbox.splice(0);
+  if (wasReconnecting) {
+    const ms = meetup.lostAt ? Date.now() - meetup.lostAt : null;
+    meetup.resumes.push({ at: Date.now(), resumed: Boolean(ack.resumed), recovered: Boolean(ack.recovered), ms });
+    record('ui', ack.resumed ? 'resumed' : 'registered-again', { recovered: Boolean(ack.recovered), ms });
+    $('error').hidden = true;
+  }
+  if (ack.resumed) {
+    // Still in my calls: what I said while away goes out now, in order.
+    for (const [event, payload, onOk] of outbox) emit(event, payload, onOk);
+    // Connections that failed meanwhile are restarted now; all that are not up when
+    // relays may have been lost (not recovered).
+    enqueue(() => repairPeers(!ack.recovered), 'ICE restart');
+  } else {
+    // A new session, in no call: relays of the old one are pointless now.
+    for (const [event, payload, onOk] of outbox) if (!event.startsWith('webrtc-')) emit(event, payload, onOk);
+    if (wasReconnecting && meetup.callId) enqueue(() => rejoinCall());
+  }
+  render();
+  loadHistory();
 }
 
 /** My ten most recent calls (the gateway answers with mine only). */
@@ -109,15 +183,24 @@ function newUserId() {
 
 // ---- Socket.IO ---------------------------------------------------------------------------
 
+// Reconnection attempts at most 3 s apart (socket.io-client's default is 5 s): a call's
+// peers see "reconnecting…" until I am back.
+options.reconnectionDelay = 500;
+options.reconnectionDelayMax = 3000;
 const socket = (meetup.socket = server ? io(server, options) : io(options));
 
 // Server events are handled one at a time, in arrival order, even when a handler waits
 // for WebRTC: an answer or ICE candidate is never handled before the offer it follows.
+// Work of the page's own (ICE restarts, rejoining) takes its turn in the same queue.
 let queue = Promise.resolve();
+function enqueue(task, what = 'task') {
+  queue = queue.then(task).catch((err) => showError(`${what}: ${err.message}`));
+}
 function on(event, handler) {
   socket.on(event, (payload) => {
     record('in', event, payload);
-    queue = queue.then(() => handler(payload ?? {})).catch((err) => showError(`${event}: ${err.message}`));
+    if (typeof payload?.seq === 'number') meetup.lastSeq = payload.seq; // relays are numbered
+    enqueue(() => handler(payload ?? {}), event);
   });
 }
 
@@ -129,7 +212,7 @@ socket.on('connect', () => {
     renderStatus();
   });
   renderStatus();
-  // A reconnected socket is a new one: register again (the call, if any, is gone).
+  // A reconnected socket is a new one: it takes my session over (see register).
   if (meetup.userId) register();
 });
 socket.on('connect_error', (err) => {
@@ -140,8 +223,30 @@ socket.on('connect_error', (err) => {
 socket.on('disconnect', (reason) => {
   record('in', 'disconnect', reason);
   meetup.registered = false;
-  renderStatus();
-  if (meetup.callId) endCall('connection lost');
+  if (reason === 'io client disconnect') {
+    // My goodbye (the page is going away): the gateway ends my session at once.
+    meetup.reconnecting = false;
+  } else if (meetup.userId) {
+    // Lost: my session waits for me on the gateways for a while; calls go on meanwhile.
+    meetup.reconnecting = true;
+    meetup.lostAt = Date.now();
+    // The server closed this socket (its gateway is stopping, say): socket.io-client
+    // does not come back by itself then.
+    if (reason === 'io server disconnect') setTimeout(() => !socket.connected && socket.connect(), 1000);
+  }
+  render();
+});
+
+// Goodbye when the page goes away, so that my peers see me leave now, not after the grace.
+window.addEventListener('pagehide', () => {
+  if (socket.connected) socket.disconnect();
+});
+// Back from the back/forward cache: a new socket (my old session is gone).
+window.addEventListener('pageshow', (event) => {
+  if (event.persisted && !socket.connected) {
+    if (meetup.userId) meetup.reconnecting = true;
+    socket.connect();
+  }
 });
 
 on('ice-servers', setIceServers); // also sent by the gateway when I register
@@ -184,7 +289,9 @@ on('user-joined-call', ({ callId, user }) => {
 on('webrtc-offer', async ({ callId, fromUserId, offer }) => {
   if (callId !== meetup.callId) return;
   const pc = peerFor(fromUserId, false);
-  await pc.setRemoteDescription(offer);
+  // Crossing offers (both restarting): the side that offers by the mesh rule keeps its own.
+  if (pc.signalingState === 'have-local-offer' && pc.meetupOffering) return record('ui', 'offer-ignored', fromUserId);
+  await pc.setRemoteDescription(offer); // an offer over mine rolls mine back
   await flushCandidates(fromUserId, pc);
   await pc.setLocalDescription(await pc.createAnswer());
   emit('webrtc-answer', { callId, targetUserId: fromUserId, answer: pc.localDescription.toJSON() });
@@ -193,6 +300,7 @@ on('webrtc-offer', async ({ callId, fromUserId, offer }) => {
 on('webrtc-answer', async ({ callId, fromUserId, answer }) => {
   const pc = meetup.peers.get(fromUserId);
   if (callId !== meetup.callId || !pc) return;
+  if (pc.signalingState !== 'have-local-offer') return record('ui', 'answer-ignored', fromUserId); // stale
   await pc.setRemoteDescription(answer);
   await flushCandidates(fromUserId, pc);
 });
@@ -208,6 +316,21 @@ on('webrtc-ice-candidate', async ({ callId, fromUserId, candidate }) => {
 
 on('user-left-call', ({ callId, userId }) => {
   if (callId === meetup.callId) closePeer(userId);
+});
+// A peer lost its connection to the gateway: it may come back (user-reconnected) or
+// leave (user-left-call once its grace is over). Its media may well go on meanwhile.
+on('user-reconnecting', ({ callId, userId }) => {
+  if (callId !== meetup.callId) return;
+  meetup.reconnectingPeers.add(userId);
+  if (document.querySelector(`.tile[data-user-id="${CSS.escape(userId)}"]`)) renderTile(userId);
+});
+on('user-reconnected', ({ callId, userId }) => {
+  if (callId !== meetup.callId) return;
+  meetup.reconnectingPeers.delete(userId);
+  if (document.querySelector(`.tile[data-user-id="${CSS.escape(userId)}"]`)) renderTile(userId);
+  // What it missed may have stalled our negotiation: the offering side repairs it.
+  const pc = meetup.peers.get(userId);
+  if (pc && (pc.connectionState !== 'connected' || pc.signalingState !== 'stable')) return restartIce(userId, 'peer reconnected');
 });
 on('call-ended', ({ callId }) => callId === meetup.callId && endCall('the call was ended'));
 on('call-left', ({ callId }) => callId === meetup.callId && endCall('you were removed from the call'));
@@ -233,6 +356,7 @@ function peerFor(userId, offering) {
   if (pc) return pc;
   const callId = meetup.callId;
   pc = new RTCPeerConnection({ iceServers: meetup.iceServers });
+  pc.meetupOffering = offering; // the side that offers, and restarts ICE
   meetup.peers.set(userId, pc);
   if (meetup.localStream) {
     for (const track of meetup.localStream.getTracks()) pc.addTrack(track, meetup.localStream);
@@ -252,12 +376,78 @@ function peerFor(userId, offering) {
   };
   pc.onconnectionstatechange = () => {
     const state = pc.connectionState;
+    if (meetup.peers.get(userId) !== pc) return; // closed and replaced
     record('ui', 'peer-state', { userId, state });
-    const tile = tileFor(userId);
-    tile.dataset.state = state;
-    tile.querySelector('figcaption').textContent = captionOf(userId, state);
+    tileFor(userId).dataset.state = state;
+    renderTile(userId);
+    clearTimeout(pc.meetupStallTimer);
+    // Media lost (after a network change, say): the offering side restarts ICE, at once
+    // when it failed, after a while when it is disconnected (it often comes back alone).
+    if (state === 'failed') enqueue(() => restartIce(userId, 'failed'), 'ICE restart');
+    if (state === 'disconnected') {
+      pc.meetupStallTimer = setTimeout(() => {
+        if (pc.connectionState === 'disconnected') enqueue(() => restartIce(userId, 'disconnected'), 'ICE restart');
+      }, DISCONNECTED_RESTART_MS);
+    }
   };
   return pc;
+}
+
+meetup.restartIce = (userId, why = 'asked') => enqueue(() => restartIce(userId, why), 'ICE restart'); // for tests
+
+const DISCONNECTED_RESTART_MS = 4000;
+const RESTART_EVERY_MS = 5000; // at most one ICE restart per peer this often
+
+/**
+ * ICE restart towards `userId`, by the side that offers (mesh rule). Waits for my
+ * registration when my own connection is down (the outbox would keep the offer anyway,
+ * but a fresh one is better once I am back).
+ */
+async function restartIce(userId, why) {
+  const pc = meetup.peers.get(userId);
+  if (!pc || !pc.meetupOffering || pc.signalingState === 'closed' || !meetup.callId) return;
+  if (!meetup.registered) {
+    pc.meetupRestartPending = why;
+    return;
+  }
+  if (pc.meetupRestartedAt && Date.now() - pc.meetupRestartedAt < RESTART_EVERY_MS) {
+    // Too soon after the last one: once more later, if still needed.
+    clearTimeout(pc.meetupRetryTimer);
+    pc.meetupRetryTimer = setTimeout(() => {
+      if (meetup.peers.get(userId) === pc && pc.connectionState !== 'connected') enqueue(() => restartIce(userId, why), 'ICE restart');
+    }, RESTART_EVERY_MS);
+    return;
+  }
+  pc.meetupRestartPending = null;
+  pc.meetupRestartedAt = Date.now();
+  record('ui', 'ice-restart', { userId, why });
+  await pc.setLocalDescription(await pc.createOffer({ iceRestart: true }));
+  emit('webrtc-offer', { callId: meetup.callId, targetUserId: userId, offer: pc.localDescription.toJSON() });
+}
+
+/**
+ * After a resume: restarts ICE where it was due while I was away; with `lost` (relays may
+ * have been lost: not recovered), also wherever the connection is not up and stable.
+ */
+async function repairPeers(lost) {
+  for (const [userId, pc] of meetup.peers) {
+    const stalled = pc.connectionState !== 'connected' || pc.signalingState !== 'stable';
+    if (pc.meetupRestartPending || (lost && stalled)) await restartIce(userId, pc.meetupRestartPending ?? 'resumed, not recovered');
+  }
+}
+
+/** My session is gone (a refused resume): into the call again if it still exists, else out. */
+async function rejoinCall() {
+  const callId = meetup.callId;
+  if (!callId) return;
+  record('ui', 'rejoin-call', callId);
+  // The others closed their connections to my old session: new ones, offered by me.
+  for (const userId of [...meetup.peers.keys()]) closePeer(userId);
+  document.querySelectorAll('.tile.remote').forEach((tile) => tile.remove());
+  meetup.pendingCandidates.clear();
+  meetup.reconnectingPeers.clear();
+  renderTitle();
+  emit('join-call', { callId, user: me() }); // call-participants, or call-not-found
 }
 
 async function sendOffer(userId) {
@@ -273,9 +463,15 @@ async function flushCandidates(userId, pc) {
 }
 
 function closePeer(userId) {
-  meetup.peers.get(userId)?.close();
+  const pc = meetup.peers.get(userId);
+  if (pc) {
+    clearTimeout(pc.meetupStallTimer);
+    clearTimeout(pc.meetupRetryTimer);
+    pc.close();
+  }
   meetup.peers.delete(userId);
   meetup.pendingCandidates.delete(userId);
+  meetup.reconnectingPeers.delete(userId);
   document.querySelector(`.tile[data-user-id="${CSS.escape(userId)}"]`)?.remove();
   renderTitle();
 }
@@ -286,6 +482,7 @@ function endCall(why) {
   for (const userId of [...meetup.peers.keys()]) closePeer(userId);
   document.querySelectorAll('.tile.remote').forEach((tile) => tile.remove());
   meetup.pendingCandidates.clear();
+  meetup.reconnectingPeers.clear();
   meetup.localStream?.getTracks().forEach((track) => track.stop());
   meetup.localStream = null;
   $('local-video').srcObject = null;
@@ -302,7 +499,7 @@ function join(event) {
   if (!username) return;
   meetup.userId = newUserId();
   meetup.username = username;
-  if (socket.connected) register(); // else once connected (see 'connect')
+  if (socket.connected) register({ fresh: true }); // else once connected (see 'connect')
   render();
 }
 
@@ -353,16 +550,24 @@ function tileFor(userId) {
   tile.dataset.testid = 'remote-tile';
   tile.dataset.userId = userId;
   tile.dataset.state = 'new';
-  tile.innerHTML = '<video autoplay playsinline data-testid="remote-video"></video><figcaption></figcaption>';
-  tile.querySelector('figcaption').textContent = captionOf(userId, 'new');
+  tile.innerHTML = '<video autoplay playsinline data-testid="remote-video"></video><figcaption data-testid="remote-caption"></figcaption>';
   $('video-grid').append(tile);
+  renderTile(userId);
   renderTitle();
   return tile;
 }
 
-function captionOf(userId, state) {
+/** A tile's caption: the name, the state of our connection, and whether the peer is reconnecting. */
+function renderTile(userId) {
+  const tile = tileFor(userId);
+  const reconnecting = meetup.reconnectingPeers.has(userId);
+  tile.dataset.reconnecting = String(reconnecting);
   const name = meetup.names.get(userId) ?? userId;
-  return state === 'connected' ? name : `${name} · ${state === 'new' ? 'connecting' : state}`;
+  const state = tile.dataset.state;
+  const notes = [];
+  if (reconnecting) notes.push('reconnecting…');
+  if (state !== 'connected') notes.push(state === 'new' ? 'connecting' : state);
+  tile.querySelector('figcaption').textContent = [name, ...notes].join(' · ');
 }
 
 function renderTitle() {
@@ -372,8 +577,12 @@ function renderTitle() {
 
 function renderStatus() {
   const el = $('connection-status');
-  el.textContent = socket.connected ? `online · ${meetup.transport}` : `offline${meetup.connectError ? ` · ${meetup.connectError}` : ''}`;
-  el.classList.toggle('ok', socket.connected);
+  if (meetup.reconnecting) el.textContent = 'reconnecting…';
+  else if (socket.connected) el.textContent = `online · ${meetup.transport}`;
+  else el.textContent = `offline${meetup.connectError ? ` · ${meetup.connectError}` : ''}`;
+  el.classList.toggle('ok', socket.connected && !meetup.reconnecting);
+  el.classList.toggle('warn', meetup.reconnecting);
+  $('reconnecting-notice').hidden = !(meetup.reconnecting && meetup.callId);
 }
 
 function renderUsers() {

@@ -1,7 +1,9 @@
 // Leaving a call through the demo page: Hang up, and a page closed mid-call; on one gateway and across a cluster.
+// A closed page says goodbye (socket.disconnect() on pagehide): its peers see it leave at
+// once, not after the resume grace that a lost connection gets (RESUME_GRACE_MS).
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { DISCONNECT_TIMEOUT_MS, DemoUser, UI_TIMEOUT_MS, assertMeshUp, useSystemAndBrowser } from './demo.mjs';
+import { DemoUser, UI_TIMEOUT_MS, assertMeshUp, useSystemAndBrowser } from './demo.mjs';
 
 /** Opens demo pages for one test; every page still open is closed when the test ends. */
 function opener(t, browser) {
@@ -43,9 +45,15 @@ async function assertLeftOn(a, b, timeout) {
   assert.deepEqual(after, { closed: 'closed', signaling: 'closed', stillListed: false, leftEvent: true, inCall: true });
 }
 
+// The server's default grace: a closed page that did not say goodbye would be seen leaving
+// only after it.
+const RESUME_GRACE_MS = 15_000;
+// A closed page's leave is seen within this, far below the grace.
+const GOODBYE_TIMEOUT_MS = 5_000;
+
 for (const topology of ['single', 'cluster']) {
   describe(`hang-up (${topology})`, () => {
-    const ctx = useSystemAndBrowser(topology);
+    const ctx = useSystemAndBrowser(topology, { RESUME_GRACE_MS: String(RESUME_GRACE_MS) });
 
     test('Hang up: the other side sees the participant leave and closes its connection', async (t) => {
       const { system, browser } = ctx();
@@ -76,9 +84,19 @@ for (const topology of ['single', 'cluster']) {
       const a = await open(system.gatewayUrls[0], 'Stay');
       const b = await open(system.gatewayUrls[1], 'Gone');
       await callUp(a, b);
+      const closedAt = Date.now();
       await b.close();
-      await assertLeftOn(a, b, DISCONNECT_TIMEOUT_MS);
+      await assertLeftOn(a, b, GOODBYE_TIMEOUT_MS);
       await a.waitFor((id) => !document.querySelector(`[data-testid="user"][data-user-id="${id}"]`), b.id, 'closed page off the online list');
+      const seen = await a.page.evaluate(
+        (id) => ({
+          left: window.meetup.events.find((e) => e.event === 'user-left-call' && e.payload.userId === id)?.t,
+          reconnecting: window.meetup.events.some((e) => e.event === 'user-reconnecting'),
+        }),
+        b.id,
+      );
+      assert.equal(seen.reconnecting, false, 'a goodbye, not a lost connection: no user-reconnecting');
+      console.log(`hang-up (${topology}): page closed -> user-left-call on the other page: ${seen.left - closedAt} ms (grace ${RESUME_GRACE_MS} ms)`);
     });
   });
 }
