@@ -88,6 +88,22 @@ pub struct LocalSession {
     pub pending: Option<Vec<(String, String)>>,
 }
 
+impl LocalSession {
+    /// A socket whose registration (or resume) as `user_id` is in flight.
+    pub fn registering(user_id: &str, username: &str, seq_in_relays: bool) -> Self {
+        LocalSession {
+            user_id: user_id.to_owned(),
+            username: username.to_owned(),
+            joined_at: None,
+            registered: false,
+            revision: 0,
+            relay_seq: 0,
+            seq_in_relays,
+            pending: None,
+        }
+    }
+}
+
 /// Per-socket limits and waits.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {

@@ -39,8 +39,11 @@ impl SessionWorker {
             ));
         }
         let grace = self.gw.limits().resume_grace;
-        // Only a socket that is not registered yet takes a session over.
-        if !grace.is_zero() && self.identity.is_none() {
+        // Only a socket that is not registered yet takes a session over; a
+        // client that speaks resume and sends no token registers afresh (it is
+        // a new page, not the one that went away).
+        let may_take_over = cmd.resume_token.is_some() || !cmd.speaks_resume;
+        if !grace.is_zero() && self.identity.is_none() && may_take_over {
             if let Some(ack) = self.resume(&cmd).await? {
                 return Ok(ack);
             }
@@ -54,16 +57,7 @@ impl SessionWorker {
         let (token, token_hash) = resume::new_token();
         let previous = self.gw.set_local(
             &self.session_id,
-            LocalSession {
-                user_id: cmd.id.clone(),
-                username: cmd.username.clone(),
-                joined_at: None,
-                registered: false,
-                revision: 0,
-                relay_seq: 0,
-                seq_in_relays: cmd.speaks_resume,
-                pending: None,
-            },
+            LocalSession::registering(&cmd.id, &cmd.username, cmd.speaks_resume),
         );
         let request = RegisterSessionRequest {
             user_id: cmd.id.clone(),
@@ -127,16 +121,7 @@ impl SessionWorker {
         let (token, token_hash) = resume::new_token();
         let previous_local = self.gw.set_local(
             &self.session_id,
-            LocalSession {
-                user_id: cmd.id.clone(),
-                username: cmd.username.clone(),
-                joined_at: None,
-                registered: false,
-                revision: 0,
-                relay_seq: 0,
-                seq_in_relays: cmd.speaks_resume,
-                pending: None,
-            },
+            LocalSession::registering(&cmd.id, &cmd.username, cmd.speaks_resume),
         );
         let request = ResumeSessionRequest {
             user_id: cmd.id.clone(),
@@ -193,14 +178,20 @@ impl SessionWorker {
             async move { client.resume_session(request).await }
         })
         .await;
-        let calls_revision = match in_calls {
-            Ok(response) => response.into_inner().revision,
+        let expected_calls = request.call_ids.len();
+        let (calls_revision, calls_kept) = match in_calls {
+            Ok(response) => {
+                let response = response.into_inner();
+                // A call that let the session go meanwhile (its time ran out
+                // there first) is not resumed: something was lost.
+                (response.revision, response.call_ids.len() >= expected_calls)
+            }
             Err(status) => {
                 // Its calls still hold the old session, which leaves them
                 // when its grace runs out; presence already moved on.
                 metrics::get().grpc_error("resume session", status.code());
                 tracing::warn!(session_id = %self.session_id, code = ?status.code(), error = status.message(), "calls: session not resumed");
-                0
+                (0, false)
             }
         };
         let kept = self.gw.missed().take(&previous.session_id).await;
@@ -222,7 +213,7 @@ impl SessionWorker {
         // the rest.
         let recovered = log_ok
             && !overflowed
-            && calls_revision > 0
+            && calls_kept
             && previous.relays_counted
             && cmd.last_seq.unwrap_or(0) == previous.relays_given;
         let replayed = self.gw.end_replay(&self.session_id, &kept);

@@ -635,6 +635,30 @@ impl CallRegistry {
         Ok(revision)
     }
 
+    /// [`CallRegistry::update_participants`] in each of `calls`. Returns the
+    /// calls that changed and the last revision written.
+    async fn update_in_calls(
+        &self,
+        calls: Vec<String>,
+        pick: impl Fn(&Participant) -> bool,
+        update: impl Fn(&mut Participant),
+        describe: impl Fn(&Participant, &Participant) -> call_change::Change,
+        traceparent: &str,
+    ) -> Result<(Vec<String>, u64), CallError> {
+        let mut changed = Vec::new();
+        let mut last = 0;
+        for call_id in calls {
+            let revision = self
+                .update_participants(&call_id, &pick, &update, &describe, traceparent)
+                .await?;
+            if revision > 0 {
+                last = last.max(revision);
+                changed.push(call_id);
+            }
+        }
+        Ok((changed, last))
+    }
+
     /// The live calls `session_id` is in, or `call_ids` when the caller knows them.
     async fn calls_of(
         &self,
@@ -666,27 +690,20 @@ impl CallRegistry {
     ) -> Result<(Vec<String>, u64), CallError> {
         require("session_id", session_id)?;
         let until: prost_types::Timestamp = (SystemTime::now() + grace).into();
-        let mut changed = Vec::new();
-        let mut last = 0;
-        for call_id in self.calls_of(session_id, call_ids).await? {
-            let revision = self
-                .update_participants(
-                    &call_id,
-                    |p| p.session_id == session_id && p.away_until.is_none(),
-                    |p| p.away_until = Some(until),
-                    |_, after| {
-                        call_change::Change::Away(ParticipantAway {
-                            participant: Some(after.clone()),
-                        })
-                    },
-                    traceparent,
-                )
-                .await?;
-            if revision > 0 {
-                last = last.max(revision);
-                changed.push(call_id);
-            }
-        }
+        let calls = self.calls_of(session_id, call_ids).await?;
+        let (changed, last) = self
+            .update_in_calls(
+                calls,
+                |p| p.session_id == session_id && p.away_until.is_none(),
+                |p| p.away_until = Some(until),
+                |_, after| {
+                    call_change::Change::Away(ParticipantAway {
+                        participant: Some(after.clone()),
+                    })
+                },
+                traceparent,
+            )
+            .await?;
         if !changed.is_empty() {
             tracing::info!(session_id, calls = changed.len(), "participant away");
         }
@@ -706,32 +723,25 @@ impl CallRegistry {
         require("previous_session_id", previous_session_id)?;
         require("session_id", session_id)?;
         require("gateway_id", gateway_id)?;
-        let mut changed = Vec::new();
-        let mut last = 0;
-        for call_id in self.calls_of(previous_session_id, call_ids).await? {
-            let revision = self
-                .update_participants(
-                    &call_id,
-                    |p| p.session_id == previous_session_id,
-                    |p| {
-                        p.session_id = session_id.to_owned();
-                        p.gateway_id = gateway_id.to_owned();
-                        p.away_until = None;
-                    },
-                    |before, after| {
-                        call_change::Change::Resumed(ParticipantResumed {
-                            previous_session_id: before.session_id.clone(),
-                            participant: Some(after.clone()),
-                        })
-                    },
-                    traceparent,
-                )
-                .await?;
-            if revision > 0 {
-                last = last.max(revision);
-                changed.push(call_id);
-            }
-        }
+        let calls = self.calls_of(previous_session_id, call_ids).await?;
+        let (changed, last) = self
+            .update_in_calls(
+                calls,
+                |p| p.session_id == previous_session_id,
+                |p| {
+                    p.session_id = session_id.to_owned();
+                    p.gateway_id = gateway_id.to_owned();
+                    p.away_until = None;
+                },
+                |before, after| {
+                    call_change::Change::Resumed(ParticipantResumed {
+                        previous_session_id: before.session_id.clone(),
+                        participant: Some(after.clone()),
+                    })
+                },
+                traceparent,
+            )
+            .await?;
         if !changed.is_empty() {
             tracing::info!(
                 previous_session_id,

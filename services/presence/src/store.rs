@@ -41,6 +41,11 @@ pub struct Registered {
     pub revision: u64,
 }
 
+/// How long before its time runs out an away session stops being resumable:
+/// the call service lets it go when its time has run out, and a resume must
+/// reach the calls before that.
+const EXPIRY_MARGIN: Duration = Duration::from_millis(250);
+
 /// What a resumption did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resumed {
@@ -395,13 +400,18 @@ impl PresenceStore {
                     revision: current.revision,
                 }));
             }
+            // An away session whose time has (nearly) run out is not taken
+            // over: its calls may already have let it go.
+            let resumable =
+                |s: &Session| away_until(s).is_none_or(|t| t > SystemTime::now() + EXPIRY_MARGIN);
             let taken = match token_hash {
-                Some(hash) => sessions
-                    .iter()
-                    .position(|s| !s.resume_token_hash.is_empty() && s.resume_token_hash == hash),
+                Some(hash) => sessions.iter().position(|s| {
+                    !s.resume_token_hash.is_empty() && s.resume_token_hash == hash && resumable(s)
+                }),
                 // No live socket: its one session is away, or on a gateway
                 // whose lease is gone (a sweep has yet to turn it away).
                 None => match sessions {
+                    [only] if !resumable(only) => None,
                     [only] if only.away_until.is_some() => Some(0),
                     [only] if !self.lease_held(&only.gateway_id).await? => Some(0),
                     _ => None,
@@ -468,18 +478,9 @@ impl PresenceStore {
     /// hear `user-left-call` before `user-left`). Returns how many went.
     pub async fn expire_away(&self, margin: Duration) -> Result<u32, PresenceError> {
         let deadline = SystemTime::now() - margin;
-        let expired: Vec<(String, String)> = self
-            .all()
-            .await?
-            .into_iter()
-            .flat_map(|u| {
-                let user_id = u.user.map(|u| u.id).unwrap_or_default();
-                u.sessions
-                    .into_iter()
-                    .filter(|s| away_until(s).is_some_and(|t| t <= deadline))
-                    .map(move |s| (user_id.clone(), s.session_id))
-            })
-            .collect();
+        let expired = sessions_where(&self.all().await?, |s| {
+            away_until(s).is_some_and(|t| t <= deadline)
+        });
         let mut removed = 0;
         for (user_id, session_id) in expired {
             // Resumed meanwhile: the session id is gone, or no longer away.
@@ -525,18 +526,9 @@ impl PresenceStore {
         cutoff: Option<SystemTime>,
     ) -> Result<(u32, Vec<String>), PresenceError> {
         require("gateway_id", gateway_id)?;
-        let doomed: Vec<(String, String)> = self
-            .all()
-            .await?
-            .into_iter()
-            .flat_map(|u| {
-                let user_id = u.user.map(|u| u.id).unwrap_or_default();
-                u.sessions
-                    .into_iter()
-                    .filter(|s| s.gateway_id == gateway_id && registered_before(s, cutoff))
-                    .map(move |s| (user_id.clone(), s.session_id))
-            })
-            .collect();
+        let doomed = sessions_where(&self.all().await?, |s| {
+            s.gateway_id == gateway_id && registered_before(s, cutoff)
+        });
         let mut removed = 0;
         let mut offline = Vec::new();
         for (user_id, session_id) in doomed {
@@ -633,20 +625,11 @@ impl PresenceStore {
             }
             // Its clients may come back through another gateway: their sessions
             // turn away, and go only if nobody resumes them in time.
-            let doomed: Vec<(String, String)> = users
-                .iter()
-                .flat_map(|u| {
-                    let user_id = u.user.as_ref().map(|u| u.id.clone()).unwrap_or_default();
-                    u.sessions
-                        .iter()
-                        .filter(|s| {
-                            s.gateway_id == gateway.gateway_id
-                                && s.away_until.is_none()
-                                && registered_before(s, Some(gateway.cutoff))
-                        })
-                        .map(move |s| (user_id.clone(), s.session_id.clone()))
-                })
-                .collect();
+            let doomed = sessions_where(&users, |s| {
+                s.gateway_id == gateway.gateway_id
+                    && s.away_until.is_none()
+                    && registered_before(s, Some(gateway.cutoff))
+            });
             let count = doomed.len();
             for (user_id, session_id) in doomed {
                 match self.set_away(&user_id, &session_id, grace, None, "").await {
@@ -660,6 +643,20 @@ impl PresenceStore {
         }
         Ok(removed)
     }
+}
+
+/// `(user id, session id)` of every session of `users` that `pick` selects.
+fn sessions_where(users: &[OnlineUser], pick: impl Fn(&Session) -> bool) -> Vec<(String, String)> {
+    users
+        .iter()
+        .flat_map(|u| {
+            let user_id = u.user.as_ref().map(|u| u.id.clone()).unwrap_or_default();
+            u.sessions
+                .iter()
+                .filter(|s| pick(s))
+                .map(move |s| (user_id.clone(), s.session_id.clone()))
+        })
+        .collect()
 }
 
 fn away_until(session: &Session) -> Option<SystemTime> {
@@ -785,13 +782,19 @@ mod tests {
 
     #[tokio::test]
     async fn an_away_session_keeps_the_user_online_until_resumed_or_expired() {
-        let (store, _state) = store(3);
+        let (store, state) = store(3);
+        // gw2 is alive: a session there is a live socket.
+        state
+            .gateways
+            .put(&keys::lease("gw2"), Bytes::from_static(b"lease"))
+            .await
+            .expect("lease");
         store
             .register("u1", "Ann", "gw1", "s1", "hash-1", "")
             .await
             .expect("register");
         let (_, away) = store
-            .set_away("u1", "s1", Duration::from_millis(200), Some(4), "")
+            .set_away("u1", "s1", Duration::from_secs(5), Some(4), "")
             .await
             .expect("away");
         assert!(away > 0);
@@ -858,6 +861,16 @@ mod tests {
             .set_away("u1", "s2", Duration::from_millis(50), None, "")
             .await
             .expect("away");
+        // Its time nearly run out: no longer resumable, with or without token.
+        for token in [Some("hash-2"), None] {
+            assert!(
+                store
+                    .resume("u1", token, "s4", "gw2", "hash-4", "")
+                    .await
+                    .expect("resume")
+                    .is_none()
+            );
+        }
         assert_eq!(
             store
                 .expire_away(Duration::from_secs(5))
