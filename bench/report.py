@@ -503,7 +503,7 @@ def main():
         w(notes.read_text().rstrip())
         w("")
     # Sections from benchmarks of their own are kept as they are when this
-    # run has no results for them: the history service's
+    # run has no results for them: the resume soak's, the history service's
     # (tests/examples/history_bench.rs, run by hand) and, unless
     # bench/results/replicas holds bench/replicas.sh's results, the replicas'.
     previous = pathlib.Path("docs/benchmarks.md")
@@ -523,6 +523,10 @@ def main():
         lines.extend(replicas_section("bench/results/replicas"))
     elif kept(REPLICAS_HEADING):
         lines.append(kept(REPLICAS_HEADING))
+    # bench/resume.sh's soak: written by hand from its results, kept as it is.
+    resume = kept("## Resume soak")
+    if resume:
+        lines.append(resume)
     print("\n".join(lines))
 
 
