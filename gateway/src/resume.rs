@@ -19,6 +19,7 @@ use meetup_proto::bus::v1::Relay;
 use meetup_runtime::Bus;
 use prost::Message;
 use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
 
 /// The stream that keeps the relays of away sessions.
 pub const MISSED_STREAM: &str = "meetup_missed_relays";
@@ -62,15 +63,20 @@ pub struct Kept {
     pub overflowed: bool,
 }
 
+/// Who is told of every relay kept for a session from now on (memory log).
+type Followers = Mutex<HashMap<String, Vec<mpsc::UnboundedSender<Relay>>>>;
+
 /// Where the relays of away sessions wait.
 pub enum MissedRelays {
     /// One process: the only gateway keeps them itself.
     Memory {
         limit: usize,
         kept: Mutex<HashMap<String, VecDeque<Relay>>>,
+        followers: Followers,
     },
     JetStream {
         limit: usize,
+        client: async_nats::Client,
         js: Box<jetstream::Context>,
         stream: Box<jetstream::stream::Stream>,
     },
@@ -101,11 +107,12 @@ impl MissedRelays {
                 return Ok(MissedRelays::Memory {
                     limit,
                     kept: Mutex::new(HashMap::new()),
+                    followers: Mutex::new(HashMap::new()),
                 });
             }
             Bus::Nats(client) => client.clone(),
         };
-        let js = jetstream::new(client);
+        let js = jetstream::new(client.clone());
         let config = jetstream::stream::Config {
             name: MISSED_STREAM.to_owned(),
             subjects: vec![subject("*")],
@@ -123,6 +130,7 @@ impl MissedRelays {
             .map_err(|e| anyhow::anyhow!("missed-relays stream: {e}"))?;
         Ok(MissedRelays::JetStream {
             limit,
+            client,
             js: Box::new(js),
             stream: Box::new(stream),
         })
@@ -131,13 +139,28 @@ impl MissedRelays {
     /// Keeps `relay` for its away target; an error when the log could not take
     /// it (the sender is told, so it can try again).
     pub async fn keep(&self, relay: &Relay) -> Result<(), String> {
+        let relay = Relay {
+            nonce: rand::random(),
+            ..relay.clone()
+        };
         match self {
-            MissedRelays::Memory { limit, kept } => {
+            MissedRelays::Memory {
+                limit,
+                kept,
+                followers,
+            } => {
                 let mut kept = kept.lock().unwrap_or_else(|p| p.into_inner());
                 let queue = kept.entry(relay.target_session_id.clone()).or_default();
                 queue.push_back(relay.clone());
                 while queue.len() > limit + 1 {
                     queue.pop_front();
+                }
+                if let Some(following) = followers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_mut(&relay.target_session_id)
+                {
+                    following.retain(|tx| tx.send(relay.clone()).is_ok());
                 }
                 Ok(())
             }
@@ -162,7 +185,7 @@ impl MissedRelays {
     /// Takes the relays kept for `session_id` (the log forgets them).
     pub async fn take(&self, session_id: &str) -> Result<Kept, String> {
         let (limit, mut relays) = match self {
-            MissedRelays::Memory { limit, kept } => {
+            MissedRelays::Memory { limit, kept, .. } => {
                 let queue = kept
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -182,6 +205,55 @@ impl MissedRelays {
             relays.drain(..relays.len() - limit);
         }
         Ok(Kept { relays, overflowed })
+    }
+}
+
+impl MissedRelays {
+    /// Every relay kept for `session_id` from now on, as it is kept: a sender
+    /// whose mirror has not yet seen the session resumed still keeps its relays
+    /// for the old session, after the log was read. The stream ends when the
+    /// receiver is dropped.
+    pub async fn follow(&self, session_id: &str) -> Result<mpsc::UnboundedReceiver<Relay>, String> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        match self {
+            MissedRelays::Memory { followers, .. } => {
+                followers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(session_id.to_owned())
+                    .or_default()
+                    .push(tx);
+            }
+            MissedRelays::JetStream { client, .. } => {
+                let mut subscription = client
+                    .subscribe(subject(session_id))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tokio::spawn(async move {
+                    use futures::StreamExt;
+                    while let Some(message) = subscription.next().await {
+                        let Ok(relay) = Relay::decode(message.payload) else {
+                            continue;
+                        };
+                        if tx.send(relay).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+        Ok(rx)
+    }
+
+    /// Stops telling of `session_id`'s relays (memory log; a subscription ends
+    /// with its receiver).
+    pub fn unfollow(&self, session_id: &str) {
+        if let MissedRelays::Memory { followers, .. } = self {
+            followers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(session_id);
+        }
     }
 }
 
@@ -275,5 +347,16 @@ mod tests {
             .collect();
         assert_eq!(order, ["{\"n\":2}", "{\"n\":3}", "{\"n\":4}"]);
         assert_eq!(log.take("s2").await.expect("taken").relays.len(), 1);
+        // Followed: what is kept from now on is told as well.
+        let mut follower = log.follow("s3").await.expect("follow");
+        log.keep(&relay("s3", 7)).await.expect("kept");
+        let told = follower.recv().await.expect("told");
+        assert_eq!(told.payload_json, "{\"n\":7}");
+        assert_ne!(told.nonce, 0);
+        assert_eq!(
+            log.take("s3").await.expect("taken").relays[0].nonce,
+            told.nonce
+        );
+        log.unfollow("s3");
     }
 }

@@ -164,8 +164,11 @@ impl SessionWorker {
             user_id: cmd.id.clone(),
             username: cmd.username.clone(),
         });
-        // Relays that reach the new socket from now on wait behind the kept ones.
+        // Relays that reach the new socket from now on wait behind the kept
+        // ones; those still kept for the old session by senders that have not
+        // yet seen it resumed are followed, and passed on.
         self.gw.begin_replay(&self.session_id);
+        let stragglers = self.gw.missed().follow(&previous.session_id).await;
         let request = ResumeCallsRequest {
             previous_session_id: previous.session_id.clone(),
             session_id: self.session_id.clone(),
@@ -202,6 +205,7 @@ impl SessionWorker {
                 (Vec::new(), false, false)
             }
         };
+        let seen: std::collections::HashSet<u64> = relays.iter().map(|r| r.nonce).collect();
         let kept: Vec<(String, String)> = relays
             .into_iter()
             .filter_map(|r| Some((resume::relay_event(r.kind)?.to_owned(), r.payload_json)))
@@ -217,6 +221,18 @@ impl SessionWorker {
             && previous.relays_counted
             && cmd.last_seq.unwrap_or(0) == previous.relays_given;
         let replayed = self.gw.end_replay(&self.session_id, &kept);
+        match stragglers {
+            Ok(stragglers) => {
+                pass_on_stragglers(
+                    self.gw.clone(),
+                    stragglers,
+                    &previous.session_id,
+                    &self.session_id,
+                    seen,
+                );
+            }
+            Err(error) => tracing::warn!(%error, "kept relays not followed"),
+        }
         metrics::get().relays_replayed.inc_by(replayed as u64);
         metrics::get().session_resumed(recovered);
         let mirror = self.gw.mirror();
@@ -245,4 +261,35 @@ impl SessionWorker {
             "recovered": recovered,
         }))))
     }
+}
+
+/// How long relays still kept for a resumed session's old id are passed on:
+/// long past the time every mirror takes to see the resume.
+const FOLLOW_FOR: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Passes on to `session_id`, for [`FOLLOW_FOR`], the relays kept for its old
+/// id `previous` after the log was read (their senders' mirrors had not yet
+/// seen the resume); those already read (`seen`) are not given twice.
+fn pass_on_stragglers(
+    gw: crate::state::Gateway,
+    mut stragglers: tokio::sync::mpsc::UnboundedReceiver<meetup_proto::bus::v1::Relay>,
+    previous: &str,
+    session_id: &str,
+    seen: std::collections::HashSet<u64>,
+) {
+    let (previous, session_id) = (previous.to_owned(), session_id.to_owned());
+    tokio::spawn(async move {
+        let until = tokio::time::Instant::now() + FOLLOW_FOR;
+        while let Ok(Some(relay)) = tokio::time::timeout_at(until, stragglers.recv()).await {
+            if seen.contains(&relay.nonce) {
+                continue;
+            }
+            if let Some(event) = resume::relay_event(relay.kind)
+                && gw.emit_relay(&session_id, event, &relay.payload_json)
+            {
+                metrics::get().relays_replayed.inc();
+            }
+        }
+        gw.missed().unfollow(&previous);
+    });
 }

@@ -50,6 +50,7 @@ impl SessionWorker {
             call_id: relay.call_id,
             from_user_id: me.user_id.clone(),
             payload_json: out,
+            nonce: 0,
         };
         // The target's socket went without saying goodbye: the relay waits
         // for it to come back (or, past the grace, for nobody).
