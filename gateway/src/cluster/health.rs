@@ -1,7 +1,7 @@
 //! Whether this gateway can serve: probes of the services (readiness), and the
 //! reconciliation of this gateway's sockets with what the state holds for them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use meetup_proto::calls::v1::{GetCallRequest, RemoveSessionRequest};
@@ -10,18 +10,20 @@ use tokio::sync::watch;
 use tonic::Code;
 
 use crate::config::Liveness;
-use crate::state::Gateway;
+use crate::state::{Gateway, LocalSession};
 
 /// Probes the services and reconciles, every heartbeat, until `stop`.
 pub async fn watch(gw: Gateway, liveness: Liveness, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(liveness.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Sockets whose session the state seemed to have lost at the last beat.
+    let mut suspects = HashSet::new();
     loop {
         tokio::select! {
             _ = stop.changed() => break,
             _ = tick.tick() => {
                 probe(&gw, liveness.heartbeat).await;
-                reconcile(&gw).await;
+                reconcile(&gw, &mut suspects).await;
             }
         }
     }
@@ -71,7 +73,7 @@ async fn probe(gw: &Gateway, limit: Duration) {
 /// a service was down) are removed. Sockets are recorded locally before their
 /// registration starts, so one that registers meanwhile is never taken for a
 /// ghost. (Sessions of an earlier run of a gateway with the same id are ghosts too.)
-async fn reconcile(gw: &Gateway) {
+async fn reconcile(gw: &Gateway, suspects: &mut HashSet<String>) {
     let (presence_up, calls_up) = gw.backends_up();
     if !presence_up || !calls_up || !gw.mirror().is_synced() {
         return;
@@ -91,7 +93,7 @@ async fn reconcile(gw: &Gateway) {
             }
         }
     }
-    fence_swept(gw, &in_presence).await;
+    fence_swept(gw, &in_presence, suspects).await;
     for (session_id, user_id) in in_presence {
         if !gw.is_local_session(&session_id) {
             tracing::info!(session_id, "removing a gone socket from presence");
@@ -112,20 +114,37 @@ async fn reconcile(gw: &Gateway) {
 }
 
 /// The other way round: a registered socket of this gateway whose session the
-/// state no longer holds (or holds as away) was given up behind its back (a service replica swept
-/// this gateway while it could not renew its lease). Its client would go on as
-/// if online and in its calls while everybody else was told it left, so the
-/// socket is closed: the client reconnects and registers again. A session
-/// counts as missing only once the mirror has applied the revision its
-/// registration wrote, and the presence service confirms it.
-async fn fence_swept(gw: &Gateway, in_presence: &HashMap<String, String>) {
+/// state no longer holds (or holds as away) was given up behind its back (a
+/// service replica swept this gateway while it could not renew its lease). Its
+/// client would go on as if online and in its calls while everybody else was
+/// told it left, so the socket is closed: the client reconnects and resumes or
+/// registers again. A session counts as lost only when the mirror, past the
+/// revision its registration wrote, has lacked it at two beats in a row, and
+/// the presence service confirms (a read from a lagging replica alone, or a
+/// mirror catching up, never closes a socket).
+async fn fence_swept(
+    gw: &Gateway,
+    in_presence: &HashMap<String, String>,
+    suspects: &mut HashSet<String>,
+) {
     let Some(applied) = gw.mirror().presence_revision() else {
+        suspects.clear();
         return;
     };
-    let suspects = gw.local_sessions().into_iter().filter(|(session_id, s)| {
-        s.registered && s.revision <= applied && !in_presence.contains_key(session_id)
-    });
-    for (session_id, session) in suspects {
+    let missing: Vec<(String, LocalSession)> = gw
+        .local_sessions()
+        .into_iter()
+        .filter(|(session_id, s)| {
+            s.registered && s.revision <= applied && !in_presence.contains_key(session_id)
+        })
+        .collect();
+    let confirmed: Vec<(String, LocalSession)> = missing
+        .iter()
+        .filter(|(session_id, _)| suspects.contains(session_id))
+        .cloned()
+        .collect();
+    *suspects = missing.into_iter().map(|(id, _)| id).collect();
+    for (session_id, session) in confirmed {
         let request = GetUserRequest {
             user_id: session.user_id.clone(),
         };

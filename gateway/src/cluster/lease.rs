@@ -70,11 +70,15 @@ pub async fn renew_lease(
         // Cut off: no connection before nor after the attempt (a NATS node that
         // died only moves the connection to another node in the meantime).
         let connected_before = gw.bus().is_connected();
-        let result = gw
-            .store()
-            .gateways
-            .update(&key, lease_value(&gw), revision)
-            .await;
+        // One heartbeat at most: a renewal that waits out a leader election
+        // (or a connection moving to another node) would hold the next one
+        // back for seconds, past the moment the store takes writes again,
+        // while the services time the lease's absence.
+        let renewal = gw.store().gateways.update(&key, lease_value(&gw), revision);
+        let result = match tokio::time::timeout(liveness.heartbeat, renewal).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable("lease renewal timed out".into())),
+        };
         last_try_end = tokio::time::Instant::now();
         kept_trying &= connected_before || gw.bus().is_connected();
         let lost = match result {
