@@ -201,26 +201,8 @@ async fn drain(gw: &Gateway) {
     let grace = gw.limits().resume_grace;
     let gateway_id = gw.id().to_owned();
     if !grace.is_zero() {
-        use futures::StreamExt;
-        let handed: Vec<bool> = futures::stream::iter(gw.local_sessions())
-            .filter(|(_, s)| std::future::ready(s.registered))
-            .map(|(session_id, session)| async move {
-                // Forgotten first: the socket's own cleanup then leaves it be.
-                gw.forget_local(&session_id);
-                handlers::cleanup::set_away(
-                    gw,
-                    &session.user_id,
-                    &session_id,
-                    grace,
-                    session.relay_seq,
-                )
-                .await
-            })
-            .buffer_unordered(16)
-            .collect()
-            .await;
-        let failed = handed.iter().filter(|ok| !**ok).count();
-        tracing::info!(sessions = handed.len(), failed, "sessions handed over");
+        let (handed, failed) = handlers::cleanup::hand_over_all(gw, grace).await;
+        tracing::info!(handed, failed, "sessions handed over");
         if let Err(error) = gw.io().disconnect().await {
             tracing::warn!(%error, "closing sockets failed");
         }

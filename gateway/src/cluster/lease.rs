@@ -120,12 +120,24 @@ pub async fn renew_lease(
     }
 }
 
-/// Closes every socket of this gateway (their clients reconnect and start
-/// again). The sessions are left as the sweep made them: away, for the clients
-/// to resume through any gateway, or gone.
+/// Closes every socket of this gateway: their clients reconnect and resume
+/// (or, without a grace period, register again). With a grace period the
+/// sessions are handed over first (turned away, as the sweep may have done
+/// already), so that nothing here removes them meanwhile; without one they are
+/// forgotten, and the reconciler removes whatever the sweep left.
 async fn fence(gw: &Gateway) {
-    for (session_id, _) in gw.local_sessions() {
-        gw.forget_local(&session_id);
+    let grace = gw.limits().resume_grace;
+    if grace.is_zero() {
+        for (session_id, _) in gw.local_sessions() {
+            gw.forget_local(&session_id);
+        }
+    } else {
+        let (handed, failed) = crate::handlers::cleanup::hand_over_all(gw, grace).await;
+        tracing::info!(
+            handed,
+            failed,
+            "sessions handed over before closing their sockets"
+        );
     }
     if let Err(error) = gw.io().disconnect().await {
         tracing::warn!(%error, "closing sockets failed");

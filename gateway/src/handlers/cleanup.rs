@@ -85,6 +85,28 @@ pub(crate) async fn set_away(
     true
 }
 
+/// Hands every registered session of this gateway over for `grace`: turns it
+/// away (the services keep it for its client to resume through any gateway),
+/// then forgets it here, so that neither its socket's own cleanup nor the
+/// reconciler removes it when the socket is closed. Returns how many sessions
+/// were handed over and how many could not be.
+pub(crate) async fn hand_over_all(gw: &crate::state::Gateway, grace: Duration) -> (usize, usize) {
+    use futures::StreamExt;
+    let results: Vec<bool> = futures::stream::iter(gw.local_sessions())
+        .filter(|(_, s)| std::future::ready(s.registered))
+        .map(|(session_id, session)| async move {
+            let handed =
+                set_away(gw, &session.user_id, &session_id, grace, session.relay_seq).await;
+            gw.forget_local(&session_id);
+            handed
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let failed = results.iter().filter(|ok| !**ok).count();
+    (results.len() - failed, failed)
+}
+
 impl SessionWorker {
     /// The socket is gone. Without a goodbye (and with a grace period), its
     /// session turns away; else it leaves its calls first, then presence, as
