@@ -111,6 +111,32 @@ fn assert_no_leave(client: &SioClient, since: usize, user_id: &str) {
     }
 }
 
+/// `ack` resumed b's session, a heard `user-reconnected`, and a's relay
+/// reaches the resumed b.
+async fn assert_back_in_call(
+    a: &SioClient,
+    b: &SioClient,
+    ack: &Value,
+    b_id: &str,
+    call_id: &str,
+    since: usize,
+) {
+    assert_eq!(
+        (&ack["ok"], &ack["resumed"]),
+        (&json!(true), &json!(true)),
+        "{ack}"
+    );
+    a.wait_for("user-reconnected", since, EVENT, |p| p["userId"] == b_id)
+        .await
+        .expect("user-reconnected");
+    assert_eq!(relay(a, call_id, b_id, 1).await["ok"], true);
+    b.wait_for("webrtc-ice-candidate", 0, EVENT, |p| {
+        p["candidate"]["n"] == 1
+    })
+    .await
+    .expect("a's relay reaches the resumed b");
+}
+
 #[tokio::test]
 async fn sigterm_hands_sessions_over_and_the_call_goes_on_through_the_other_gateway() {
     let mut cluster = cluster().await;
@@ -233,22 +259,7 @@ async fn after_sigkill_of_its_gateway_a_user_resumes_elsewhere_and_one_who_never
         .emit_ack("user-joined", &json!({ "id": b_id, "username": b_id }))
         .await
         .expect("ack");
-    assert_eq!(
-        (&ack["ok"], &ack["resumed"]),
-        (&json!(true), &json!(true)),
-        "{ack}"
-    );
-    a.wait_for("user-reconnected", since, EVENT, |p| {
-        p["userId"] == b_id.as_str()
-    })
-    .await
-    .expect("user-reconnected");
-    assert_eq!(relay(&a, &call_id, &b_id, 1).await["ok"], true);
-    b.wait_for("webrtc-ice-candidate", 0, EVENT, |p| {
-        p["candidate"]["n"] == 1
-    })
-    .await
-    .expect("relay to the resumed b");
+    assert_back_in_call(&a, &b, &ack, &b_id, &call_id, since).await;
     // c never comes back: cleaned up as before, once the grace has run out.
     a.wait_for(
         "user-left-call",
@@ -291,23 +302,8 @@ async fn a_gateway_frozen_past_its_lease_closes_its_sockets_and_they_resume() {
     b.wait_closed(EVENT).await.expect("b's socket is closed");
     let b = SioClient::connect(&cluster.url(1)).await.expect("connects");
     let ack = join(&b, &b_id, json!({ "resumeToken": b_token })).await;
-    assert_eq!(
-        (&ack["ok"], &ack["resumed"]),
-        (&json!(true), &json!(true)),
-        "{ack}"
-    );
-    a.wait_for("user-reconnected", since, EVENT, |p| {
-        p["userId"] == b_id.as_str()
-    })
-    .await
-    .expect("user-reconnected");
     // Fully in the call again, both ways.
-    assert_eq!(relay(&a, &call_id, &b_id, 1).await["ok"], true);
-    b.wait_for("webrtc-ice-candidate", 0, EVENT, |p| {
-        p["candidate"]["n"] == 1
-    })
-    .await
-    .expect("a to b");
+    assert_back_in_call(&a, &b, &ack, &b_id, &call_id, since).await;
     assert_eq!(relay(&b, &call_id, &a_id, 2).await["ok"], true);
     a.wait_for("webrtc-ice-candidate", since, EVENT, |p| {
         p["candidate"]["n"] == 2
