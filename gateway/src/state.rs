@@ -158,6 +158,19 @@ impl Gateway {
         self.local().remove(session_id)
     }
 
+    /// Puts back what [`Gateway::set_local`] replaced (a registration or
+    /// resume that failed): the earlier record, or none.
+    pub fn restore_local(&self, session_id: &str, previous: Option<LocalSession>) {
+        match previous {
+            Some(previous) => {
+                self.set_local(session_id, previous);
+            }
+            None => {
+                self.forget_local(session_id);
+            }
+        }
+    }
+
     /// Marks a local session as registered, with the user's online time and
     /// the presence revision its registration wrote.
     pub fn confirm_local(
@@ -281,11 +294,7 @@ impl Gateway {
             return;
         };
         if let Some(socket) = self.shared.io.get_socket(sid) {
-            let _span = crate::traces::emit(event).entered();
-            match socket.emit(event, data) {
-                Ok(()) => crate::metrics::get().event_out(event, 1),
-                Err(error) => tracing::debug!(session_id, event, %error, "emit failed"),
-            }
+            emit_on(&socket, session_id, event, data);
         }
     }
 
@@ -443,8 +452,13 @@ fn emit_raw(socket: &SocketRef, session_id: &str, event: &str, payload_json: &st
         tracing::warn!(event, "relay payload is not JSON");
         return;
     };
+    emit_on(socket, session_id, event, &*raw);
+}
+
+/// Emits one event to one socket, traced and counted.
+fn emit_on<T: Serialize + ?Sized>(socket: &SocketRef, session_id: &str, event: &str, data: &T) {
     let _span = crate::traces::emit(event).entered();
-    match socket.emit(event, &*raw) {
+    match socket.emit(event, data) {
         Ok(()) => crate::metrics::get().event_out(event, 1),
         Err(error) => tracing::debug!(session_id, event, %error, "emit failed"),
     }

@@ -77,10 +77,7 @@ impl SessionWorker {
         })
         .await;
         if result.is_err() {
-            match previous {
-                Some(previous) => self.gw.set_local(&self.session_id, previous),
-                None => self.gw.forget_local(&self.session_id),
-            };
+            self.gw.restore_local(&self.session_id, previous);
         }
         let response = result
             .map_err(|status| AckError::from_status(&status, "register session"))?
@@ -144,10 +141,7 @@ impl SessionWorker {
         let response = match result {
             Ok(response) if response.get_ref().resumed => response.into_inner(),
             other => {
-                match previous_local {
-                    Some(previous) => self.gw.set_local(&self.session_id, previous),
-                    None => self.gw.forget_local(&self.session_id),
-                };
+                self.gw.restore_local(&self.session_id, previous_local);
                 return other
                     .map(|_| None)
                     .map_err(|status| AckError::from_status(&status, "resume session"));
