@@ -109,7 +109,8 @@ impl Backends {
                     meetup_runtime::service::EXPIRE_EVERY,
                     stopped(stop.clone()),
                 )));
-                let api = meetup_presence::api(presence, config.internal_api_token.clone());
+                let api =
+                    meetup_presence::api(presence, bus.clone(), config.internal_api_token.clone());
                 let server =
                     meetup_runtime::grpc::serve(listener, api.clone(), stopped(stop.clone()));
                 embedded.push(tokio::spawn(serve_embedded("presence", server)));
@@ -127,6 +128,8 @@ impl Backends {
                         max_participants: config.max_call_participants,
                         max_calls_per_user: config.max_calls_per_user,
                         resume_grace: config.resume_grace(),
+                        ring_timeout: Duration::from_millis(config.ring_timeout_ms.max(1)),
+                        chat_history: config.call_chat_history.max(1),
                     },
                 );
                 embedded.push(tokio::spawn(meetup_calls::gauges(

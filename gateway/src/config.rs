@@ -113,6 +113,13 @@ pub struct Config {
     /// In-process call service: most live calls one user may have started.
     #[arg(long, env = "MAX_CALLS_PER_USER", default_value_t = 5)]
     pub max_calls_per_user: usize,
+    /// In-process call service: how long an invitation rings before it is
+    /// missed, in milliseconds.
+    #[arg(long, env = "RING_TIMEOUT_MS", default_value_t = 45_000)]
+    pub ring_timeout_ms: u64,
+    /// In-process call service: how many chat messages a call keeps.
+    #[arg(long, env = "CALL_CHAT_HISTORY", default_value_t = 50)]
+    pub call_chat_history: usize,
     /// HS256 secret: when set, browsers must present a JWT signed with it.
     #[arg(long, env = "AUTH_JWT_SECRET", hide_env_values = true)]
     pub auth_jwt_secret: Option<String>,
@@ -250,6 +257,8 @@ impl Config {
             ("MAX_SOCKETS_PER_USER", self.max_sockets_per_user as u64),
             ("MAX_CALL_PARTICIPANTS", self.max_call_participants as u64),
             ("MAX_CALLS_PER_USER", self.max_calls_per_user as u64),
+            ("RING_TIMEOUT_MS", self.ring_timeout_ms),
+            ("CALL_CHAT_HISTORY", self.call_chat_history as u64),
             ("RESUME_BUFFER", self.resume_buffer as u64),
         ] {
             if value == 0 {

@@ -284,6 +284,7 @@ fn to_wire(s: &CallSnapshot) -> wire::CallRecord {
                         Outcome::Cancelled => 5,
                         Outcome::Busy => 6,
                     },
+                    ..Default::default()
                 })
                 .collect(),
             ..Default::default()

@@ -73,6 +73,7 @@ fn revision(n: usize, version: u64) -> wire::CallRecord {
             joined_at: joined.and_then(ts),
             left_at: left.and_then(ts),
             outcome,
+            ..Default::default()
         };
     let b = format!("b{}", n % 7);
     let c = format!("c{}", n % 3);

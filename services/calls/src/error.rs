@@ -15,6 +15,8 @@ pub enum CallError {
     CallExists(String),
     #[error("user {user_id:?} is not in call {call_id:?}")]
     NotParticipant { call_id: String, user_id: String },
+    #[error("user {user_id:?} has no ringing invitation to call {call_id:?}")]
+    NotInvited { call_id: String, user_id: String },
     #[error("call {call_id:?} is full ({max} participants)")]
     CallFull { call_id: String, max: usize },
     #[error("user {user_id:?} already has {max} live calls")]
@@ -38,6 +40,7 @@ impl From<CallError> for tonic::Status {
             }
             CallError::CallNotFound(_) => (Code::NotFound, "call-not-found"),
             CallError::NotParticipant { .. } => (Code::NotFound, "not-in-call"),
+            CallError::NotInvited { .. } => (Code::FailedPrecondition, "not-invited"),
             CallError::CallExists(_) => (Code::AlreadyExists, "call-exists"),
             CallError::CallFull { .. } => (Code::ResourceExhausted, "call-full"),
             CallError::TooManyCalls { .. } => (Code::ResourceExhausted, "too-many-calls"),

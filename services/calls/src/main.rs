@@ -24,6 +24,12 @@ struct Config {
     /// Most live calls one user may have started.
     #[arg(long, env = "MAX_CALLS_PER_USER", default_value_t = 5)]
     max_calls_per_user: usize,
+    /// How long an invitation rings before it is missed, in milliseconds.
+    #[arg(long, env = "RING_TIMEOUT_MS", default_value_t = 45_000)]
+    ring_timeout_ms: u64,
+    /// How many chat messages a call keeps (and a joiner gets).
+    #[arg(long, env = "CALL_CHAT_HISTORY", default_value_t = 50)]
+    call_chat_history: usize,
     #[command(flatten)]
     common: ServiceArgs,
 }
@@ -36,13 +42,15 @@ async fn main() -> anyhow::Result<()> {
         max_participants: config.max_call_participants,
         max_calls_per_user: config.max_calls_per_user,
         resume_grace: common.resume_grace(),
+        ring_timeout: std::time::Duration::from_millis(config.ring_timeout_ms.max(1)),
+        chat_history: config.call_chat_history.max(1),
     };
     meetup_runtime::service::run(
         "calls",
         config.listen,
         config.metrics_listen,
         &config.common,
-        |state, listener, shutdown| async move {
+        |state, _bus, listener, shutdown| async move {
             let registry = meetup_calls::CallRegistry::new(&state, limits);
             let mut background = Background::default();
             background.spawn(meetup_calls::gauges(registry.clone(), background.stopped()));

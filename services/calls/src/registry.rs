@@ -22,6 +22,12 @@ use prost::Message;
 
 use crate::error::{CallError, MAX_INVITED, require};
 
+mod chat;
+mod invites;
+
+pub use chat::{MAX_TEXT_CHARS, Sender, check_text};
+pub use invites::{Invited, invites_of, unavailable_at_start};
+
 /// How long a reservation in a user's started calls waits for its call to be
 /// written before it counts as abandoned.
 const RESERVATION_TTL: Duration = Duration::from_secs(10);
@@ -40,6 +46,8 @@ struct Shared {
     calls: Bucket,
     index: Bucket,
     leases: Bucket,
+    /// Read (never written) to tell which invitees are online.
+    presence: Bucket,
     limits: CallLimits,
 }
 
@@ -52,7 +60,16 @@ pub struct CallLimits {
     pub max_calls_per_user: usize,
     /// How long the sessions of a dead gateway stay away before they leave.
     pub resume_grace: Duration,
+    /// How long an invitation rings before it is missed.
+    pub ring_timeout: Duration,
+    /// How many chat messages a call keeps.
+    pub chat_history: usize,
 }
+
+/// The default of `RING_TIMEOUT_MS`.
+pub const DEFAULT_RING_TIMEOUT: Duration = Duration::from_secs(45);
+/// The default of `CALL_CHAT_HISTORY`.
+pub const DEFAULT_CHAT_HISTORY: usize = 50;
 
 impl Default for CallLimits {
     fn default() -> Self {
@@ -60,6 +77,8 @@ impl Default for CallLimits {
             max_participants: 16,
             max_calls_per_user: 5,
             resume_grace: Duration::ZERO,
+            ring_timeout: DEFAULT_RING_TIMEOUT,
+            chat_history: DEFAULT_CHAT_HISTORY,
         }
     }
 }
@@ -149,18 +168,18 @@ fn attend(call: &mut Call, user: &CallUser) {
             a.joined_at.get_or_insert(at);
             a.left_at = None;
             a.outcome = Outcome::Answered as i32;
+            a.ring_until = None;
         }
         None => call.attendees.push(Attendee {
             user: Some(user.clone()),
-            invited_at: None,
             joined_at: Some(at),
-            left_at: None,
             outcome: Outcome::Answered as i32,
+            ..Attendee::default()
         }),
     }
 }
 
-/// Marks the call ended: whoever still rings missed it.
+/// Marks the call ended: the invitations still ringing are cancelled.
 fn finish(call: &mut Call) {
     let at = now();
     call.ended_at = Some(at);
@@ -169,7 +188,8 @@ fn finish(call: &mut Call) {
             a.left_at = Some(at);
         }
         if a.outcome == Outcome::Ringing as i32 {
-            a.outcome = Outcome::Missed as i32;
+            a.outcome = Outcome::Cancelled as i32;
+            a.ring_until = None;
         }
     }
 }
@@ -181,6 +201,7 @@ impl CallRegistry {
                 calls: state.calls.clone(),
                 index: state.call_index.clone(),
                 leases: state.gateways.clone(),
+                presence: state.presence.clone(),
                 limits,
             }),
         }
@@ -345,6 +366,7 @@ impl CallRegistry {
         {
             return Err(CallError::CallExists(call_id.to_owned()));
         }
+        let offline = self.offline_among(&invited).await?;
         let reserved = self.reserve(&initiator_id, call_id).await?;
         initiator.joined_at = Some(now());
         let started = self
@@ -355,20 +377,20 @@ impl CallRegistry {
                 let at = now();
                 let mut attendees = vec![Attendee {
                     user: initiator.user.clone(),
-                    invited_at: None,
                     joined_at: Some(at),
-                    left_at: None,
                     outcome: Outcome::Answered as i32,
+                    ..Attendee::default()
                 }];
-                attendees.extend(invited.iter().map(|id| Attendee {
-                    user: Some(CallUser {
-                        id: id.clone(),
-                        username: String::new(),
-                    }),
-                    invited_at: Some(at),
-                    joined_at: None,
-                    left_at: None,
-                    outcome: Outcome::Ringing as i32,
+                attendees.extend(invited.iter().map(|id| {
+                    let mut invitee = Attendee::default();
+                    self.ring(
+                        &mut invitee,
+                        id,
+                        initiator.user.clone(),
+                        offline.contains(id),
+                        at,
+                    );
+                    invitee
                 }));
                 let call = Call {
                     id: call_id.to_owned(),
@@ -492,14 +514,22 @@ impl CallRegistry {
                 let at = now();
                 for p in &gone {
                     let id = user_id(p);
-                    if !call.participants.iter().any(|q| user_id(q) == id)
-                        && let Some(a) = call
-                            .attendees
-                            .iter_mut()
-                            .find(|a| a.user.as_ref().is_some_and(|u| u.id == id))
+                    if call.participants.iter().any(|q| user_id(q) == id) {
+                        continue;
+                    }
+                    if let Some(a) = call
+                        .attendees
+                        .iter_mut()
+                        .find(|a| a.user.as_ref().is_some_and(|u| u.id == id))
                     {
                         a.left_at = Some(at);
                     }
+                    // Whom the user rang stops ringing: the caller hung up.
+                    invites::end_ringing(
+                        &mut call,
+                        |a| invites::invited_by(a) == Some(id),
+                        Outcome::Cancelled,
+                    );
                 }
                 let ended = call.participants.is_empty();
                 if ended {
@@ -526,10 +556,11 @@ impl CallRegistry {
                 ))
             })
             .await?;
-        if left.ended
-            && let Some(initiator) = left.call.as_ref().and_then(|c| c.initiator.as_ref())
-        {
-            self.release(&initiator.id, call_id).await;
+        if left.ended {
+            if let Some(initiator) = left.call.as_ref().and_then(|c| c.initiator.as_ref()) {
+                self.release(&initiator.id, call_id).await;
+            }
+            self.drop_chat(call_id).await;
         }
         if left.left {
             tracing::info!(call_id, ?reason, ended = left.ended, "left call");
@@ -753,8 +784,9 @@ impl CallRegistry {
         Ok((changed, last))
     }
 
-    /// Takes out of their calls the away sessions whose time ran out. Returns
-    /// how many went.
+    /// Takes out of their calls the away sessions whose time ran out, and
+    /// ends as missed the invitations that rang too long. Returns how many
+    /// sessions went.
     pub async fn expire_away(&self) -> Result<u32, CallError> {
         let now = SystemTime::now();
         let expired = |p: &Participant| {
@@ -764,6 +796,9 @@ impl CallRegistry {
         };
         let mut removed = 0;
         for call in self.live_calls().await? {
+            if invites::rings_out(&call, now) {
+                self.expire_rings(&call.id, now).await?;
+            }
             let count = call.participants.iter().filter(|p| expired(p)).count() as u32;
             if count == 0 {
                 continue;
@@ -875,6 +910,7 @@ impl CallRegistry {
         if let Some(initiator) = &call.initiator {
             self.release(&initiator.id, call_id).await;
         }
+        self.drop_chat(call_id).await;
         tracing::info!(call_id, "call ended");
         Ok((call, revision))
     }
@@ -907,6 +943,19 @@ impl CallRegistry {
             .iter()
             .filter_map(|c| c.live().cloned())
             .collect())
+    }
+
+    /// Follows the calls bucket's call keys from `after` (see
+    /// [`meetup_runtime::store::Bucket::follow_after`]).
+    pub async fn follow_after(
+        &self,
+        after: u64,
+    ) -> Result<meetup_runtime::store::TrackedStream, CallError> {
+        Ok(self
+            .shared
+            .calls
+            .follow_after(after, keys::CALL_PREFIX)
+            .await?)
     }
 
     /// Every live call, oldest first.
@@ -987,6 +1036,7 @@ impl CallRegistry {
                 tracing::warn!(gateway_id = %gateway.gateway_id, calls = count, "gateway lease gone; its sessions are away in their calls");
             }
         }
+        self.sweep_chats().await?;
         let expired = SystemTime::now() - retention;
         for current in &records {
             let ended = current
@@ -1044,6 +1094,33 @@ mod tests {
         participant(user, &user.to_uppercase(), session, "gw")
     }
 
+    /// Puts `users` online in the presence bucket (one session each).
+    async fn online(state: &StateStore, users: &[&str]) {
+        use meetup_proto::bus::v1::UserRecord;
+        use meetup_proto::presence::v1::{OnlineUser, Session, User};
+        for user in users {
+            let record = UserRecord {
+                user: Some(OnlineUser {
+                    user: Some(User {
+                        id: (*user).into(),
+                        ..User::default()
+                    }),
+                    sessions: vec![Session {
+                        session_id: format!("s{user}"),
+                        gateway_id: "gw".into(),
+                        ..Session::default()
+                    }],
+                }),
+                ..UserRecord::default()
+            };
+            state
+                .presence
+                .put(&keys::user(user), Bytes::from(record.encode_to_vec()))
+                .await
+                .expect("online");
+        }
+    }
+
     fn outcome_of(call: &Call, user: &str) -> Outcome {
         call.attendees
             .iter()
@@ -1055,6 +1132,7 @@ mod tests {
     #[tokio::test]
     async fn start_join_leave_until_the_call_ends() {
         let (r, state) = registry(CallLimits::default());
+        online(&state, &["b", "c"]).await;
         let (call, r1) = r
             .start(
                 "c1",
@@ -1090,7 +1168,11 @@ mod tests {
         assert!(left.left && left.ended);
         let ended = left.call.expect("final call");
         assert!(ended.ended_at.is_some());
-        assert_eq!(outcome_of(&ended, "c"), Outcome::Missed);
+        assert_eq!(
+            outcome_of(&ended, "c"),
+            Outcome::Cancelled,
+            "the callers hung up on c"
+        );
         assert!(matches!(r.get("c1").await, Err(CallError::CallNotFound(_))));
         assert_eq!(r.counts().await.expect("counts"), Counts::default());
         // The ended record stays for the history; the id can be used again.
@@ -1342,5 +1424,142 @@ mod tests {
             Err(CallError::InvalidArgument(_))
         ));
         assert_eq!(r.counts().await.expect("counts"), Counts::default());
+    }
+
+    #[tokio::test]
+    async fn invitations_ring_until_answered_declined_cancelled_or_missed() {
+        use meetup_proto::calls::v1::InviteState;
+        let limits = CallLimits {
+            ring_timeout: Duration::from_millis(200),
+            ..CallLimits::default()
+        };
+        let (r, state) = registry(limits);
+        online(&state, &["b", "c", "d", "e"]).await;
+        let (call, _) = r
+            .start(
+                "c1",
+                p("a", "sa"),
+                false,
+                vec!["b".into(), "c".into(), "z".into()],
+                "",
+            )
+            .await
+            .expect("start");
+        assert_eq!(
+            outcome_of(&call, "z"),
+            Outcome::Missed,
+            "offline: missed at once"
+        );
+        assert_eq!(invites::unavailable_at_start(&call), ["z"]);
+        // b declines; declining twice is refused.
+        let (call, _) = r.decline("c1", "b", "").await.expect("decline");
+        assert_eq!(outcome_of(&call, "b"), Outcome::Declined);
+        assert!(matches!(
+            r.decline("c1", "b", "").await,
+            Err(CallError::NotInvited { .. })
+        ));
+        // A participant rings d and e into the running call; a stranger cannot.
+        r.join("c1", p("d", "sd"), "").await.expect("d walks in");
+        assert!(matches!(
+            r.invite("c1", vec!["e".into()], "nobody", None, "").await,
+            Err(CallError::NotParticipant { .. })
+        ));
+        let invited = r
+            .invite(
+                "c1",
+                vec!["e".into(), "b".into(), "a".into()],
+                "sd",
+                None,
+                "",
+            )
+            .await
+            .expect("invite");
+        assert_eq!(
+            invited.ringing,
+            ["e", "b"],
+            "b rings again; a is in the call"
+        );
+        assert!(invited.revision > 0);
+        // d cancels its own invitations: e and b, not c (a's).
+        let (cancelled, _) = r.cancel("c1", "sd", "", "").await.expect("cancel");
+        assert_eq!(cancelled, ["b", "e"]);
+        // c is left ringing until the timeout.
+        let invites = r.invites("c1").await.expect("invites");
+        let state_of = |user: &str| {
+            invites
+                .iter()
+                .find(|i| i.user.as_ref().is_some_and(|u| u.id == user))
+                .map(|i| i.state)
+        };
+        assert_eq!(state_of("c"), Some(InviteState::Ringing as i32));
+        assert_eq!(state_of("b"), Some(InviteState::Cancelled as i32));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        r.expire_away().await.expect("expire");
+        let call = r.get("c1").await.expect("live");
+        assert_eq!(outcome_of(&call, "c"), Outcome::Missed);
+        // a rings b again, then leaves: a's invitations are cancelled.
+        r.invite("c1", vec!["b".into()], "sa", None, "")
+            .await
+            .expect("ring b");
+        r.leave("c1", "sa", "").await.expect("a leaves");
+        let call = r.get("c1").await.expect("live with d");
+        assert_eq!(outcome_of(&call, "b"), Outcome::Cancelled);
+    }
+
+    #[tokio::test]
+    async fn chat_messages_are_ordered_bounded_and_go_with_the_call() {
+        use meetup_proto::bus::v1::CallChat;
+        let limits = CallLimits {
+            chat_history: 3,
+            ..CallLimits::default()
+        };
+        let (r, state) = registry(limits);
+        r.start("c1", p("a", "sa"), false, vec![], "")
+            .await
+            .expect("start");
+        assert!(matches!(
+            r.send_message("c1", Sender::Session("sx".into()), "hi".into())
+                .await,
+            Err(CallError::NotParticipant { .. })
+        ));
+        assert!(matches!(
+            r.send_message("nope", Sender::System, "hi".into()).await,
+            Err(CallError::CallNotFound(_))
+        ));
+        let mut last = 0;
+        for n in 1..=5 {
+            let (message, revision) = r
+                .send_message("c1", Sender::Session("sa".into()), format!("m{n}"))
+                .await
+                .expect("send");
+            assert_eq!(message.seq, n);
+            assert!(revision > last);
+            last = revision;
+        }
+        let (bot, _) = r
+            .send_message("c1", Sender::Bot("notes".into()), "summary".into())
+            .await
+            .expect("bot");
+        assert_eq!(bot.from.expect("from").id, "bot:notes");
+        let chat = state
+            .calls
+            .get(&keys::chat("c1"))
+            .await
+            .expect("get")
+            .and_then(|e| e.value)
+            .map(|v| CallChat::decode(v).expect("chat"))
+            .expect("a chat");
+        let texts: Vec<&str> = chat.messages.iter().map(|m| m.text.as_str()).collect();
+        assert_eq!(texts, ["m4", "m5", "summary"], "the newest three");
+        r.leave("c1", "sa", "").await.expect("leave");
+        assert!(
+            state
+                .calls
+                .get(&keys::chat("c1"))
+                .await
+                .expect("get")
+                .is_none(),
+            "the chat went with the call"
+        );
     }
 }

@@ -1,5 +1,15 @@
 //! The `meetup.calls.v1.CallService` gRPC API over the [`CallRegistry`].
 
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use meetup_proto::bus::v1::{CallRecord, call_change};
+use meetup_proto::calls::v1::{
+    CallEvent, CancelInvitesRequest, CancelInvitesResponse, DeclineInviteRequest,
+    DeclineInviteResponse, InviteToCallRequest, InviteToCallResponse, ListInvitesRequest,
+    ListInvitesResponse, SendCallMessageRequest, SendCallMessageResponse, WatchCallsRequest,
+    call_event, send_call_message_request,
+};
 use meetup_proto::calls::v1::{
     EndCallRequest, EndCallResponse, GetCallRequest, GetCallResponse, GetCountsRequest,
     GetCountsResponse, JoinCallRequest, JoinCallResponse, LeaveCallRequest, LeaveCallResponse,
@@ -9,10 +19,81 @@ use meetup_proto::calls::v1::{
     SetSessionAwayResponse, StartCallRequest, StartCallResponse, call_service_server::CallService,
 };
 use meetup_runtime::grpc::traceparent;
+use meetup_runtime::store::{Present, Tracked, keys};
+use prost::Message;
 use tonic::{Request, Response, Status};
 
 use crate::error::CallError;
-use crate::registry::CallRegistry;
+use crate::registry::{CallRegistry, Sender};
+
+type CallEvents = Pin<Box<dyn Stream<Item = Result<CallEvent, Status>> + Send>>;
+
+/// The name of a change in `CallEvent.change`.
+fn change_name(record: &CallRecord) -> &'static str {
+    match record.change.as_ref().and_then(|c| c.change.as_ref()) {
+        Some(call_change::Change::Started(_)) => "started",
+        Some(call_change::Change::Joined(_)) => "joined",
+        Some(call_change::Change::Left(_)) => "left",
+        Some(call_change::Change::Ended(_)) => "ended",
+        Some(call_change::Change::Away(_)) => "away",
+        Some(call_change::Change::Resumed(_)) => "resumed",
+        Some(call_change::Change::Invited(_)) => "invited",
+        Some(call_change::Change::InvitesEnded(_)) => "invite-ended",
+        None => "",
+    }
+}
+
+/// One followed entry of the calls bucket as an event (`None`: not for
+/// followers, or an end already told).
+fn call_event(tracked: Tracked, present: &mut Present) -> Option<CallEvent> {
+    use call_event::Kind;
+    let (entry, snapshot) = match tracked {
+        Tracked::Current => {
+            present.admit(&Tracked::Current, true);
+            return Some(CallEvent {
+                kind: Kind::Current as i32,
+                ..CallEvent::default()
+            });
+        }
+        Tracked::Snapshot(entry) => (entry, true),
+        Tracked::Changed(entry) => (entry, false),
+    };
+    let call_id = keys::call_id_of(&entry.key)?;
+    let record = entry
+        .value
+        .as_ref()
+        .and_then(|v| CallRecord::decode(v.clone()).ok());
+    let call = record.as_ref().and_then(|r| r.call.clone());
+    let ended = call.as_ref().is_none_or(|c| c.ended_at.is_some());
+    if snapshot && ended {
+        return None;
+    }
+    let tracked = if snapshot {
+        Tracked::Snapshot(entry.clone())
+    } else {
+        Tracked::Changed(entry.clone())
+    };
+    if !present.admit(&tracked, !ended) {
+        return None;
+    }
+    let kind = match (snapshot, ended) {
+        (true, _) => Kind::Snapshot,
+        (false, true) => Kind::Ended,
+        (false, false) => Kind::Changed,
+    };
+    Some(CallEvent {
+        kind: kind as i32,
+        position: entry.revision,
+        call_id,
+        call,
+        change: record
+            .as_ref()
+            .filter(|_| !snapshot)
+            .map(change_name)
+            .unwrap_or_default()
+            .to_owned(),
+    })
+}
 
 #[derive(Clone, Debug)]
 pub struct CallGrpc {
@@ -47,6 +128,7 @@ impl CallService for CallGrpc {
             )
             .await?;
         Ok(Response::new(StartCallResponse {
+            unavailable_user_ids: crate::registry::unavailable_at_start(&call),
             call: Some(call),
             revision,
         }))
@@ -207,5 +289,113 @@ impl CallService for CallGrpc {
             active_calls: counts.active_calls,
             participants: counts.participants,
         }))
+    }
+
+    async fn invite_to_call(
+        &self,
+        request: Request<InviteToCallRequest>,
+    ) -> Result<Response<InviteToCallResponse>, Status> {
+        let trace = traceparent(&request);
+        let r = request.into_inner();
+        let invited = self
+            .registry
+            .invite(&r.call_id, r.user_ids, &r.session_id, r.r#as, &trace)
+            .await?;
+        Ok(Response::new(InviteToCallResponse {
+            invited_user_ids: invited.ringing,
+            busy_user_ids: invited.busy,
+            unavailable_user_ids: invited.unavailable,
+            call: invited.call,
+            revision: invited.revision,
+        }))
+    }
+
+    async fn decline_invite(
+        &self,
+        request: Request<DeclineInviteRequest>,
+    ) -> Result<Response<DeclineInviteResponse>, Status> {
+        let trace = traceparent(&request);
+        let r = request.get_ref();
+        let (call, revision) = self
+            .registry
+            .decline(&r.call_id, &r.user_id, &trace)
+            .await?;
+        Ok(Response::new(DeclineInviteResponse {
+            call: Some(call),
+            revision,
+        }))
+    }
+
+    async fn cancel_invites(
+        &self,
+        request: Request<CancelInvitesRequest>,
+    ) -> Result<Response<CancelInvitesResponse>, Status> {
+        let trace = traceparent(&request);
+        let r = request.get_ref();
+        let (cancelled_user_ids, revision) = self
+            .registry
+            .cancel(&r.call_id, &r.session_id, &r.invited_by_user_id, &trace)
+            .await?;
+        Ok(Response::new(CancelInvitesResponse {
+            cancelled_user_ids,
+            revision,
+        }))
+    }
+
+    async fn list_invites(
+        &self,
+        request: Request<ListInvitesRequest>,
+    ) -> Result<Response<ListInvitesResponse>, Status> {
+        let invites = self.registry.invites(&request.get_ref().call_id).await?;
+        Ok(Response::new(ListInvitesResponse { invites }))
+    }
+
+    async fn send_call_message(
+        &self,
+        request: Request<SendCallMessageRequest>,
+    ) -> Result<Response<SendCallMessageResponse>, Status> {
+        use send_call_message_request::Sender as From;
+        let r = request.into_inner();
+        let sender = match r.sender {
+            Some(From::SessionId(session_id)) => Sender::Session(session_id),
+            Some(From::BotName(name)) => Sender::Bot(name),
+            Some(From::System(true)) => Sender::System,
+            Some(From::System(false)) | None => {
+                return Err(CallError::InvalidArgument(
+                    "a sender is required: session_id, bot_name or system".into(),
+                )
+                .into());
+            }
+        };
+        let (message, revision) = self
+            .registry
+            .send_message(&r.call_id, sender, r.text)
+            .await?;
+        Ok(Response::new(SendCallMessageResponse {
+            message: Some(message),
+            revision,
+        }))
+    }
+
+    type WatchCallsStream = CallEvents;
+
+    async fn watch_calls(
+        &self,
+        request: Request<WatchCallsRequest>,
+    ) -> Result<Response<Self::WatchCallsStream>, Status> {
+        let after = request.get_ref().after_position;
+        let tracked = self
+            .registry
+            .follow_after(after)
+            .await
+            .map_err(Status::from)?;
+        let mut present = Present::default();
+        let events = tracked.filter_map(move |item| {
+            futures::future::ready(match item {
+                Ok(tracked) => call_event(tracked, &mut present).map(Ok),
+                Err(error) => Some(Err(Status::from(CallError::from(error)))),
+            })
+        });
+        Ok(Response::new(Box::pin(events)))
     }
 }

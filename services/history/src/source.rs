@@ -269,6 +269,7 @@ mod tests {
                         joined_at: ts(11),
                         left_at: ts(20),
                         outcome: 2,
+                        ..Default::default()
                     },
                     wire::Attendee {
                         user: Some(wire::CallUser {

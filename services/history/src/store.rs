@@ -281,7 +281,8 @@ impl HistoryStore {
         Ok(CallPage { calls, next })
     }
 
-    /// Calls `user_id` missed that started after `since`: their count, and the
+    /// Calls `user_id` missed (invitations that ended missed or cancelled:
+    /// nobody answered them) that started after `since`: their count, and the
     /// newest `limit` of them.
     pub async fn missed_calls(
         &self,
@@ -291,11 +292,12 @@ impl HistoryStore {
     ) -> Result<MissedCalls, HistoryError> {
         let summary = sqlx::query(
             "SELECT COUNT(*) AS n, MAX(created_at_ms) AS newest FROM attendees \
-             WHERE user_id = $1 AND outcome = $2 AND created_at_ms > $3",
+             WHERE user_id = $1 AND (outcome = $2 OR outcome = $4) AND created_at_ms > $3",
         )
         .bind(user_id)
         .bind(Outcome::Missed.as_str())
         .bind(since)
+        .bind(Outcome::Cancelled.as_str())
         .fetch_one(&self.pool)
         .await?;
         let count: i64 = summary.try_get("n")?;
@@ -309,13 +311,14 @@ impl HistoryStore {
         }
         let rows = sqlx::query(&format!(
             "SELECT {CALL_COLUMNS} FROM attendees a JOIN calls c ON c.call_id = a.call_id \
-             WHERE a.user_id = $1 AND a.outcome = $2 AND a.created_at_ms > $3 \
+             WHERE a.user_id = $1 AND (a.outcome = $2 OR a.outcome = $5) AND a.created_at_ms > $3 \
              ORDER BY a.created_at_ms DESC, a.call_id DESC LIMIT $4"
         ))
         .bind(user_id)
         .bind(Outcome::Missed.as_str())
         .bind(since)
         .bind(i64::from(page_limit(limit)))
+        .bind(Outcome::Cancelled.as_str())
         .fetch_all(&self.pool)
         .await?;
         Ok(MissedCalls {

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod push;
 pub mod service;
 pub mod store;
 
@@ -13,6 +14,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use meetup_proto::presence::v1::presence_service_server::PresenceServiceServer;
+use meetup_runtime::Bus;
 use meetup_runtime::grpc::RequireBearer;
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
@@ -26,8 +28,12 @@ pub use store::PresenceStore;
 /// (`meetup_runtime::grpc::in_process`).
 pub type PresenceApi = InterceptedService<PresenceServiceServer<PresenceGrpc>, RequireBearer>;
 
-pub fn api(store: PresenceStore, api_token: Option<String>) -> PresenceApi {
-    PresenceServiceServer::with_interceptor(PresenceGrpc::new(store), RequireBearer::new(api_token))
+/// `bus` carries the application events of `SendToUser` to the gateways.
+pub fn api(store: PresenceStore, bus: Bus, api_token: Option<String>) -> PresenceApi {
+    PresenceServiceServer::with_interceptor(
+        PresenceGrpc::new(store, bus),
+        RequireBearer::new(api_token),
+    )
 }
 
 /// Serves the presence gRPC API (with health and reflection) until `shutdown`; with
@@ -35,10 +41,11 @@ pub fn api(store: PresenceStore, api_token: Option<String>) -> PresenceApi {
 pub async fn run(
     listener: TcpListener,
     store: PresenceStore,
+    bus: Bus,
     api_token: Option<String>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    meetup_runtime::grpc::serve(listener, api(store, api_token), shutdown).await
+    meetup_runtime::grpc::serve(listener, api(store, bus, api_token), shutdown).await
 }
 
 /// Removes, every `interval`, the sessions of gateways whose lease has been gone

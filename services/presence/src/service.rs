@@ -10,20 +10,95 @@ use meetup_proto::presence::v1::{
     UnregisterGatewayResponse, UnregisterSessionRequest, UnregisterSessionResponse,
     presence_service_server::PresenceService,
 };
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use meetup_proto::bus::v1::{UserRecord, presence_change};
+use meetup_proto::presence::v1::{
+    PresenceEvent, SendToUserRequest, SendToUserResponse, WatchPresenceRequest, presence_event,
+};
+use meetup_runtime::Bus;
 use meetup_runtime::grpc::traceparent;
+use meetup_runtime::store::{Present, Tracked, keys};
+use prost::Message;
 use tonic::{Request, Response, Status};
 
+use crate::error::PresenceError;
 use crate::store::PresenceStore;
 
 #[derive(Clone, Debug)]
 pub struct PresenceGrpc {
     store: PresenceStore,
+    bus: Bus,
 }
 
 impl PresenceGrpc {
-    pub fn new(store: PresenceStore) -> Self {
-        PresenceGrpc { store }
+    pub fn new(store: PresenceStore, bus: Bus) -> Self {
+        PresenceGrpc { store, bus }
     }
+}
+
+type PresenceEvents = Pin<Box<dyn Stream<Item = Result<PresenceEvent, Status>> + Send>>;
+
+/// One followed entry of the presence bucket as an event (`None`: not for
+/// followers, or an end already told).
+fn presence_event(tracked: Tracked, present: &mut Present) -> Option<PresenceEvent> {
+    use presence_event::Kind;
+    let (entry, snapshot) = match tracked {
+        Tracked::Current => {
+            present.admit(&Tracked::Current, true);
+            return Some(PresenceEvent {
+                kind: Kind::Current as i32,
+                ..PresenceEvent::default()
+            });
+        }
+        Tracked::Snapshot(entry) => (entry, true),
+        Tracked::Changed(entry) => (entry, false),
+    };
+    let user_id = keys::user_id_of(&entry.key)?;
+    let record = entry
+        .value
+        .as_ref()
+        .and_then(|v| UserRecord::decode(v.clone()).ok());
+    let user = record
+        .as_ref()
+        .and_then(|r| r.user.clone())
+        .filter(|u| !u.sessions.is_empty());
+    let change = record
+        .as_ref()
+        .and_then(|r| r.change.as_ref())
+        .and_then(|c| c.change.as_ref())
+        .map(|c| match c {
+            presence_change::Change::Registered(_) => "registered",
+            presence_change::Change::Unregistered(_) => "unregistered",
+            presence_change::Change::Away(_) => "away",
+            presence_change::Change::Resumed(_) => "resumed",
+        })
+        .unwrap_or_default();
+    if snapshot && user.is_none() {
+        return None;
+    }
+    let tracked = if snapshot {
+        Tracked::Snapshot(entry.clone())
+    } else {
+        Tracked::Changed(entry.clone())
+    };
+    if !present.admit(&tracked, user.is_some()) {
+        return None;
+    }
+    let kind = match (snapshot, user.is_some()) {
+        (true, false) => return None,
+        (true, true) => Kind::Snapshot,
+        (false, true) => Kind::Changed,
+        (false, false) => Kind::Offline,
+    };
+    Some(PresenceEvent {
+        kind: kind as i32,
+        position: entry.revision,
+        user_id,
+        user,
+        change: if snapshot { "" } else { change }.to_owned(),
+    })
 }
 
 #[tonic::async_trait]
@@ -169,5 +244,36 @@ impl PresenceService for PresenceGrpc {
             sessions: counts.sessions,
             gateways: counts.gateways,
         }))
+    }
+
+    async fn send_to_user(
+        &self,
+        request: Request<SendToUserRequest>,
+    ) -> Result<Response<SendToUserResponse>, Status> {
+        let r = request.get_ref();
+        let sessions =
+            crate::push::send_to_user(&self.store, &self.bus, &r.user_id, &r.event, &r.json)
+                .await?;
+        Ok(Response::new(SendToUserResponse { sessions }))
+    }
+
+    type WatchPresenceStream = PresenceEvents;
+
+    async fn watch_presence(
+        &self,
+        request: Request<WatchPresenceRequest>,
+    ) -> Result<Response<Self::WatchPresenceStream>, Status> {
+        let tracked = self
+            .store
+            .follow_after(request.get_ref().after_position)
+            .await?;
+        let mut present = Present::default();
+        let events = tracked.filter_map(move |item| {
+            futures::future::ready(match item {
+                Ok(tracked) => presence_event(tracked, &mut present).map(Ok),
+                Err(error) => Some(Err(Status::from(PresenceError::from(error)))),
+            })
+        });
+        Ok(Response::new(Box::pin(events)))
     }
 }

@@ -582,6 +582,16 @@ impl PresenceStore {
             .ok_or_else(|| PresenceError::UserNotFound(user_id.to_owned()))
     }
 
+    /// Follows the users' keys from `after` (see
+    /// [`meetup_runtime::store::Bucket::follow_after`]).
+    pub async fn follow_after(&self, after: u64) -> Result<store::TrackedStream, PresenceError> {
+        Ok(self
+            .shared
+            .bucket
+            .follow_after(after, keys::USER_PREFIX)
+            .await?)
+    }
+
     pub async fn counts(&self) -> Result<Counts, PresenceError> {
         let users = self.all().await?;
         let gateways: std::collections::HashSet<&str> = users

@@ -84,7 +84,7 @@ pub async fn run<Fut>(
     listen: SocketAddr,
     metrics_listen: SocketAddr,
     args: &ServiceArgs,
-    serve: impl FnOnce(StateStore, TcpListener, Shutdown) -> Fut,
+    serve: impl FnOnce(StateStore, Bus, TcpListener, Shutdown) -> Fut,
 ) -> anyhow::Result<()>
 where
     Fut: Future<Output = anyhow::Result<()>>,
@@ -116,7 +116,7 @@ where
     let metrics_server = tokio::spawn(crate::metrics::serve(metrics, async move {
         let _ = metrics_stopped.await;
     }));
-    let result = serve(store, listener, Box::pin(shutdown)).await;
+    let result = serve(store, bus.clone(), listener, Box::pin(shutdown)).await;
     let _ = stop_metrics.send(());
     let _ = metrics_server.await;
     bus.drain().await;

@@ -3,6 +3,7 @@
 //! | subject | publisher | subscribers | payload |
 //! |---|---|---|---|
 //! | `meetup.v1.gateway.<gateway id>.relay` | any gateway | that gateway | `meetup.bus.v1.Relay` |
+//! | `meetup.v1.gateway.<gateway id>.push` | presence (`SendToUser`) | that gateway | `meetup.bus.v1.Push` |
 //!
 //! State changes do not travel as messages of our own: they are the JetStream
 //! KV buckets' streams (see `store::keys`), which gateways watch.
@@ -10,6 +11,11 @@
 /// Where relays for the sessions of one gateway go.
 pub fn gateway_relay(gateway_id: &str) -> String {
     format!("meetup.v1.gateway.{gateway_id}.relay")
+}
+
+/// Where application events for the sessions of one gateway go.
+pub fn gateway_push(gateway_id: &str) -> String {
+    format!("meetup.v1.gateway.{gateway_id}.push")
 }
 
 /// True when `id` can be used as one subject token (gateway ids must).

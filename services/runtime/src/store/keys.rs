@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `meetup_presence` | `u.<user id>` | `meetup.bus.v1.UserRecord` |
 //! | `meetup_calls` | `c.<call id>` | `meetup.bus.v1.CallRecord` |
+//! | `meetup_calls` | `m.<call id>` | `meetup.bus.v1.CallChat` (a live call's chat) |
 //! | `meetup_call_index` | `i.<user id>` | `meetup.bus.v1.StartedCalls` |
 //! | `meetup_gateways` | `g.<gateway id>` | `meetup.bus.v1.GatewayLease` (expires) |
 //!
@@ -20,6 +21,8 @@ pub const GATEWAYS_BUCKET: &str = "meetup_gateways";
 
 pub const USER_PREFIX: &str = "u.";
 pub const CALL_PREFIX: &str = "c.";
+/// A live call's chat, in the calls bucket beside the call.
+pub const CHAT_PREFIX: &str = "m.";
 pub const INDEX_PREFIX: &str = "i.";
 pub const LEASE_PREFIX: &str = "g.";
 
@@ -50,6 +53,14 @@ pub fn call(call_id: &str) -> String {
 
 pub fn call_id_of(key: &str) -> Option<String> {
     decode(CALL_PREFIX, key)
+}
+
+pub fn chat(call_id: &str) -> String {
+    encode(CHAT_PREFIX, call_id)
+}
+
+pub fn chat_call_id_of(key: &str) -> Option<String> {
+    decode(CHAT_PREFIX, key)
 }
 
 pub fn started_calls(user_id: &str) -> String {

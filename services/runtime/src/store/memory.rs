@@ -12,6 +12,10 @@ use tokio_stream::wrappers::BroadcastStream;
 
 use super::{Entry, StoreError, WatchStream, Watched, keys};
 
+/// Deleted keys remembered for watches that start from a position (as JetStream
+/// keeps a delete marker per key); the oldest half goes when there are more.
+const MAX_TOMBSTONES: usize = 65_536;
+
 /// Changes a watcher may fall behind by before its watch ends (it then starts
 /// again from a fresh snapshot, like a JetStream watcher that lost its consumer).
 const WATCH_BUFFER: usize = 65_536;
@@ -36,6 +40,20 @@ struct State {
     revision: u64,
     /// key -> (value, revision, written at)
     entries: BTreeMap<String, (Bytes, u64, Instant)>,
+    /// Deleted key -> revision of the delete.
+    tombstones: BTreeMap<String, u64>,
+}
+
+impl State {
+    fn bury(&mut self, key: &str, revision: u64) {
+        self.tombstones.insert(key.to_owned(), revision);
+        if self.tombstones.len() > MAX_TOMBSTONES {
+            let mut revisions: Vec<u64> = self.tombstones.values().copied().collect();
+            revisions.sort_unstable();
+            let cut = revisions[revisions.len() / 2];
+            self.tombstones.retain(|_, r| *r > cut);
+        }
+    }
 }
 
 impl MemoryBucket {
@@ -92,12 +110,14 @@ impl MemoryBucket {
         let revision = state.revision;
         match &value {
             Some(value) => {
+                state.tombstones.remove(key);
                 state
                     .entries
                     .insert(key.to_owned(), (value.clone(), revision, Instant::now()));
             }
             None => {
                 state.entries.remove(key);
+                state.bury(key, revision);
             }
         }
         // Sent under the lock, so watchers get changes in revision order. No
@@ -159,6 +179,11 @@ impl MemoryBucket {
                     value: Some(value.clone()),
                     revision: *revision,
                 })
+                .chain(state.tombstones.iter().map(|(key, revision)| Entry {
+                    key: key.clone(),
+                    value: None,
+                    revision: *revision,
+                }))
                 .collect();
             snapshot.sort_by_key(|e| e.revision);
             (snapshot, self.shared.changes.subscribe())

@@ -41,6 +41,54 @@ pub enum Watched {
 
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<Watched, StoreError>> + Send>>;
 
+/// What [`Bucket::follow_after`] yields, for followers outside the system (the
+/// services' watch APIs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tracked {
+    /// A live key as it was when the follow began (only when following from 0).
+    Snapshot(Entry),
+    /// Everything before this point has been delivered.
+    Current,
+    /// A key changed (or was deleted: `value` is `None`) after the position.
+    Changed(Entry),
+}
+
+pub type TrackedStream = Pin<Box<dyn Stream<Item = Result<Tracked, StoreError>> + Send>>;
+
+/// What a follower knows is there, so that a thing's end is told once: a
+/// record that ends (an ended call, a user without sessions) and its later
+/// deletion are one end to a follower.
+#[derive(Debug, Default)]
+pub struct Present {
+    keys: std::collections::HashSet<String>,
+    current: bool,
+}
+
+impl Present {
+    /// Notes one followed item; for a change, `alive` says whether its key
+    /// now holds something live. Returns false for an end already told (or of
+    /// something the follower never saw, once it is current).
+    pub fn admit(&mut self, tracked: &Tracked, alive: bool) -> bool {
+        match tracked {
+            Tracked::Current => {
+                self.current = true;
+                true
+            }
+            Tracked::Snapshot(entry) => {
+                self.keys.insert(entry.key.clone());
+                true
+            }
+            Tracked::Changed(entry) if alive => {
+                self.keys.insert(entry.key.clone());
+                true
+            }
+            // While catching up from a position, each key comes once: its
+            // end is news to a follower that may have known it.
+            Tracked::Changed(entry) => self.keys.remove(&entry.key) || !self.current,
+        }
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum StoreError {
     /// The key is not at the revision the write expected (or already exists, for
@@ -164,6 +212,39 @@ impl Bucket {
             Bucket::Memory(b) => Ok(b.watch()),
             Bucket::JetStream(kv) => jetstream::watch(kv).await,
         }
+    }
+
+    /// From position 0: every live key ([`Tracked::Snapshot`]), then
+    /// [`Tracked::Current`], then every change. From a later position (a
+    /// revision seen before): each key changed after it at its latest state,
+    /// deletes included, then `Current`, then every change. Keys are filtered
+    /// by `prefix`.
+    pub async fn follow_after(
+        &self,
+        after: u64,
+        prefix: &'static str,
+    ) -> Result<TrackedStream, StoreError> {
+        use futures::StreamExt;
+        let mut current = false;
+        let watch = self.watch().await?;
+        Ok(Box::pin(watch.filter_map(move |item| {
+            let tracked = match item {
+                Err(error) => Some(Err(error)),
+                Ok(Watched::Current) => {
+                    current = true;
+                    Some(Ok(Tracked::Current))
+                }
+                Ok(Watched::Entry(entry)) if !entry.key.starts_with(prefix) => None,
+                Ok(Watched::Entry(entry)) if current => Some(Ok(Tracked::Changed(entry))),
+                Ok(Watched::Entry(entry)) if after == 0 => {
+                    entry.value.is_some().then(|| Ok(Tracked::Snapshot(entry)))
+                }
+                Ok(Watched::Entry(entry)) => {
+                    (entry.revision > after).then(|| Ok(Tracked::Changed(entry)))
+                }
+            };
+            futures::future::ready(tracked)
+        })))
     }
 
     pub fn kind(&self) -> &'static str {
