@@ -8,7 +8,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use meetup_gateway::mirror::{self, Mirror};
-use meetup_proto::bus::v1::{CallRecord, GatewayLease, Relay, StartedCalls, UserRecord};
+use meetup_proto::bus::v1::{
+    CallChat, CallRecord, GatewayLease, Push, Relay, StartedCalls, UserRecord,
+};
 use prost::Message;
 
 fuzz_target!(|data: &[u8]| {
@@ -41,6 +43,14 @@ fuzz_target!(|data: &[u8]| {
             2 => {
                 let _ = GatewayLease::decode(payload);
                 let _ = StartedCalls::decode(payload);
+            }
+            3 => {
+                let chat = CallChat::decode(payload).ok();
+                let _ = mirror.apply_chat(key, chat, revision);
+                let _ = mirror.chat_before(key, revision);
+                if let Ok(push) = Push::decode(payload) {
+                    let _ = serde_json::value::RawValue::from_string(push.payload_json);
+                }
             }
             _ => {
                 if let Ok(relay) = Relay::decode(payload) {

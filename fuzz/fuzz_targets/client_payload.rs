@@ -20,6 +20,12 @@ fuzz_target!(|data: &[u8]| {
     let _ = payload::start_call(&raw);
     let _ = payload::join_call(&raw);
     let _ = payload::leave_call(&raw);
+    let _ = payload::call_ref(&raw);
+    let _ = payload::invite_to_call(&raw);
+    if let Ok(message) = payload::call_message(&raw) {
+        let chars = message.text.chars().count();
+        assert!((1..=payload::MAX_TEXT_CHARS).contains(&chars), "{chars}");
+    }
     for kind in [RelayKind::Offer, RelayKind::Answer, RelayKind::IceCandidate] {
         if let Ok(relay) = payload::relay(kind, &raw) {
             let out = payload::relay_out(&relay, "fuzz-user");

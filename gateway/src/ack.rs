@@ -30,6 +30,7 @@ pub enum ErrorCode {
     Unavailable,
     Internal,
     ResumeRefused,
+    NotInvited,
 }
 
 impl ErrorCode {
@@ -52,6 +53,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::ResumeRefused => "resume-refused",
+            ErrorCode::NotInvited => "not-invited",
         }
     }
 }
@@ -116,6 +118,12 @@ impl AckError {
             }
             Some("not-in-call") => {
                 return refused(ErrorCode::NotInCall, "that user is not in this call");
+            }
+            Some("not-invited") => {
+                return refused(
+                    ErrorCode::NotInvited,
+                    "no invitation to this call rings for you",
+                );
             }
             _ => {}
         }
@@ -202,6 +210,12 @@ mod tests {
                 ErrorCode::InvalidPayload,
             ),
             (Code::Unavailable, "unavailable", ErrorCode::Unavailable),
+            (Code::NotFound, "not-in-call", ErrorCode::NotInCall),
+            (
+                Code::FailedPrecondition,
+                "not-invited",
+                ErrorCode::NotInvited,
+            ),
         ] {
             let e = AckError::from_status(&reason::status(code, "m", why), "test");
             assert_eq!(e.code, expected, "{why}");

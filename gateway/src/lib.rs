@@ -114,12 +114,21 @@ pub async fn run(
         .bus
         .subscribe(subjects::gateway_relay(&gateway_id))
         .await?;
+    let pushes = backends
+        .bus
+        .subscribe(subjects::gateway_push(&gateway_id))
+        .await?;
     // The lease comes before any socket: the services sweep the sessions of
     // gateways without one.
     let lease = cluster::take_lease(&gw).await?;
     let (stop_tasks, tasks_stopped) = watch::channel(false);
     let tasks = [
-        tokio::spawn(dispatch::run(gw.clone(), relays, tasks_stopped.clone())),
+        tokio::spawn(dispatch::run(
+            gw.clone(),
+            relays,
+            pushes,
+            tasks_stopped.clone(),
+        )),
         tokio::spawn(cluster::renew_lease(
             gw.clone(),
             lease,

@@ -23,10 +23,14 @@ pub enum ClientEvent {
     Answer,
     IceCandidate,
     GetCallHistory,
+    DeclineCall,
+    CancelCall,
+    InviteToCall,
+    CallMessage,
 }
 
 impl ClientEvent {
-    pub const ALL: [ClientEvent; 8] = [
+    pub const ALL: [ClientEvent; 12] = [
         ClientEvent::UserJoined,
         ClientEvent::StartCall,
         ClientEvent::JoinCall,
@@ -35,6 +39,10 @@ impl ClientEvent {
         ClientEvent::Answer,
         ClientEvent::IceCandidate,
         ClientEvent::GetCallHistory,
+        ClientEvent::DeclineCall,
+        ClientEvent::CancelCall,
+        ClientEvent::InviteToCall,
+        ClientEvent::CallMessage,
     ];
 
     /// The client event called `name`, if it is one.
@@ -52,6 +60,10 @@ impl ClientEvent {
             ClientEvent::Answer => "webrtc-answer",
             ClientEvent::IceCandidate => "webrtc-ice-candidate",
             ClientEvent::GetCallHistory => "get-call-history",
+            ClientEvent::DeclineCall => "decline-call",
+            ClientEvent::CancelCall => "cancel-call",
+            ClientEvent::InviteToCall => "invite-to-call",
+            ClientEvent::CallMessage => "call-message",
         }
     }
 }
@@ -110,6 +122,21 @@ pub struct StartCall {
 pub struct CallRef {
     pub call_id: String,
 }
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InviteToCall {
+    pub call_id: String,
+    pub user_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallMessage {
+    pub call_id: String,
+    pub text: String,
+}
+
+/// Longest chat message, in characters (Unicode code points).
+pub const MAX_TEXT_CHARS: usize = 4_000;
 
 #[derive(Debug)]
 pub struct Relay {
@@ -251,6 +278,60 @@ pub fn leave_call(raw: &RawValue) -> Result<CallRef, AckError> {
     let call_id = string(&map, "callId")?;
     string(&map, "userId")?;
     Ok(CallRef { call_id })
+}
+
+/// `decline-call` and `cancel-call`: `{ callId }`.
+pub fn call_ref(raw: &RawValue) -> Result<CallRef, AckError> {
+    let map = object(raw)?;
+    Ok(CallRef {
+        call_id: string(&map, "callId")?,
+    })
+}
+
+pub fn invite_to_call(raw: &RawValue) -> Result<InviteToCall, AckError> {
+    let map = object(raw)?;
+    let call_id = string(&map, "callId")?;
+    let list = match map.get("userIds") {
+        Some(Value::Array(list)) => list,
+        Some(_) => return Err(AckError::invalid("`userIds` must be an array")),
+        None => return Err(AckError::invalid("`userIds` is required")),
+    };
+    if list.is_empty() || list.len() > MAX_PARTICIPANTS {
+        return Err(AckError::invalid(format!(
+            "`userIds` must list 1 to {MAX_PARTICIPANTS} users"
+        )));
+    }
+    let mut user_ids = Vec::with_capacity(list.len());
+    for id in list {
+        match id {
+            Value::String(id) => {
+                check_len("userIds[]", id)?;
+                user_ids.push(id.clone());
+            }
+            _ => return Err(AckError::invalid("each of `userIds` must be a string")),
+        }
+    }
+    Ok(InviteToCall { call_id, user_ids })
+}
+
+pub fn call_message(raw: &RawValue) -> Result<CallMessage, AckError> {
+    let map = object(raw)?;
+    let call_id = string(&map, "callId")?;
+    let text = match map.get("text") {
+        Some(Value::String(text)) => text,
+        Some(_) => return Err(AckError::invalid("`text` must be a string")),
+        None => return Err(AckError::invalid("`text` is required")),
+    };
+    let chars = text.chars().count();
+    if chars == 0 || chars > MAX_TEXT_CHARS {
+        return Err(AckError::invalid(format!(
+            "`text` must be 1 to {MAX_TEXT_CHARS} characters"
+        )));
+    }
+    Ok(CallMessage {
+        call_id,
+        text: text.clone(),
+    })
 }
 
 /// Parses a relay without touching the opaque data, which is forwarded as written.

@@ -26,6 +26,8 @@ use crate::resume::MissedRelays;
 /// (`presence: "delta"`): one `users-list` when they register, then only
 /// `user-joined` and `user-left`. (Socket ids never contain a colon.)
 pub const PRESENCE_DELTA_ROOM: &str = "presence:delta";
+/// Sockets that asked for the calling extension's events (`calling: true`).
+pub const CALLING_ROOM: &str = "calling";
 
 #[derive(Clone, Debug)]
 pub struct Gateway {
@@ -375,11 +377,28 @@ impl Gateway {
 
     /// True when `session_id` is a local socket that asked for presence deltas.
     pub fn wants_presence_delta(&self, session_id: &str) -> bool {
+        self.in_room(session_id, PRESENCE_DELTA_ROOM)
+    }
+
+    fn in_room(&self, session_id: &str, room: &str) -> bool {
         session_id
             .parse::<Sid>()
             .ok()
             .and_then(|sid| self.shared.io.get_socket(sid))
-            .is_some_and(|socket| socket.rooms().iter().any(|r| r == PRESENCE_DELTA_ROOM))
+            .is_some_and(|socket| socket.rooms().iter().any(|r| r == room))
+    }
+
+    /// True when the socket of `session_id` asked for the calling extension.
+    pub fn speaks_calling(&self, session_id: &str) -> bool {
+        self.in_room(session_id, CALLING_ROOM)
+    }
+
+    /// [`Gateway::emit_to_session`] for an event of the calling extension:
+    /// only to a socket that asked for them.
+    pub fn emit_calling<T: Serialize + ?Sized>(&self, session_id: &str, event: &str, data: &T) {
+        if self.speaks_calling(session_id) {
+            self.emit_to_session(session_id, event, data);
+        }
     }
 
     /// Emits to every local socket, except `except` when given.

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::bail;
-use meetup_loadgen::sio::Conn;
+use meetup_loadgen::sio::{Conn, ConnectOptions};
 use serde_json::Value;
 use tokio::sync::Notify;
 
@@ -35,9 +35,19 @@ impl SioClient {
     /// Connects to the default namespace of the gateway at `http_base`
     /// (`http://127.0.0.1:3001`).
     pub async fn connect(http_base: &str) -> anyhow::Result<Self> {
+        Self::connect_with_auth(http_base, None).await
+    }
+
+    /// [`SioClient::connect`] with the handshake's `auth` object
+    /// (`{ "calling": true }`).
+    pub async fn connect_with_auth(http_base: &str, auth: Option<&Value>) -> anyhow::Result<Self> {
         let inbox = Arc::new(Inbox::default());
         let recorder = inbox.clone();
-        let conn = Conn::connect(http_base, move |event, data| {
+        let options = ConnectOptions {
+            auth: auth.map(Value::to_string),
+            ..ConnectOptions::default()
+        };
+        let conn = Conn::connect_with(http_base, &options, move |event, data| {
             recorder
                 .events
                 .lock()

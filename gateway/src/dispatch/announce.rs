@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::mirror::{CallNotice, PresenceNotice, public_participants};
+use meetup_proto::calls::v1::{ChatMessage, Outcome, SenderKind};
+use serde_json::Value;
+
+use crate::mirror::{CallNotice, PresenceNotice, iso_time, public_participants};
 use crate::state::Gateway;
 
 /// Sends `users-list` to every local socket: at once when none went out lately,
@@ -167,19 +170,84 @@ fn local_sessions<'a>(
         .map(|p| p.session_id.as_str())
 }
 
+/// A chat message as clients get it in `call-message` and `call-messages`.
+pub fn chat_message(call_id: &str, m: &ChatMessage) -> Value {
+    let (id, username) = m
+        .from
+        .as_ref()
+        .map(|u| (u.id.as_str(), u.username.as_str()))
+        .unwrap_or_default();
+    let mut from = json!({ "id": id, "username": username });
+    match SenderKind::try_from(m.kind) {
+        Ok(SenderKind::Bot) => from["kind"] = json!("bot"),
+        Ok(SenderKind::System) => from["kind"] = json!("system"),
+        _ => {}
+    }
+    json!({
+        "callId": call_id,
+        "id": m.id,
+        "from": from,
+        "text": m.text,
+        "sentAt": iso_time(m.sent_at),
+    })
+}
+
+/// Tells an invitation's end: to the invitee's sockets (`invite-ended`), and
+/// for a decline or no answer to everyone in the call.
+fn announce_invite_ended(
+    gw: &Gateway,
+    call: &meetup_proto::calls::v1::Call,
+    user_id: &str,
+    outcome: Outcome,
+) {
+    let (reason, to_call) = match outcome {
+        Outcome::Answered => ("answered-elsewhere", None),
+        Outcome::Declined => ("declined", Some("call-declined")),
+        Outcome::Missed => ("missed", Some("call-unanswered")),
+        Outcome::Cancelled => ("cancelled", None),
+        other => {
+            tracing::warn!(?other, "an invitation ended in an unknown way");
+            return;
+        }
+    };
+    let in_call = |session: &str| call.participants.iter().any(|p| p.session_id == session);
+    let ended = json!({ "callId": call.id, "reason": reason });
+    for session_id in gw.mirror().sessions_on(user_id, gw.id()) {
+        // The socket that answered is in the call: it knows.
+        if !in_call(&session_id) {
+            gw.emit_calling(&session_id, "invite-ended", &ended);
+        }
+    }
+    if let Some(event) = to_call {
+        let payload = json!({ "callId": call.id, "userId": user_id });
+        for session_id in local_sessions(gw, call, user_id) {
+            gw.emit_calling(session_id, event, &payload);
+        }
+    }
+}
+
 pub(super) fn announce_call(gw: &Gateway, notice: CallNotice) {
     match notice {
-        CallNotice::Started { call } => {
-            let initiator = call
-                .initiator
-                .as_ref()
-                .map(|u| json!({ "id": u.id, "username": u.username }));
-            let payload =
-                json!({ "callId": call.id, "initiator": initiator, "isVideo": call.is_video });
-            for user_id in &call.invited_user_ids {
-                for session_id in gw.mirror().sessions_on(user_id, gw.id()) {
-                    gw.emit_to_session(&session_id, "incoming-call", &payload);
-                }
+        CallNotice::Ringing {
+            call_id,
+            is_video,
+            user_id,
+            by,
+        } => {
+            let payload = json!({ "callId": call_id, "initiator": by, "isVideo": is_video });
+            for session_id in gw.mirror().sessions_on(&user_id, gw.id()) {
+                gw.emit_to_session(&session_id, "incoming-call", &payload);
+            }
+        }
+        CallNotice::InviteEnded {
+            call,
+            user_id,
+            outcome,
+        } => announce_invite_ended(gw, &call, &user_id, outcome),
+        CallNotice::Message { call, message } => {
+            let payload = chat_message(&call.id, &message);
+            for p in call.participants.iter().filter(|p| p.gateway_id == gw.id()) {
+                gw.emit_calling(&p.session_id, "call-message", &payload);
             }
         }
         CallNotice::UserJoined {

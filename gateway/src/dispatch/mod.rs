@@ -7,12 +7,12 @@
 //! that breaks (NATS restarted, a node died) is opened again; its snapshot is
 //! compared with the mirror, so changes missed meanwhile are told as well.
 
-mod announce;
+pub(crate) mod announce;
 mod follow;
 mod relays;
 
 use futures::StreamExt;
-use meetup_proto::bus::v1::{CallRecord, UserRecord};
+use meetup_proto::bus::v1::{CallChat, CallRecord, UserRecord};
 use meetup_runtime::Subscription;
 use meetup_runtime::store::{Watched, keys};
 use prost::Message;
@@ -21,10 +21,15 @@ use tokio::sync::watch;
 use crate::state::Gateway;
 use announce::{UsersListBroadcast, announce_call, announce_presence};
 use follow::{Follow, Followed};
-use relays::deliver_relay;
+use relays::{deliver_push, deliver_relay};
 
 /// Runs until `stop` turns true.
-pub async fn run(gw: Gateway, mut relays: Subscription, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    gw: Gateway,
+    mut relays: Subscription,
+    mut pushes: Subscription,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut presence = Follow::new(gw.store().presence.clone(), "presence");
     let mut calls = Follow::new(gw.store().calls.clone(), "calls");
     let mut users_list = UsersListBroadcast::default();
@@ -55,6 +60,7 @@ pub async fn run(gw: Gateway, mut relays: Subscription, mut stop: watch::Receive
                 }
             }
             Some(message) = relays.next() => deliver_relay(&gw, message).await,
+            Some(message) = pushes.next() => deliver_push(&gw, message),
             () = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
                 users_list.flush_due(&gw).await;
             }
@@ -113,6 +119,18 @@ fn on_calls(gw: &Gateway, item: Followed) {
         Followed::Item(Watched::Current) => gw.mirror().calls_current(),
         Followed::Item(Watched::Entry(entry)) => {
             let Some(call_id) = keys::call_id_of(&entry.key) else {
+                if let Some(call_id) = keys::chat_call_id_of(&entry.key) {
+                    let chat = entry.value.and_then(|v| match CallChat::decode(v) {
+                        Ok(chat) => Some(chat),
+                        Err(error) => {
+                            tracing::warn!(%error, "undecodable chat");
+                            None
+                        }
+                    });
+                    for notice in gw.mirror().apply_chat(&call_id, chat, entry.revision) {
+                        announce_call(gw, notice);
+                    }
+                }
                 return;
             };
             let record = entry.value.and_then(|v| match CallRecord::decode(v) {

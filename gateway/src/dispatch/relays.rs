@@ -1,10 +1,37 @@
 //! Relays that another gateway routed to one of this gateway's sockets.
 
-use meetup_proto::bus::v1::Relay;
+use meetup_proto::bus::v1::{Push, Relay};
 use meetup_runtime::BusMessage;
 use prost::Message;
 
 use crate::state::Gateway;
+
+/// Gives an application event (`SendToUser`) to the sockets it names that
+/// asked for the calling extension's events.
+pub(super) fn deliver_push(gw: &Gateway, message: BusMessage) {
+    let push = match Push::decode(message.payload) {
+        Ok(push) => push,
+        Err(error) => {
+            tracing::warn!(%error, "undecodable push");
+            return;
+        }
+    };
+    // The presence service checked it; a forged protocol event stops here too.
+    if !push.event.starts_with("app:") {
+        tracing::warn!(event = %push.event, "push of a non-application event dropped");
+        return;
+    }
+    let payload = match serde_json::value::RawValue::from_string(push.payload_json) {
+        Ok(payload) => payload,
+        Err(error) => {
+            tracing::warn!(%error, "push with a payload that is not JSON dropped");
+            return;
+        }
+    };
+    for session_id in &push.session_ids {
+        gw.emit_calling(session_id, &push.event, &payload);
+    }
+}
 
 /// Delivers a relay that another gateway routed to one of this gateway's sockets.
 pub(super) async fn deliver_relay(gw: &Gateway, message: BusMessage) {

@@ -24,14 +24,21 @@ impl SessionWorker {
             is_video: cmd.is_video,
             invited_user_ids: cmd.invited_user_ids,
         };
-        let revision = match self.gw.calls().start_call(request.clone()).await {
-            Ok(response) => response.into_inner().revision,
+        let invited = request.invited_user_ids.clone();
+        let (revision, unavailable) = match self.gw.calls().start_call(request.clone()).await {
+            Ok(response) => {
+                let response = response.into_inner();
+                (response.revision, response.unavailable_user_ids)
+            }
             Err(status) if replica_went_away(&status) => {
                 // Once more on another replica. Should the first attempt have gone
                 // through after all, the call exists with this very socket as its
                 // initiator: that is our call, not somebody else's.
                 match self.gw.calls().start_call(request).await {
-                    Ok(response) => response.into_inner().revision,
+                    Ok(response) => {
+                        let response = response.into_inner();
+                        (response.revision, response.unavailable_user_ids)
+                    }
                     Err(status) if reason::of(&status) == Some("call-exists") => {
                         let mine = self
                             .gw
@@ -47,7 +54,7 @@ impl SessionWorker {
                         if !mine {
                             return Err(AckError::from_status(&status, "start call"));
                         }
-                        0
+                        (0, Vec::new())
                     }
                     Err(status) => return Err(AckError::from_status(&status, "start call")),
                 }
@@ -60,6 +67,13 @@ impl SessionWorker {
             .await;
         let body = json!({ "callId": cmd.id });
         self.emit("call-started", &body);
+        if self.gw.speaks_calling(&self.session_id) {
+            let ringing: Vec<String> = invited
+                .into_iter()
+                .filter(|u| !unavailable.contains(u))
+                .collect();
+            self.tell_unreachable(&cmd.id, &unavailable, &ringing);
+        }
         Ok(ok(body))
     }
 
@@ -97,6 +111,7 @@ impl SessionWorker {
             .unwrap_or_else(|| json!([]));
         let body = json!({ "callId": cmd.call_id, "participants": participants });
         self.emit("call-participants", &body);
+        self.emit_chat_history(&cmd.call_id, response.revision);
         Ok(ok(body))
     }
 

@@ -3,6 +3,7 @@
 //! (`webrtc-*`), and the cleanup when a socket goes away. Each is a method of
 //! the socket's [`crate::socket::SessionWorker`], run in the socket's order.
 
+mod calling;
 mod calls;
 pub(crate) mod cleanup;
 mod registration;

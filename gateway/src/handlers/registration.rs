@@ -240,6 +240,10 @@ impl SessionWorker {
         // of a resume but the peers in its calls (`user-reconnected`).
         self.emit("users-list", &mirror.users_list());
         self.emit("ice-servers", &self.gw.ice().for_user(&user.id));
+        // The chat went on while the socket was away.
+        for call_id in mirror.calls_of_session(&self.session_id) {
+            self.emit_chat_history(&call_id, 0);
+        }
         tracing::info!(
             session_id = %self.session_id,
             previous = %previous.session_id,

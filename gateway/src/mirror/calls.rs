@@ -3,11 +3,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use meetup_proto::bus::v1::{CallRecord, EndReason, LeaveReason, call_change};
-use meetup_proto::calls::v1::{Call, Participant};
+use meetup_proto::bus::v1::{CallChat, CallRecord, EndReason, LeaveReason, call_change};
+use meetup_proto::calls::v1::{Attendee, Call, ChatMessage, Outcome, Participant};
 use serde_json::{Value, json};
 
-use super::{CallNotice, Mirror};
+use super::{CallNotice, Mirror, MirroredChat};
 
 pub(super) fn user_of(p: &Participant) -> &str {
     p.user.as_ref().map(|u| u.id.as_str()).unwrap_or_default()
@@ -53,29 +53,56 @@ fn away_and_back(before: &Call, after: &Call) -> Vec<CallNotice> {
     notices
 }
 
+fn attendee_id(a: &Attendee) -> &str {
+    a.user.as_ref().map(|u| u.id.as_str()).unwrap_or_default()
+}
+
+fn public_by(a: &Attendee) -> Value {
+    a.invited_by
+        .as_ref()
+        .map(|u| json!({ "id": u.id, "username": u.username }))
+        .unwrap_or(Value::Null)
+}
+
+/// What became of the invitations between two states of a call (`before`
+/// absent: the call is new here): invitations that started ringing (new, or
+/// rung again) and those that stopped.
+fn invitations(before: Option<&Call>, after: &Call) -> Vec<CallNotice> {
+    let ringing = Outcome::Ringing as i32;
+    let mut notices = Vec::new();
+    for a in &after.attendees {
+        let user_id = attendee_id(a);
+        let was = before.and_then(|b| b.attendees.iter().find(|x| attendee_id(x) == user_id));
+        let rang = was.is_some_and(|w| w.outcome == ringing);
+        if a.outcome == ringing {
+            if !rang || was.is_some_and(|w| w.invited_at != a.invited_at) {
+                notices.push(CallNotice::Ringing {
+                    call_id: after.id.clone(),
+                    is_video: after.is_video,
+                    user_id: user_id.to_owned(),
+                    by: public_by(a),
+                });
+            }
+        } else if rang {
+            notices.push(CallNotice::InviteEnded {
+                call: after.clone(),
+                user_id: user_id.to_owned(),
+                outcome: Outcome::try_from(a.outcome).unwrap_or(Outcome::Unspecified),
+            });
+        }
+    }
+    notices
+}
+
 /// What the sockets of a gateway are owed for a live call it never saw: the
-/// invitees who have not joined are rung, and each participant hears of those
+/// invitees still ringing are rung, and each participant hears of those
 /// who joined after it (participants are kept in the order they joined), each
 /// `user-joined-call` as it would have been then. The ack of a socket's own
 /// `start-call` or `join-call` told it of everyone before it.
 fn replayed(call: Call) -> Vec<CallNotice> {
-    let mut notices = Vec::new();
+    let mut notices = invitations(None, &call);
     let user_in =
         |participants: &[Participant], user: &str| participants.iter().any(|p| user_of(p) == user);
-    let ringing: Vec<String> = call
-        .invited_user_ids
-        .iter()
-        .filter(|u| !user_in(&call.participants, u))
-        .cloned()
-        .collect();
-    if !ringing.is_empty() {
-        notices.push(CallNotice::Started {
-            call: Call {
-                invited_user_ids: ringing,
-                ..call.clone()
-            },
-        });
-    }
     for (k, p) in call.participants.iter().enumerate().skip(1) {
         let user = user_of(p);
         if user_in(&call.participants[..k], user) {
@@ -112,6 +139,9 @@ impl Mirror {
         for call_id in gone {
             state.calls_by_id.remove(&call_id);
         }
+        let state = &mut *state;
+        let calls = &state.calls_by_id;
+        state.chats.retain(|id, _| calls.contains_key(id));
         Vec::new()
     }
 
@@ -132,10 +162,16 @@ impl Mirror {
         let live = call.clone().filter(|c| c.ended_at.is_none());
         let old = match &live {
             Some(live) => state.calls_by_id.insert(call_id.to_owned(), live.clone()),
-            None => state.calls_by_id.remove(call_id),
+            None => {
+                state.chats.remove(call_id);
+                state.calls_by_id.remove(call_id)
+            }
         };
         drop(state);
         let mut notices = Vec::new();
+        if let (Some(before), Some(after)) = (&old, &call) {
+            notices.extend(invitations(Some(before), after));
+        }
         if let Some(call_change::Change::Ended(ended)) = &change
             && ended.reason == EndReason::Ended as i32
         {
@@ -150,7 +186,7 @@ impl Mirror {
         };
         let Some(before) = old else {
             if matches!(change, Some(call_change::Change::Started(_))) {
-                notices.push(CallNotice::Started { call: after });
+                notices.extend(invitations(None, &after));
             } else if after.ended_at.is_none() {
                 // A live call this mirror never saw start: its watch was down
                 // (or stuck) and a new one's snapshot brings the call as it is
@@ -231,6 +267,21 @@ impl Mirror {
         sessions
     }
 
+    /// The users among `user_ids` taking part in a live call other than `call_id`.
+    pub fn in_other_calls(&self, user_ids: &[String], call_id: &str) -> Vec<String> {
+        let state = self.read();
+        user_ids
+            .iter()
+            .filter(|user| {
+                state
+                    .calls_by_id
+                    .values()
+                    .any(|c| c.id != call_id && c.participants.iter().any(|p| user_of(p) == *user))
+            })
+            .cloned()
+            .collect()
+    }
+
     /// The calls `session_id` takes part in.
     pub fn calls_of_session(&self, session_id: &str) -> Vec<String> {
         self.read()
@@ -243,5 +294,79 @@ impl Mirror {
 
     pub fn call(&self, call_id: &str) -> Option<Call> {
         self.read().calls_by_id.get(call_id).cloned()
+    }
+
+    /// Applies a call's chat key at `revision` (`None`: deleted): the messages
+    /// the mirror had not seen become notices, in order.
+    pub fn apply_chat(
+        &self,
+        call_id: &str,
+        chat: Option<CallChat>,
+        revision: u64,
+    ) -> Vec<CallNotice> {
+        let mut state = self.write();
+        state.calls.saw(&format!("chat:{call_id}"), revision);
+        let Some(chat) = chat else {
+            state.chats.remove(call_id);
+            return Vec::new();
+        };
+        let state = &mut *state;
+        let mirrored = state.chats.entry(call_id.to_owned()).or_default();
+        if mirrored.call_created_at != chat.call_created_at {
+            // Another call of that id (or the first sight of this chat).
+            *mirrored = MirroredChat {
+                call_created_at: chat.call_created_at,
+                messages: Vec::new(),
+            };
+        }
+        let last = mirrored.messages.last().map_or(0, |(_, m)| m.seq);
+        let fresh: Vec<ChatMessage> = chat
+            .messages
+            .iter()
+            .filter(|m| m.seq > last)
+            .cloned()
+            .collect();
+        let kept: HashMap<u64, u64> = mirrored
+            .messages
+            .iter()
+            .map(|(seen, m)| (m.seq, *seen))
+            .collect();
+        mirrored.messages = chat
+            .messages
+            .into_iter()
+            .map(|m| (kept.get(&m.seq).copied().unwrap_or(revision), m))
+            .collect();
+        let Some(call) = state
+            .calls_by_id
+            .get(call_id)
+            .filter(|c| c.created_at == chat.call_created_at)
+        else {
+            return Vec::new();
+        };
+        fresh
+            .into_iter()
+            .map(|message| CallNotice::Message {
+                call: call.clone(),
+                message,
+            })
+            .collect()
+    }
+
+    /// The chat of a live call a socket joined at `revision` (0: any time):
+    /// the messages posted before (those after reach it as they come).
+    pub fn chat_before(&self, call_id: &str, revision: u64) -> Vec<ChatMessage> {
+        let state = self.read();
+        let (Some(call), Some(chat)) = (state.calls_by_id.get(call_id), state.chats.get(call_id))
+        else {
+            return Vec::new();
+        };
+        if chat.call_created_at != call.created_at {
+            return Vec::new();
+        }
+        chat.messages
+            .iter()
+            .filter(|(seen, _)| revision == 0 || *seen < revision)
+            .map(|(_, m)| m.clone())
+            .collect()
     }
 }

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use meetup_proto::calls::v1::{Call, Participant};
+use meetup_proto::calls::v1::{Call, ChatMessage, Outcome, Participant};
 use meetup_proto::presence::v1::{Session, User};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -59,6 +59,18 @@ struct State {
     users_list: Option<Arc<Value>>,
     calls: Following,
     calls_by_id: HashMap<String, Call>,
+    /// The chat of each call, by call id.
+    chats: HashMap<String, MirroredChat>,
+}
+
+/// A call's chat as the mirror holds it.
+#[derive(Debug, Clone, Default)]
+struct MirroredChat {
+    /// The `created_at` of the call the chat belongs to.
+    call_created_at: Option<prost_types::Timestamp>,
+    /// The messages, oldest first, with the revision at which the mirror
+    /// first saw each.
+    messages: Vec<(u64, ChatMessage)>,
 }
 
 /// Where the mirror stands in one bucket's watch.
@@ -114,8 +126,23 @@ pub enum PresenceNotice {
 /// What a call change means for clients.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CallNotice {
-    /// A call started: its invitees get `incoming-call`.
-    Started { call: Call },
+    /// An invitation started ringing: the invitee's sockets get `incoming-call`.
+    Ringing {
+        call_id: String,
+        is_video: bool,
+        user_id: String,
+        /// Who rang: `{ id, username }`.
+        by: Value,
+    },
+    /// An invitation stopped ringing with `outcome` (answered, declined,
+    /// cancelled or missed).
+    InviteEnded {
+        call: Call,
+        user_id: String,
+        outcome: Outcome,
+    },
+    /// A chat message was posted into the call.
+    Message { call: Call, message: ChatMessage },
     /// A user entered the call (its first session in it).
     UserJoined {
         call: Call,
@@ -318,10 +345,27 @@ mod tests {
         ParticipantJoined, ParticipantLeft, ParticipantResumed, PresenceChange, SessionRegistered,
         SessionUnregistered, UserRecord, call_change, presence_change,
     };
-    use meetup_proto::calls::v1::CallUser;
+    use meetup_proto::calls::v1::{Attendee, CallUser};
     use meetup_proto::presence::v1::OnlineUser;
 
     use super::*;
+
+    /// An attendee of `user` with `outcome`, rung by `a` at `invited_secs`.
+    fn attendee(user: &str, outcome: Outcome, invited_secs: u64) -> Attendee {
+        Attendee {
+            user: Some(CallUser {
+                id: user.into(),
+                username: String::new(),
+            }),
+            invited_by: Some(CallUser {
+                id: "a".into(),
+                username: "a".into(),
+            }),
+            invited_at: Some((SystemTime::UNIX_EPOCH + Duration::from_secs(invited_secs)).into()),
+            outcome: outcome as i32,
+            ..Default::default()
+        }
+    }
 
     fn user(id: &str, joined_secs: u64) -> User {
         User {
@@ -481,6 +525,7 @@ mod tests {
             }),
             participants: vec![participant("a", "sa", "g1")],
             invited_user_ids: vec!["b".into()],
+            attendees: vec![attendee("b", Outcome::Ringing, 1)],
             version: 1,
             ..Default::default()
         };
@@ -489,13 +534,22 @@ mod tests {
             record(&call, call_change::Change::Started(CallStarted {})),
             1,
         );
-        assert!(matches!(&notices[..], [CallNotice::Started { .. }]));
+        assert!(
+            matches!(&notices[..], [CallNotice::Ringing { user_id, by, .. }] if user_id == "b" && by["id"] == "a")
+        );
         call.participants.push(participant("b", "sb1", "g2"));
+        call.attendees[0].outcome = Outcome::Answered as i32;
         let joined = call_change::Change::Joined(ParticipantJoined {
             participant: Some(participant("b", "sb1", "g2")),
         });
         let notices = mirror.apply_call("c", record(&call, joined.clone()), 2);
-        assert!(matches!(&notices[..], [CallNotice::UserJoined { user_id, .. }] if user_id == "b"));
+        assert!(matches!(
+            &notices[..],
+            [
+                CallNotice::InviteEnded { user_id: ended, outcome: Outcome::Answered, .. },
+                CallNotice::UserJoined { user_id, .. },
+            ] if user_id == "b" && ended == "b"
+        ));
         // b's second socket: nobody is told.
         call.participants.push(participant("b", "sb2", "g2"));
         assert!(mirror.apply_call("c", record(&call, joined), 3).is_empty());
@@ -554,6 +608,11 @@ mod tests {
                 participant("d", "sd", "g1"),
             ],
             invited_user_ids: vec!["b".into(), "c".into(), "d".into()],
+            attendees: vec![
+                attendee("b", Outcome::Answered, 1),
+                attendee("c", Outcome::Ringing, 1),
+                attendee("d", Outcome::Answered, 1),
+            ],
             version: 4,
             ..Default::default()
         };
@@ -562,7 +621,7 @@ mod tests {
         });
         let notices = mirror.apply_call("c", record(&call, joined.clone()), 9);
         let [
-            CallNotice::Started { call: rung },
+            CallNotice::Ringing { user_id: rung, .. },
             CallNotice::UserJoined {
                 call: b_joined,
                 user_id: b,
@@ -578,7 +637,7 @@ mod tests {
             panic!("unexpected notices: {notices:?}");
         };
         // Only c still rings; b and d answered.
-        assert_eq!(rung.invited_user_ids, vec!["c".to_owned()]);
+        assert_eq!(rung, "c");
         // b's join is told to those before it (a), d's to a and b's sockets.
         assert_eq!((b.as_str(), b_joined.participants.len()), ("b", 2));
         assert_eq!((d.as_str(), d_joined.participants.len()), ("d", 4));
@@ -714,5 +773,149 @@ mod tests {
             .await
             .expect("woken before the limit")
             .expect("task");
+    }
+
+    #[test]
+    fn invitations_ring_end_and_ring_again() {
+        use meetup_proto::bus::v1::{InvitesEnded, UsersInvited};
+        let mirror = synced();
+        let mut call = Call {
+            id: "c".into(),
+            participants: vec![participant("a", "sa", "g1")],
+            attendees: vec![
+                attendee("b", Outcome::Ringing, 1),
+                attendee("z", Outcome::Missed, 1),
+            ],
+            created_at: Some(SystemTime::UNIX_EPOCH.into()),
+            version: 1,
+            ..Default::default()
+        };
+        let notices = mirror.apply_call(
+            "c",
+            record(&call, call_change::Change::Started(CallStarted {})),
+            1,
+        );
+        // z was offline: not rung.
+        assert!(matches!(&notices[..], [CallNotice::Ringing { user_id, .. }] if user_id == "b"));
+        call.attendees[0].outcome = Outcome::Declined as i32;
+        let ended = call_change::Change::InvitesEnded(InvitesEnded {
+            user_ids: vec!["b".into()],
+            outcome: Outcome::Declined as i32,
+        });
+        let notices = mirror.apply_call("c", record(&call, ended), 2);
+        assert!(matches!(
+            &notices[..],
+            [CallNotice::InviteEnded { user_id, outcome: Outcome::Declined, .. }] if user_id == "b"
+        ));
+        // Rung again (a new invited_at), and z for the first time.
+        call.attendees[0] = attendee("b", Outcome::Ringing, 5);
+        call.attendees[1] = attendee("z", Outcome::Ringing, 5);
+        let invited = call_change::Change::Invited(UsersInvited {
+            user_ids: vec!["b".into(), "z".into()],
+            by: None,
+        });
+        let notices = mirror.apply_call("c", record(&call, invited), 3);
+        assert_eq!(
+            notices
+                .iter()
+                .filter(|n| matches!(n, CallNotice::Ringing { .. }))
+                .count(),
+            2
+        );
+        // The call ends: whoever rang is told, as cancelled.
+        let mut over = call.clone();
+        over.participants.clear();
+        over.ended_at = Some(SystemTime::now().into());
+        for a in &mut over.attendees {
+            a.outcome = Outcome::Cancelled as i32;
+        }
+        let left = call_change::Change::Left(ParticipantLeft {
+            participant: Some(participant("a", "sa", "g1")),
+            reason: LeaveReason::Left as i32,
+            call_ended: true,
+        });
+        let notices = mirror.apply_call("c", record(&over, left), 4);
+        assert_eq!(
+            notices
+                .iter()
+                .filter(|n| matches!(
+                    n,
+                    CallNotice::InviteEnded {
+                        outcome: Outcome::Cancelled,
+                        ..
+                    }
+                ))
+                .count(),
+            2
+        );
+    }
+
+    #[test]
+    fn chat_messages_are_told_once_and_a_joiner_gets_those_before_it() {
+        use meetup_proto::bus::v1::{CallChat, ParticipantJoined};
+        let mirror = synced();
+        let created = Some(prost_types::Timestamp {
+            seconds: 100,
+            nanos: 0,
+        });
+        let mut call = Call {
+            id: "c".into(),
+            participants: vec![participant("a", "sa", "g1")],
+            created_at: created,
+            version: 1,
+            ..Default::default()
+        };
+        mirror.apply_call(
+            "c",
+            record(&call, call_change::Change::Started(CallStarted {})),
+            1,
+        );
+        let message = |seq: u64| ChatMessage {
+            id: format!("m{seq}"),
+            seq,
+            text: format!("text {seq}"),
+            ..Default::default()
+        };
+        let chat = |messages: Vec<ChatMessage>, created| CallChat {
+            call_id: "c".into(),
+            call_created_at: created,
+            next_seq: messages.len() as u64 + 1,
+            messages,
+        };
+        let told = mirror.apply_chat("c", Some(chat(vec![message(1)], created)), 2);
+        assert!(matches!(&told[..], [CallNotice::Message { message, .. }] if message.seq == 1));
+        // b joins at 3; message 2 comes after.
+        call.participants.push(participant("b", "sb", "g1"));
+        let joined = call_change::Change::Joined(ParticipantJoined {
+            participant: Some(participant("b", "sb", "g1")),
+        });
+        mirror.apply_call("c", record(&call, joined), 3);
+        let told = mirror.apply_chat("c", Some(chat(vec![message(1), message(2)], created)), 4);
+        assert!(
+            matches!(&told[..], [CallNotice::Message { message, call }] if message.seq == 2 && call.participants.len() == 2)
+        );
+        // The same chat again (a new watch's snapshot): nothing new.
+        assert!(
+            mirror
+                .apply_chat("c", Some(chat(vec![message(1), message(2)], created)), 4)
+                .is_empty()
+        );
+        let before: Vec<u64> = mirror.chat_before("c", 3).iter().map(|m| m.seq).collect();
+        assert_eq!(before, [1], "b heard message 2 as it came");
+        assert_eq!(mirror.chat_before("c", 0).len(), 2);
+        // A leftover chat of an earlier call with the id is nobody's.
+        let stale = Some(prost_types::Timestamp {
+            seconds: 1,
+            nanos: 0,
+        });
+        assert!(
+            mirror
+                .apply_chat("c", Some(chat(vec![message(9)], stale)), 5)
+                .is_empty()
+        );
+        assert!(mirror.chat_before("c", 0).is_empty());
+        // Deleted with the call.
+        assert!(mirror.apply_chat("c", None, 6).is_empty());
+        assert!(mirror.chat_before("c", 0).is_empty());
     }
 }

@@ -62,6 +62,22 @@ impl ConnectHandler<LocalAdapter, Synchronous> for OnConnect {
                 return refuse(s.id, reason);
             }
         };
+        let calling = match auth.as_ref().and_then(|a| a.get("calling")) {
+            Some(Value::Bool(on)) => Some(on.to_string()),
+            Some(Value::String(text)) => Some(text.clone()),
+            Some(other) => Some(other.to_string()),
+            None => handshake_option(None, query, "calling"),
+        };
+        let calling = match calling.as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                let reason = format!(
+                    "invalid calling {other:?}: true (the calling extension's events) or false"
+                );
+                return refuse(s.id, reason);
+            }
+        };
         let claims = match self.gw.auth() {
             None => None,
             Some(authenticator) => {
@@ -77,6 +93,9 @@ impl ConnectHandler<LocalAdapter, Synchronous> for OnConnect {
         };
         if delta {
             s.join(crate::state::PRESENCE_DELTA_ROOM);
+        }
+        if calling {
+            s.join(crate::state::CALLING_ROOM);
         }
         self.wire(SocketRef::from(s), claims);
         Box::pin(async { Ok(()) })

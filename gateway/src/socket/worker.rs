@@ -106,6 +106,10 @@ impl SessionWorker {
             ClientEvent::Offer => self.relay(RelayKind::Offer, &payload).await,
             ClientEvent::Answer => self.relay(RelayKind::Answer, &payload).await,
             ClientEvent::IceCandidate => self.relay(RelayKind::IceCandidate, &payload).await,
+            ClientEvent::DeclineCall => self.decline_call(&payload).await,
+            ClientEvent::CancelCall => self.cancel_call(&payload).await,
+            ClientEvent::InviteToCall => self.invite_to_call(&payload).await,
+            ClientEvent::CallMessage => self.call_message(&payload).await,
             ClientEvent::GetCallHistory => {
                 let me = self.identity()?;
                 let query = payload::get_call_history(&payload)?;

@@ -1,0 +1,183 @@
+//! The calling extension: `decline-call`, `cancel-call`, `invite-to-call` and
+//! `call-message`, each a change on the call service answered once this
+//! gateway's mirror has told its sockets; and what the inviting socket and a
+//! joining one are told besides (`user-busy`, `user-unavailable`,
+//! `call-messages`).
+
+use meetup_proto::calls::v1::{
+    CancelInvitesRequest, DeclineInviteRequest, InviteToCallRequest, SendCallMessageRequest,
+    send_call_message_request,
+};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+use crate::ack::{AckError, ok};
+use crate::backends::retry_once;
+use crate::dispatch::announce::chat_message;
+use crate::mirror::iso_time;
+use crate::payload;
+use crate::socket::SessionWorker;
+
+impl SessionWorker {
+    /// Tells this socket which of the users it just invited to `call_id` are
+    /// offline (`user-unavailable`) and which of those ringing are in another
+    /// call (`user-busy`, from the mirror).
+    pub(crate) fn tell_unreachable(
+        &self,
+        call_id: &str,
+        unavailable: &[String],
+        ringing: &[String],
+    ) {
+        for user_id in unavailable {
+            self.emit(
+                "user-unavailable",
+                &json!({ "callId": call_id, "userId": user_id }),
+            );
+        }
+        for user_id in self.gw.mirror().in_other_calls(ringing, call_id) {
+            self.emit(
+                "user-busy",
+                &json!({ "callId": call_id, "userId": user_id }),
+            );
+        }
+    }
+
+    /// `call-messages` for a socket that joined `call_id` at `revision` (0:
+    /// any time), if it asked for the calling extension.
+    pub(crate) fn emit_chat_history(&self, call_id: &str, revision: u64) {
+        if !self.gw.speaks_calling(&self.session_id) {
+            return;
+        }
+        let messages: Vec<Value> = self
+            .gw
+            .mirror()
+            .chat_before(call_id, revision)
+            .iter()
+            .map(|m| chat_message(call_id, m))
+            .collect();
+        self.emit(
+            "call-messages",
+            &json!({ "callId": call_id, "messages": messages }),
+        );
+    }
+
+    pub(crate) async fn decline_call(&mut self, payload: &RawValue) -> Result<Value, AckError> {
+        let me = self.identity()?.clone();
+        let cmd = payload::call_ref(payload)?;
+        let request = DeclineInviteRequest {
+            call_id: cmd.call_id.clone(),
+            user_id: me.user_id,
+        };
+        // Not retried: a decline that went through is no longer ringing.
+        let response = self
+            .gw
+            .calls()
+            .decline_invite(request)
+            .await
+            .map_err(|status| AckError::from_status(&status, "decline call"))?
+            .into_inner();
+        self.gw
+            .mirror()
+            .wait_calls(response.revision, self.gw.limits().announce_wait)
+            .await;
+        Ok(ok(json!({ "callId": cmd.call_id })))
+    }
+
+    pub(crate) async fn cancel_call(&mut self, payload: &RawValue) -> Result<Value, AckError> {
+        self.identity()?;
+        let cmd = payload::call_ref(payload)?;
+        let request = CancelInvitesRequest {
+            call_id: cmd.call_id.clone(),
+            session_id: self.session_id.clone(),
+            invited_by_user_id: String::new(),
+        };
+        let calls = self.gw.calls();
+        let response = retry_once(|| {
+            let (mut client, request) = (calls.clone(), request.clone());
+            async move { client.cancel_invites(request).await }
+        })
+        .await
+        .map_err(|status| AckError::from_status(&status, "cancel call"))?
+        .into_inner();
+        self.gw
+            .mirror()
+            .wait_calls(response.revision, self.gw.limits().announce_wait)
+            .await;
+        Ok(ok(
+            json!({ "callId": cmd.call_id, "cancelled": response.cancelled_user_ids }),
+        ))
+    }
+
+    pub(crate) async fn invite_to_call(&mut self, payload: &RawValue) -> Result<Value, AckError> {
+        self.identity()?;
+        let cmd = payload::invite_to_call(payload)?;
+        let request = InviteToCallRequest {
+            call_id: cmd.call_id.clone(),
+            user_ids: cmd.user_ids,
+            session_id: self.session_id.clone(),
+            r#as: None,
+        };
+        let calls = self.gw.calls();
+        let response = retry_once(|| {
+            let (mut client, request) = (calls.clone(), request.clone());
+            async move { client.invite_to_call(request).await }
+        })
+        .await
+        .map_err(|status| AckError::from_status(&status, "invite to call"))?
+        .into_inner();
+        self.gw
+            .mirror()
+            .wait_calls(response.revision, self.gw.limits().announce_wait)
+            .await;
+        if self.gw.speaks_calling(&self.session_id) {
+            for user_id in &response.unavailable_user_ids {
+                self.emit(
+                    "user-unavailable",
+                    &json!({ "callId": cmd.call_id, "userId": user_id }),
+                );
+            }
+            for user_id in &response.busy_user_ids {
+                self.emit(
+                    "user-busy",
+                    &json!({ "callId": cmd.call_id, "userId": user_id }),
+                );
+            }
+        }
+        Ok(ok(json!({
+            "callId": cmd.call_id,
+            "invited": response.invited_user_ids,
+            "busy": response.busy_user_ids,
+            "unavailable": response.unavailable_user_ids,
+        })))
+    }
+
+    pub(crate) async fn call_message(&mut self, payload: &RawValue) -> Result<Value, AckError> {
+        self.identity()?;
+        let cmd = payload::call_message(payload)?;
+        let request = SendCallMessageRequest {
+            call_id: cmd.call_id.clone(),
+            text: cmd.text,
+            sender: Some(send_call_message_request::Sender::SessionId(
+                self.session_id.clone(),
+            )),
+        };
+        // Not retried: a message that went through would be posted twice.
+        let response = self
+            .gw
+            .calls()
+            .send_call_message(request)
+            .await
+            .map_err(|status| AckError::from_status(&status, "call message"))?
+            .into_inner();
+        self.gw
+            .mirror()
+            .wait_calls(response.revision, self.gw.limits().announce_wait)
+            .await;
+        let message = response.message.unwrap_or_default();
+        Ok(ok(json!({
+            "callId": cmd.call_id,
+            "id": message.id,
+            "sentAt": iso_time(message.sent_at),
+        })))
+    }
+}
