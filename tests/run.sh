@@ -52,6 +52,9 @@ step "protocol suite, one gateway (socket.io-client against the gateway binary)"
 step "protocol suite, cluster: nats-server, separate services, two gateways"
 (cd tests/protocol && MEETUP_BIN_DIR="$PWD/../../target/debug" MEETUP_TOPOLOGY=cluster npm test)
 
+step "JavaScript client (clients/js): its own logic, its types, and against the gateway binary"
+(cd clients/js && npm ci --no-audit --no-fund --loglevel=error && MEETUP_BIN_DIR="$PWD/../../target/debug" npm test)
+
 step "browser tests: the /demo page in Chromium, real WebRTC calls (one gateway and cluster)"
 if [ -z "${CHROMIUM_PATH:-}" ] && [ ! -x /usr/bin/chromium ]; then
   # Debian's Chromium; playwright-core drives it and never downloads a browser.

@@ -1,4 +1,4 @@
-// MeetUp demo page logic: registers over Socket.IO (PROTOCOL.md) and runs WebRTC mesh video calls.
+// MeetUp demo page logic: signaling through the MeetUp client module (/demo/meetup.js), WebRTC mesh video calls, ringing and in-call chat.
 //
 // Query parameters: ?server=http://host:port talks to another gateway (its CLIENT_URL must
 // allow this page's origin); ?transport=polling forces HTTP long-polling; ?token=JWT is
@@ -12,41 +12,67 @@
 // The call service adds joiners one at a time, so of any two participants exactly one
 // joined after the other, and only that one offers (also for ICE restarts).
 //
-// Calls survive a lost connection (PROTOCOL.md, "Resume"): socket.io-client reconnects by
-// itself, and on each new socket the page sends `user-joined` with the `resumeToken` of its
-// last registration and the `seq` of the last relay it received (`lastSeq`): the gateway
-// hands the old session over, with its calls and the relays kept meanwhile. Peer
-// connections and tiles stay up throughout; what the page emits while it is not registered
-// waits in an outbox, sent after the resume. A refused resume registers afresh and joins
-// the call again if it still exists. Closing the page says goodbye (`socket.disconnect()`),
-// so the others see the leave at once instead of after the grace period.
+// Calls survive a lost connection (PROTOCOL.md, "Resume"): the client module reconnects,
+// takes my session over with its resume token and the seq of the last relay, and holds
+// back what the page sends until then. Peer connections and tiles stay up throughout. A
+// refused resume registers afresh (the module does that) and the page joins the call again
+// if it still exists. Closing the page says goodbye (`disconnect()`), so the others see the
+// leave at once instead of after the grace period.
+//
+// Ringing (PROTOCOL.md, "Calling"): an incoming call rings (a tone and a pulse) until I
+// accept or decline it, or the server ends the invitation (`invite-ended`: cancelled,
+// missed, answered on another device). As the caller I see who declined, did not answer,
+// is busy or is unavailable, can cancel while it rings, and add people during a call.
+import { MeetUpClient } from './meetup.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const server = params.get('server') || undefined; // undefined: the page's own origin
-const options = params.get('transport') === 'polling' ? { transports: ['polling'] } : {};
 const token = params.get('token');
-if (token) options.auth = { token };
+
+// Reconnection attempts at most 3 s apart (socket.io-client's default is 5 s): a call's
+// peers see "reconnecting…" until I am back.
+const socketOptions = { reconnectionDelay: 500, reconnectionDelayMax: 3000 };
+if (params.get('transport') === 'polling') socketOptions.transports = ['polling'];
+const client = new MeetUpClient(server, { token: token || undefined, socketOptions });
+const socket = client.socket;
 
 // Everything the page knows, exposed for tests and curious people.
 const meetup = (window.meetup = {
-  socket: null,
+  client,
+  socket,
   transport: null, // 'polling' | 'websocket'
   userId: null,
   username: null,
-  registered: false, // the gateway acknowledged my user-joined (on this socket)
-  reconnecting: false, // my connection was lost: down, or up and resuming
-  resumeToken: null, // from my last user-joined ack: takes my session over after a disconnect
-  lastSeq: 0, // the seq of the last relay I received (sent as lastSeq when resuming)
-  outbox: [], // [event, payload, onOk] emitted while not registered, sent once registered
+  /** The gateway acknowledged my user-joined on this socket. */
+  get registered() {
+    return client.registered;
+  },
+  /** My connection was lost: down, or up and resuming. */
+  get reconnecting() {
+    return client.reconnecting;
+  },
+  get resumeToken() {
+    return client.resumeToken;
+  },
+  get lastSeq() {
+    return client.lastSeq;
+  },
+  /** Online users other than me: [{ id, username, joinedAt }]. */
+  get users() {
+    return [...client.users.values()].filter((u) => u.id !== meetup.userId);
+  },
   resumes: [], // { at, resumed, recovered, ms }: my re-registrations after lost connections
   lostAt: null, // when (ms) my connection was last lost
   reconnectingPeers: new Set(), // userIds of peers in my call whose connection is lost
   connectError: null, // why the last connection attempt failed
-  users: [], // online users other than me: [{ id, username, joinedAt }]
   names: new Map(), // userId -> username
   callId: null,
-  incoming: null, // { callId, initiator, isVideo } waiting for Accept / Decline
+  incoming: null, // { callId, initiator, isVideo } ringing, waiting for Accept / Decline
+  ringing: false, // the ring (tone and pulse) is on
+  invited: new Set(), // userIds my invitations ring for, in my current call
+  notices: [], // { kind, userId, text }: what became of my invitations, and of incoming calls
+  chat: [], // messages of my current call, in the order the server gave them
   localStream: null,
   peers: new Map(), // userId -> RTCPeerConnection
   pendingCandidates: new Map(), // userId -> ICE candidates that came before the remote description
@@ -56,6 +82,7 @@ const meetup = (window.meetup = {
   events: [], // { t, dir: 'in' | 'out' | 'ui', event, payload }
 });
 const me = () => ({ id: meetup.userId, username: meetup.username });
+const nameOf = (userId) => meetup.names.get(userId) ?? client.users.get(userId)?.username ?? userId;
 
 function record(dir, event, payload) {
   meetup.events.push({ t: Date.now(), dir, event, payload });
@@ -73,85 +100,26 @@ function showError(message) {
   $('error').hidden = false;
 }
 
+// Refusals that are no news: a relay of a session that is gone (its resume was refused),
+// and what was waiting when the page said goodbye.
+const QUIET = new Set(['session-lost', 'disconnected']);
+
 /**
- * Emits with an ack, so that the gateway's refusals show on the page. While I am not
- * registered (my connection was lost), the event waits in the outbox: socket.io-client's
- * own buffer would send it before my user-joined on the new socket, and be refused.
+ * Logs a request of the client module and shows its refusal on the page. The module holds
+ * requests back while I am not registered (after a lost connection) and sends them after
+ * the resume, in order.
  */
-function emit(event, payload, onOk = () => {}) {
-  if (!meetup.registered) {
-    record('ui', 'queued', event);
-    meetup.outbox.push([event, payload, onOk]);
-    return;
-  }
+function act(event, payload, request, onOk = () => {}) {
   record('out', event, payload);
-  meetup.socket.emit(event, payload, (ack) => {
-    if (ack && ack.ok === false) showError(`${event}: ${ack.error?.code} (${ack.error?.message})`);
-    else onOk(ack);
+  return request.then(onOk, (err) => {
+    if (QUIET.has(err.code)) record('ui', 'dropped', { event, code: err.code });
+    else showError(err.message);
   });
-}
-
-/**
- * user-joined: my first registration (resumeToken null: I speak resume, relays get a
- * seq), or after a lost connection the take-over of my session with my resume token.
- */
-function register({ fresh = false } = {}) {
-  const resuming = meetup.reconnecting && !fresh && meetup.resumeToken !== null;
-  const payload = { ...me(), resumeToken: resuming ? meetup.resumeToken : null };
-  if (resuming) payload.lastSeq = meetup.lastSeq;
-  const sock = socket.id;
-  record('out', 'user-joined', payload);
-  socket.emit('user-joined', payload, (ack) => {
-    if (socket.id !== sock || meetup.registered) return; // an answer to a socket gone since
-    if (ack?.ok === false) {
-      if (ack.error?.code === 'resume-refused') {
-        // My session is gone (the grace ran out): register as someone new.
-        record('ui', 'resume-refused', ack.error.message);
-        meetup.resumeToken = null;
-        return register({ fresh: true });
-      }
-      showError(`user-joined: ${ack.error?.code} (${ack.error?.message})`);
-      // e.g. unavailable: try again while this socket lasts
-      if (meetup.reconnecting) setTimeout(() => socket.id === sock && !meetup.registered && register(), 2000);
-      return;
-    }
-    registered(ack ?? {});
-  });
-}
-
-/** My user-joined was acknowledged on this socket. */
-function registered(ack) {
-  const wasReconnecting = meetup.reconnecting;
-  meetup.registered = true;
-  meetup.reconnecting = false;
-  meetup.username = ack.user?.username ?? meetup.username; // a token's name claim wins
-  if (typeof ack.resumeToken === 'string') meetup.resumeToken = ack.resumeToken;
-  if (!ack.resumed) meetup.lastSeq = 0; // a new session numbers its relays from 1
-  const outbox = meetup.outbox.splice(0);
-  if (wasReconnecting) {
-    const ms = meetup.lostAt ? Date.now() - meetup.lostAt : null;
-    meetup.resumes.push({ at: Date.now(), resumed: Boolean(ack.resumed), recovered: Boolean(ack.recovered), ms });
-    record('ui', ack.resumed ? 'resumed' : 'registered-again', { recovered: Boolean(ack.recovered), ms });
-    $('error').hidden = true;
-  }
-  if (ack.resumed) {
-    // Still in my calls: what I said while away goes out now, in order.
-    for (const [event, payload, onOk] of outbox) emit(event, payload, onOk);
-    // Connections that failed meanwhile are restarted now; all that are not up when
-    // relays may have been lost (not recovered).
-    enqueue(() => repairPeers(!ack.recovered), 'ICE restart');
-  } else {
-    // A new session, in no call: relays of the old one are pointless now.
-    for (const [event, payload, onOk] of outbox) if (!event.startsWith('webrtc-')) emit(event, payload, onOk);
-    if (wasReconnecting && meetup.callId) enqueue(() => rejoinCall());
-  }
-  render();
-  loadHistory();
 }
 
 /** My ten most recent calls (the gateway answers with mine only). */
 function loadHistory() {
-  emit('get-call-history', { limit: 10 }, (ack) => {
+  act('get-call-history', { limit: 10 }, client.callHistory({ limit: 10 }), (ack) => {
     meetup.history = Array.isArray(ack?.calls) ? ack.calls : [];
     renderHistory();
   });
@@ -181,13 +149,7 @@ function newUserId() {
   return Date.now().toString() + Math.random().toString(36).slice(2, 8);
 }
 
-// ---- Socket.IO ---------------------------------------------------------------------------
-
-// Reconnection attempts at most 3 s apart (socket.io-client's default is 5 s): a call's
-// peers see "reconnecting…" until I am back.
-options.reconnectionDelay = 500;
-options.reconnectionDelayMax = 3000;
-const socket = (meetup.socket = server ? io(server, options) : io(options));
+// ---- Signaling -----------------------------------------------------------------------------
 
 // Server events are handled one at a time, in arrival order, even when a handler waits
 // for WebRTC: an answer or ICE candidate is never handled before the offer it follows.
@@ -197,14 +159,11 @@ function enqueue(task, what = 'task') {
   queue = queue.then(task).catch((err) => showError(`${what}: ${err.message}`));
 }
 function on(event, handler) {
-  socket.on(event, (payload) => {
-    record('in', event, payload);
-    if (typeof payload?.seq === 'number') meetup.lastSeq = payload.seq; // relays are numbered
-    enqueue(() => handler(payload ?? {}), event);
-  });
+  client.on(event, (payload) => enqueue(() => handler(payload ?? {}), event));
 }
+client.onAny((event, payload) => record('in', event, payload));
 
-socket.on('connect', () => {
+client.on('connect', () => {
   meetup.connectError = null;
   meetup.transport = socket.io.engine.transport.name;
   socket.io.engine.once('upgrade', (transport) => {
@@ -212,42 +171,55 @@ socket.on('connect', () => {
     renderStatus();
   });
   renderStatus();
-  // A reconnected socket is a new one: it takes my session over (see register).
-  if (meetup.userId) register();
 });
-socket.on('connect_error', (err) => {
+client.on('connect_error', (err) => {
   meetup.connectError = err.message; // e.g. "authentication failed: …" without a valid ?token=
   record('in', 'connect_error', err.message);
   renderStatus();
 });
-socket.on('disconnect', (reason) => {
+client.on('disconnect', (reason) => {
   record('in', 'disconnect', reason);
-  meetup.registered = false;
-  if (reason === 'io client disconnect') {
-    // My goodbye (the page is going away): the gateway ends my session at once.
-    meetup.reconnecting = false;
-  } else if (meetup.userId) {
-    // Lost: my session waits for me on the gateways for a while; calls go on meanwhile.
-    meetup.reconnecting = true;
-    meetup.lostAt = Date.now();
-    // The server closed this socket (its gateway is stopping, say): socket.io-client
-    // does not come back by itself then.
-    if (reason === 'io server disconnect') setTimeout(() => !socket.connected && socket.connect(), 1000);
-  }
+  if (client.reconnecting) meetup.lostAt = Date.now(); // my session waits for me on the gateways
   render();
 });
+client.on('resume-refused', (err) => record('ui', 'resume-refused', err.message)); // the module registers afresh
+client.on('registration-failed', (err) => showError(err.message)); // e.g. unavailable: the module tries again
+client.on('registered', registered);
 
 // Goodbye when the page goes away, so that my peers see me leave now, not after the grace.
 window.addEventListener('pagehide', () => {
-  if (socket.connected) socket.disconnect();
+  if (socket.connected) client.disconnect();
 });
-// Back from the back/forward cache: a new socket (my old session is gone).
+// Back from the back/forward cache: a new socket, registered afresh (my old session is gone).
 window.addEventListener('pageshow', (event) => {
   if (event.persisted && !socket.connected) {
-    if (meetup.userId) meetup.reconnecting = true;
-    socket.connect();
+    meetup.lostAt = Date.now();
+    client.connect();
   }
 });
+
+/** A user-joined of mine was acknowledged: the first, after a resume, or afresh. */
+function registered(ack) {
+  meetup.username = ack.user?.username ?? meetup.username; // a token's name claim wins
+  const again = ack.reconnected || meetup.lostAt !== null;
+  if (again) {
+    const ms = meetup.lostAt ? Date.now() - meetup.lostAt : null;
+    meetup.lostAt = null;
+    meetup.resumes.push({ at: Date.now(), resumed: ack.resumed, recovered: ack.recovered, ms });
+    record('ui', ack.resumed ? 'resumed' : 'registered-again', { recovered: ack.recovered, ms });
+    $('error').hidden = true;
+  }
+  if (ack.resumed) {
+    // Still in my calls. Connections that failed meanwhile are restarted now; all that are
+    // not up when relays may have been lost (not recovered).
+    enqueue(() => repairPeers(!ack.recovered), 'ICE restart');
+  } else if (meetup.callId) {
+    // A new session, in no call: into mine again if it still exists.
+    enqueue(() => rejoinCall());
+  }
+  render();
+  loadHistory();
+}
 
 on('ice-servers', setIceServers); // also sent by the gateway when I register
 
@@ -258,16 +230,41 @@ on('missed-calls', (missed) => {
 });
 
 on('users-list', (users) => {
-  meetup.users = (Array.isArray(users) ? users : []).filter((u) => u.id !== meetup.userId);
-  for (const u of meetup.users) meetup.names.set(u.id, u.username);
+  for (const u of Array.isArray(users) ? users : []) meetup.names.set(u.id, u.username);
   renderUsers();
 });
+on('user-joined', (user) => {
+  if (user.id) meetup.names.set(user.id, user.username);
+  renderUsers();
+});
+on('user-left', () => renderUsers());
 
 on('incoming-call', ({ callId, initiator, isVideo }) => {
+  if (callId === meetup.callId) return; // rung again for the call I am in (another device joined)
   meetup.names.set(initiator.id, initiator.username);
   meetup.incoming = { callId, initiator, isVideo };
   $('incoming-caller').textContent = initiator.username;
-  $('incoming-call').hidden = false;
+  render();
+});
+
+// My invitation stopped ringing: I declined (here or on another device), the caller
+// cancelled, nobody answered in time, or another device of mine answered.
+on('invite-ended', ({ callId, reason }) => {
+  if (meetup.incoming?.callId !== callId) return;
+  const { initiator } = meetup.incoming;
+  meetup.incoming = null;
+  const who = initiator.username;
+  const text = { cancelled: `${who} cancelled the call`, missed: `Missed call from ${who}`, 'answered-elsewhere': 'Answered on another device' }[reason];
+  if (text) notice(reason, initiator.id, text);
+  render();
+});
+
+// What became of the invitations I made (as the caller, or by adding people).
+on('call-declined', ({ callId, userId }) => invitationEnded(callId, userId, 'declined', `${nameOf(userId)} declined`));
+on('call-unanswered', ({ callId, userId }) => invitationEnded(callId, userId, 'no-answer', `${nameOf(userId)}: no answer`));
+on('user-unavailable', ({ callId, userId }) => invitationEnded(callId, userId, 'unavailable', `${nameOf(userId)} is unavailable`));
+on('user-busy', ({ callId, userId }) => {
+  if (callId === meetup.callId) notice('busy', userId, `${nameOf(userId)} is busy (in another call): ringing anyway`);
 });
 
 on('call-participants', async ({ callId, participants }) => {
@@ -275,15 +272,19 @@ on('call-participants', async ({ callId, participants }) => {
   // I just joined: I offer to everyone who was there before me (see the mesh rule).
   for (const p of participants) {
     meetup.names.set(p.id, p.username);
+    meetup.invited.delete(p.id);
     if (p.id !== meetup.userId && !meetup.peers.has(p.id)) await sendOffer(p.id);
   }
+  render();
 });
 
 on('user-joined-call', ({ callId, user }) => {
   if (callId !== meetup.callId) return;
   // The newcomer offers to me; show its tile until the offer arrives.
   meetup.names.set(user.id, user.username);
+  meetup.invited.delete(user.id);
   tileFor(user.id);
+  render();
 });
 
 on('webrtc-offer', async ({ callId, fromUserId, offer }) => {
@@ -294,7 +295,7 @@ on('webrtc-offer', async ({ callId, fromUserId, offer }) => {
   await pc.setRemoteDescription(offer); // an offer over mine rolls mine back
   await flushCandidates(fromUserId, pc);
   await pc.setLocalDescription(await pc.createAnswer());
-  emit('webrtc-answer', { callId, targetUserId: fromUserId, answer: pc.localDescription.toJSON() });
+  act('webrtc-answer', { callId, targetUserId: fromUserId }, client.sendAnswer(callId, fromUserId, pc.localDescription.toJSON()));
 });
 
 on('webrtc-answer', async ({ callId, fromUserId, answer }) => {
@@ -336,7 +337,80 @@ on('call-ended', ({ callId }) => callId === meetup.callId && endCall('the call w
 on('call-left', ({ callId }) => callId === meetup.callId && endCall('you were removed from the call'));
 on('call-not-found', ({ callId }) => callId === meetup.callId && endCall('that call is over'));
 
-// ---- WebRTC ------------------------------------------------------------------------------
+// In-call chat: every participant gets every message (mine too), in the same order.
+on('call-message', (message) => {
+  if (message.callId !== meetup.callId || meetup.chat.some((m) => m.id === message.id)) return;
+  meetup.chat.push(message);
+  renderChat();
+});
+// The call's recent messages, when I join (or resume): they come first, then what I had.
+on('call-messages', ({ callId, messages }) => {
+  if (callId !== meetup.callId || !Array.isArray(messages)) return;
+  const given = new Set(messages.map((m) => m.id));
+  meetup.chat = [...messages, ...meetup.chat.filter((m) => !given.has(m.id))];
+  renderChat();
+});
+
+// ---- Ringing and invitations ---------------------------------------------------------------
+
+/** Adds a line to the notices (shown in the lobby and in the call). */
+function notice(kind, userId, text) {
+  meetup.notices.push({ kind, userId, text, at: Date.now() });
+  if (meetup.notices.length > 5) meetup.notices.shift();
+  record('ui', 'notice', { kind, userId });
+  renderNotices();
+}
+
+/**
+ * An invitation I made ended unanswered. When nobody is in the call with me and none of
+ * my invitations rings any more, the call is over for me too.
+ */
+function invitationEnded(callId, userId, kind, text) {
+  if (callId !== meetup.callId) return;
+  meetup.invited.delete(userId);
+  notice(kind, userId, text);
+  if (meetup.invited.size === 0 && remoteTiles().length === 0) hangUp('nobody answered');
+  else render();
+}
+
+// The ring: a two-tone beep through WebAudio (when the page may play sound) and a pulse.
+const RING_ON_MS = 1000;
+const RING_EVERY_MS = 3000;
+let ringTone = null; // { context, timer }
+
+function startRing() {
+  meetup.ringing = true;
+  if (ringTone) return;
+  try {
+    const context = new AudioContext();
+    const beep = () => {
+      const gain = context.createGain();
+      gain.gain.value = 0.08;
+      gain.connect(context.destination);
+      for (const [freq, at] of [[440, 0], [480, 0]]) {
+        const tone = context.createOscillator();
+        tone.frequency.value = freq;
+        tone.connect(gain);
+        tone.start(context.currentTime + at);
+        tone.stop(context.currentTime + RING_ON_MS / 1000);
+      }
+    };
+    beep();
+    ringTone = { context, timer: setInterval(beep, RING_EVERY_MS) };
+  } catch (err) {
+    record('ui', 'ring-silent', err.message); // no WebAudio: the pulse alone
+  }
+}
+
+function stopRing() {
+  meetup.ringing = false;
+  if (!ringTone) return;
+  clearInterval(ringTone.timer);
+  ringTone.context.close().catch(() => {});
+  ringTone = null;
+}
+
+// ---- WebRTC --------------------------------------------------------------------------------
 
 async function getMedia() {
   if (meetup.localStream) return;
@@ -366,7 +440,7 @@ function peerFor(userId, offering) {
   }
   pc.onicecandidate = ({ candidate }) => {
     if (candidate && meetup.callId === callId) {
-      emit('webrtc-ice-candidate', { callId, targetUserId: userId, candidate: candidate.toJSON() });
+      act('webrtc-ice-candidate', { callId, targetUserId: userId }, client.sendIceCandidate(callId, userId, candidate.toJSON()));
     }
   };
   const video = tileFor(userId).querySelector('video');
@@ -400,8 +474,8 @@ const RESTART_EVERY_MS = 5000; // at most one ICE restart per peer this often
 
 /**
  * ICE restart towards `userId`, by the side that offers (mesh rule). Waits for my
- * registration when my own connection is down (the outbox would keep the offer anyway,
- * but a fresh one is better once I am back).
+ * registration when my own connection is down (the module would hold the offer back
+ * anyway, but a fresh one is better once I am back).
  */
 async function restartIce(userId, why) {
   const pc = meetup.peers.get(userId);
@@ -422,7 +496,8 @@ async function restartIce(userId, why) {
   pc.meetupRestartedAt = Date.now();
   record('ui', 'ice-restart', { userId, why });
   await pc.setLocalDescription(await pc.createOffer({ iceRestart: true }));
-  emit('webrtc-offer', { callId: meetup.callId, targetUserId: userId, offer: pc.localDescription.toJSON() });
+  const callId = meetup.callId;
+  act('webrtc-offer', { callId, targetUserId: userId }, client.sendOffer(callId, userId, pc.localDescription.toJSON()));
 }
 
 /**
@@ -446,14 +521,16 @@ async function rejoinCall() {
   document.querySelectorAll('.tile.remote').forEach((tile) => tile.remove());
   meetup.pendingCandidates.clear();
   meetup.reconnectingPeers.clear();
-  renderTitle();
-  emit('join-call', { callId, user: me() }); // call-participants, or call-not-found
+  meetup.invited.clear(); // my invitations went with my session
+  render();
+  act('join-call', { callId }, client.joinCall(callId)); // call-participants, or call-not-found
 }
 
 async function sendOffer(userId) {
   const pc = peerFor(userId, true);
   await pc.setLocalDescription(await pc.createOffer());
-  emit('webrtc-offer', { callId: meetup.callId, targetUserId: userId, offer: pc.localDescription.toJSON() });
+  const callId = meetup.callId;
+  act('webrtc-offer', { callId, targetUserId: userId }, client.sendOffer(callId, userId, pc.localDescription.toJSON()));
 }
 
 async function flushCandidates(userId, pc) {
@@ -483,15 +560,19 @@ function endCall(why) {
   document.querySelectorAll('.tile.remote').forEach((tile) => tile.remove());
   meetup.pendingCandidates.clear();
   meetup.reconnectingPeers.clear();
+  meetup.invited.clear();
+  meetup.chat = [];
   meetup.localStream?.getTracks().forEach((track) => track.stop());
   meetup.localStream = null;
   $('local-video').srcObject = null;
   meetup.callId = null;
+  $('add-people').hidden = true;
   render();
+  renderChat();
   if (meetup.registered) loadHistory();
 }
 
-// ---- Actions -----------------------------------------------------------------------------
+// ---- Actions -------------------------------------------------------------------------------
 
 function join(event) {
   event.preventDefault();
@@ -499,7 +580,9 @@ function join(event) {
   if (!username) return;
   meetup.userId = newUserId();
   meetup.username = username;
-  if (socket.connected) register({ fresh: true }); // else once connected (see 'connect')
+  record('out', 'user-joined', me());
+  // Sent once the socket is up; again (resuming) on every new socket.
+  client.register(me()).catch((err) => showError(err.message));
   render();
 }
 
@@ -508,11 +591,14 @@ async function startCall(users) {
   record('ui', 'call-clicked', users.map((u) => u.id));
   if (meetup.callId) hangUp();
   const callId = (meetup.callId = `call-${meetup.userId}-${Date.now()}`);
+  meetup.notices = [];
+  // Ringing from now on: user-unavailable may come before the start-call ack.
+  for (const u of users) meetup.invited.add(u.id);
   render();
   await Promise.all([getMedia(), loadIceServers()]);
   if (meetup.callId !== callId) return; // hung up while the camera started
   const participants = users.map(({ id, username }) => ({ id, username }));
-  emit('start-call', { id: callId, initiator: me(), participants, isVideo: true });
+  act('start-call', { id: callId, participants }, client.startCall({ id: callId, participants, isVideo: true }));
 }
 
 async function accept() {
@@ -522,25 +608,74 @@ async function accept() {
   if (meetup.callId) hangUp();
   meetup.incoming = null;
   meetup.callId = callId;
+  meetup.notices = [];
   render();
   await Promise.all([getMedia(), loadIceServers()]);
   if (meetup.callId !== callId) return; // hung up while the camera started
-  emit('join-call', { callId, user: me() });
+  act('join-call', { callId }, client.joinCall(callId));
 }
 
+/** Declines the ringing call: the caller is told, and my other devices stop ringing. */
 function decline() {
-  record('ui', 'decline-clicked', meetup.incoming?.callId);
-  meetup.incoming = null; // the protocol has no "decline": the caller just waits alone
+  const callId = meetup.incoming?.callId;
+  if (!callId) return;
+  record('ui', 'decline-clicked', callId);
+  meetup.incoming = null;
+  render();
+  act('decline-call', { callId }, client.declineCall(callId));
+}
+
+/** Stops the invitations of mine that still ring; alone in the call, I leave it too. */
+function cancel() {
+  const callId = meetup.callId;
+  if (!callId || meetup.invited.size === 0) return;
+  record('ui', 'cancel-clicked', callId);
+  act('cancel-call', { callId }, client.cancelCall(callId), ({ cancelled }) => {
+    for (const userId of cancelled ?? []) meetup.invited.delete(userId);
+    if (callId !== meetup.callId) return;
+    notice('cancelled', null, 'Call cancelled');
+    if (remoteTiles().length === 0) hangUp();
+    else render();
+  });
+  meetup.invited.clear();
   render();
 }
 
-function hangUp() {
-  if (!meetup.callId) return;
-  emit('leave-call', { callId: meetup.callId, userId: meetup.userId });
-  endCall();
+/** Rings the users ticked in "Add people". */
+function invite() {
+  const callId = meetup.callId;
+  const userIds = [...document.querySelectorAll('#add-people-list input:checked')].map((box) => box.closest('li').dataset.userId);
+  if (!callId || userIds.length === 0) return;
+  record('ui', 'invite-clicked', userIds);
+  const before = new Set(meetup.invited);
+  for (const id of userIds) meetup.invited.add(id); // user-unavailable may come before the ack
+  $('add-people').hidden = true;
+  act('invite-to-call', { callId, userIds }, client.inviteToCall(callId, userIds), ({ invited }) => {
+    const ringing = new Set(invited);
+    for (const id of userIds) if (!ringing.has(id) && !before.has(id)) meetup.invited.delete(id);
+    render();
+  });
+  render();
 }
 
-// ---- Rendering ---------------------------------------------------------------------------
+function sendChat(event) {
+  event.preventDefault();
+  const text = $('chat-input').value.trim();
+  if (!text || !meetup.callId) return;
+  $('chat-input').value = '';
+  act('call-message', { callId: meetup.callId }, client.sendMessage(meetup.callId, text)); // shown when the server sends it to all
+}
+
+function hangUp(why) {
+  if (!meetup.callId) return;
+  const callId = meetup.callId;
+  act('leave-call', { callId }, client.leaveCall(callId));
+  endCall(why);
+}
+
+// ---- Rendering -----------------------------------------------------------------------------
+
+const remoteTiles = () => [...document.querySelectorAll('.tile.remote')];
 
 function tileFor(userId) {
   const found = document.querySelector(`.tile[data-user-id="${CSS.escape(userId)}"]`);
@@ -562,17 +697,24 @@ function renderTile(userId) {
   const tile = tileFor(userId);
   const reconnecting = meetup.reconnectingPeers.has(userId);
   tile.dataset.reconnecting = String(reconnecting);
-  const name = meetup.names.get(userId) ?? userId;
   const state = tile.dataset.state;
   const notes = [];
   if (reconnecting) notes.push('reconnecting…');
   if (state !== 'connected') notes.push(state === 'new' ? 'connecting' : state);
-  tile.querySelector('figcaption').textContent = [name, ...notes].join(' · ');
+  tile.querySelector('figcaption').textContent = [nameOf(userId), ...notes].join(' · ');
 }
 
 function renderTitle() {
-  const names = [...document.querySelectorAll('.tile.remote')].map((t) => meetup.names.get(t.dataset.userId) ?? t.dataset.userId);
-  $('call-title').textContent = names.length ? `In a call with ${names.join(', ')}` : 'Waiting for the others to join…';
+  const names = remoteTiles().map((t) => nameOf(t.dataset.userId));
+  const ringing = [...meetup.invited].map(nameOf);
+  $('call-title').textContent = names.length
+    ? `In a call with ${names.join(', ')}`
+    : ringing.length
+      ? `Calling ${ringing.join(', ')}…`
+      : 'Waiting for the others to join…';
+  $('ringing-status').hidden = ringing.length === 0 || names.length === 0;
+  $('ringing-status').textContent = `Ringing ${ringing.join(', ')}…`;
+  $('cancel-button').hidden = ringing.length === 0;
 }
 
 function renderStatus() {
@@ -588,8 +730,9 @@ function renderStatus() {
 function renderUsers() {
   const list = $('users-list');
   const ticked = new Set(selectedUsers().map((u) => u.id)); // kept across updates of the list
+  const users = meetup.users;
   list.replaceChildren();
-  for (const user of meetup.users) {
+  for (const user of users) {
     const item = document.createElement('li');
     item.dataset.testid = 'user';
     item.dataset.userId = user.id;
@@ -602,8 +745,9 @@ function renderUsers() {
     item.querySelector('button').onclick = () => startCall([user]);
     list.append(item);
   }
-  $('nobody').hidden = meetup.users.length > 0;
+  $('nobody').hidden = users.length > 0;
   renderSelection();
+  if (!$('add-people').hidden) renderAddPeople();
 }
 
 function selectedUsers() {
@@ -617,6 +761,60 @@ function renderSelection() {
   const count = selectedUsers().length;
   $('call-selected-button').disabled = count === 0;
   $('call-selected-button').textContent = count > 1 ? `Group call (${count})` : 'Call selected';
+}
+
+/** "Add people": the online users who are neither in my call nor rung for it. */
+function renderAddPeople() {
+  const inCall = new Set(remoteTiles().map((t) => t.dataset.userId));
+  const candidates = meetup.users.filter((u) => !inCall.has(u.id) && !meetup.invited.has(u.id));
+  const list = $('add-people-list');
+  list.replaceChildren(
+    ...candidates.map((user) => {
+      const item = document.createElement('li');
+      item.dataset.testid = 'add-user';
+      item.dataset.userId = user.id;
+      item.innerHTML = '<label><input type="checkbox" data-testid="add-select-user"> <span></span></label>';
+      item.querySelector('span').textContent = user.username;
+      return item;
+    }),
+  );
+  $('add-nobody').hidden = candidates.length > 0;
+  $('invite-button').disabled = candidates.length === 0;
+}
+
+function renderNotices() {
+  $('call-notices').replaceChildren(
+    ...meetup.notices.map(({ kind, userId, text }) => {
+      const item = document.createElement('li');
+      item.dataset.testid = 'call-notice';
+      item.dataset.kind = kind;
+      if (userId) item.dataset.userId = userId;
+      item.textContent = text;
+      return item;
+    }),
+  );
+  $('call-notices').hidden = meetup.notices.length === 0;
+}
+
+function renderChat() {
+  const list = $('chat-messages');
+  const mine = (m) => m.from?.id === meetup.userId;
+  list.replaceChildren(
+    ...meetup.chat.map((m) => {
+      const item = document.createElement('li');
+      item.dataset.testid = 'chat-message';
+      item.dataset.messageId = m.id;
+      item.dataset.fromId = m.from?.id ?? '';
+      item.className = mine(m) ? 'mine' : m.from?.kind ?? '';
+      item.innerHTML = '<span class="from" data-testid="chat-from"></span><span class="text" data-testid="chat-text"></span>';
+      item.querySelector('.from').textContent = mine(m) ? 'You' : m.from?.username ?? '?';
+      item.querySelector('.text').textContent = m.text;
+      item.title = m.sentAt;
+      return item;
+    }),
+  );
+  list.scrollTop = list.scrollHeight;
+  $('chat-empty').hidden = meetup.chat.length > 0;
 }
 
 /** One line per call: who, when, and what became of it for me. */
@@ -653,15 +851,27 @@ function render() {
   $('lobby').hidden = !joined || Boolean(meetup.callId);
   $('history').hidden = !joined || Boolean(meetup.callId);
   $('incoming-call').hidden = !meetup.incoming;
+  $('incoming-call').dataset.ringing = String(Boolean(meetup.incoming));
+  if (meetup.incoming) startRing();
+  else stopRing();
   $('call-view').hidden = !meetup.callId;
   $('call-id').textContent = meetup.callId ?? '';
   renderTitle();
   renderStatus();
+  renderNotices();
 }
 
 $('join-form').onsubmit = join;
 $('call-selected-button').onclick = () => startCall(selectedUsers());
 $('accept-button').onclick = accept;
 $('decline-button').onclick = decline;
-$('hangup-button').onclick = hangUp;
+$('hangup-button').onclick = () => hangUp();
+$('cancel-button').onclick = cancel;
+$('add-people-button').onclick = () => {
+  $('add-people').hidden = !$('add-people').hidden;
+  if (!$('add-people').hidden) renderAddPeople();
+};
+$('invite-button').onclick = invite;
+$('chat-form').onsubmit = sendChat;
 render();
+renderChat();

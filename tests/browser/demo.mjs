@@ -2,6 +2,7 @@
 import { after, before } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { startSystem } from '../protocol/system.mjs';
 
@@ -22,7 +23,15 @@ export const CHROMIUM_ARGS = [
  * of the copy embedded in the gateway binary: for working on the page without rebuilding.
  */
 const DEMO_DIR = process.env.MEETUP_DEMO_DIR;
-const DEMO_FILES = { '/demo': 'index.html', '/demo/': 'index.html', '/demo/demo.js': 'demo.js', '/demo/demo.css': 'demo.css' };
+// The client module the page imports lives with the JavaScript client, not with the page.
+const CLIENT_MODULE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'clients', 'js', 'meetup.js');
+const DEMO_FILES = {
+  '/demo': 'index.html',
+  '/demo/': 'index.html',
+  '/demo/demo.js': 'demo.js',
+  '/demo/demo.css': 'demo.css',
+  '/demo/meetup.js': CLIENT_MODULE, // absolute: path.resolve(DEMO_DIR, it) is itself
+};
 
 // A document fulfilled by the test (MEETUP_DEMO_DIR) comes from no address, so Chromium's
 // Local Network Access checks take it for a public page and block its websocket to the

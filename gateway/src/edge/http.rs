@@ -33,6 +33,10 @@ pub fn router(gw: Gateway) -> Router {
             get(|| asset("text/css; charset=utf-8", DEMO_CSS.as_bytes())),
         )
         .route(
+            "/demo/meetup.js",
+            get(|| asset("text/javascript; charset=utf-8", CLIENT_JS.as_bytes())),
+        )
+        .route(
             "/demo/socket.io.min.js",
             get(|| asset("text/javascript; charset=utf-8", SOCKET_IO_JS)),
         )
@@ -87,6 +91,8 @@ fn unauthorized(reason: &str) -> Response {
 const DEMO_HTML: &str = include_str!("../../demo/index.html");
 const DEMO_JS: &str = include_str!("../../demo/demo.js");
 const DEMO_CSS: &str = include_str!("../../demo/demo.css");
+/// The typed client module (`clients/js`), which the demo page is built on.
+const CLIENT_JS: &str = include_str!("../../../clients/js/meetup.js");
 #[cfg(demo_bundle)]
 const SOCKET_IO_JS: &[u8] = include_bytes!(env!("DEMO_SOCKET_IO_JS"));
 #[cfg(not(demo_bundle))]
