@@ -225,6 +225,7 @@ async function startSingle(env) {
     processes: [proc],
     /** host:port of the calls gRPC service (the embedded one logs its own "listening" line). */
     callsGrpcAddr: (timeoutMs) => proc.waitForListening((name) => /call/i.test(name), timeoutMs),
+    presenceGrpcAddr: (timeoutMs) => proc.waitForListening((name) => /^presence$/i.test(name), timeoutMs),
     stop: () => proc.stop(),
   };
 }
@@ -301,6 +302,7 @@ async function startCluster(env) {
       gatewayUrls: gateways.map((g) => g.url),
       processes: started,
       callsGrpcAddr: async () => calls.addr,
+      presenceGrpcAddr: async () => presence.addr,
       // Gateways first, so that they drain while the services and NATS are still up.
       stop: async () => {
         for (const proc of [...started].reverse()) await proc.stop();
