@@ -65,6 +65,29 @@ scenario('beyond EVENTS_BURST, events get rate-limited acks and are not processe
   assert.ok(a.connected, 'a few refusals do not disconnect');
 });
 
+scenario('call-message counts against the rate limit: beyond the burst, rate-limited and never posted', async (sc) => {
+  const a = await sc.user('a', { auth: { calling: true } });
+  const b = await sc.user('b', { auth: { calling: true } });
+  const callId = sc.id('call');
+  await startCall(a, callId, [b]);
+  await joinCall(b, callId);
+  const since = b.mark();
+  const acks = await Promise.all(
+    Array.from({ length: 15 }, (_, i) =>
+      a.socket
+        .timeout(ACK_TIMEOUT_MS)
+        .emitWithAck('call-message', { callId, text: `m${i}` })
+        .catch((err) => ({ lost: err.message })),
+    ),
+  );
+  const posted = acks.flatMap((ack, i) => (ack?.ok === true ? [`m${i}`] : []));
+  for (const ack of acks) if (ack?.ok !== true) assertAckError(ack, 'rate-limited', 'a message beyond the burst');
+  assert.ok(posted.length >= 7 && posted.length <= 12, `the burst (10, 2 spent) passes, the rest is refused: ${show(acks)}`);
+  // Exactly the accepted messages reach the peer, in order: the last one accepted closes the list.
+  await b.waitFor('call-message', (m) => m?.text === posted.at(-1), { since });
+  assert.deepEqual(b.received('call-message', forCall(callId), since).map((m) => m.text), posted);
+});
+
 scenario('more than ABUSE_DISCONNECT_AFTER refusals: the server disconnects the socket and cleans its user up', async (sc) => {
   const { a, b, callId } = await callPair(sc);
   const since = b.mark();
