@@ -600,6 +600,49 @@ mod tests {
             ErrorCode::InvalidPayload
         );
     }
+    #[test]
+    fn the_calling_events_check_their_fields() {
+        let call = call_ref(&raw(json!({ "callId": "c1", "extra": 1 }))).expect("valid");
+        assert_eq!(call.call_id, "c1");
+        assert_eq!(code(call_ref(&raw(json!({})))), ErrorCode::InvalidPayload);
+        assert_eq!(code(call_ref(&raw(json!("c1")))), ErrorCode::InvalidPayload);
+
+        let invite =
+            invite_to_call(&raw(json!({ "callId": "c1", "userIds": ["a", "b"] }))).expect("valid");
+        assert_eq!(invite.user_ids, ["a", "b"]);
+        let too_many: Vec<String> = (0..=MAX_PARTICIPANTS).map(|n| n.to_string()).collect();
+        for bad in [
+            json!({ "callId": "c1" }),
+            json!({ "callId": "c1", "userIds": [] }),
+            json!({ "callId": "c1", "userIds": "a" }),
+            json!({ "callId": "c1", "userIds": [1] }),
+            json!({ "callId": "c1", "userIds": [""] }),
+            json!({ "callId": "c1", "userIds": too_many }),
+            json!({ "userIds": ["a"] }),
+        ] {
+            assert_eq!(
+                code(invite_to_call(&raw(bad.clone()))),
+                ErrorCode::InvalidPayload,
+                "{bad}"
+            );
+        }
+
+        let max = "é".repeat(MAX_TEXT_CHARS);
+        let message = call_message(&raw(json!({ "callId": "c1", "text": max }))).expect("valid");
+        assert_eq!(message.text.chars().count(), MAX_TEXT_CHARS);
+        for bad in [
+            json!({ "callId": "c1", "text": "" }),
+            json!({ "callId": "c1", "text": "x".repeat(MAX_TEXT_CHARS + 1) }),
+            json!({ "callId": "c1", "text": 5 }),
+            json!({ "callId": "c1" }),
+            json!({ "text": "hi" }),
+        ] {
+            assert_eq!(
+                code(call_message(&raw(bad.clone()))),
+                ErrorCode::InvalidPayload
+            );
+        }
+    }
 }
 
 /// Most calls one `get-call-history` page may ask for.
