@@ -4,7 +4,9 @@ import assert from 'node:assert/strict';
 import { setTimeout as delay } from 'node:timers/promises';
 import { ACK_TIMEOUT_MS, assertAckError, callUser, joinCall, leaveCall, protocolSuite, show, startCall } from './harness.mjs';
 
-const { scenario } = protocolSuite();
+// Many sockets per scenario, back to back, from one address: the per-IP handshake rate
+// (tested in connections.test.mjs) is raised so that it never refuses one here.
+const { scenario } = protocolSuite({ env: { CONNECTIONS_PER_IP_PER_SEC: '1000' } });
 
 /** Handshake option of a socket that asks for this extension's events. */
 const CALLING = { auth: { calling: true } };
@@ -131,6 +133,28 @@ scenario('incoming-call rings every socket of an online invitee, on either gatew
     assert.deepEqual(callingEvents(socket), [], `${socket.label}: calling events while it rings`);
   }
   assert.deepEqual(a.received('incoming-call', forCall(callId)), [], 'the caller rang');
+});
+
+scenario('a device that comes online while the user is being called rings too (once); an invitation that stopped ringing does not', async (sc) => {
+  const a = await sc.user('a', { ...CALLING, gateway: 0 });
+  const b1 = await sc.user('b', { ...CALLING, gateway: 0 });
+  const ringing = sc.id('ringing');
+  const declined = sc.id('declined');
+  await startCall(a, ringing, [b1]);
+  await startCall(a, declined, [b1]);
+  await b1.waitFor('incoming-call', forCall(declined));
+  const ack = await b1.emitWithAck('decline-call', { callId: declined });
+  assert.equal(ack?.ok, true, show(ack));
+  // b's phone comes online, on the other gateway: the call that still rings rings there too.
+  const b2 = await sc.socketOf(b1, 'b-2', { ...CALLING, gateway: 1 });
+  const incoming = await b2.waitFor('incoming-call', forCall(ringing));
+  assert.deepEqual(incoming, { callId: ringing, initiator: callUser(a), isVideo: true });
+  // A later invitation reaches both devices, and the new one rang once for the first.
+  const barrier = await ringBarrier(sc, b1, b2);
+  assert.ok(barrier);
+  assert.equal(b2.received('incoming-call', forCall(ringing)).length, 1, 'rang once');
+  assert.deepEqual(b2.received('incoming-call', forCall(declined)), [], 'a declined invitation rang again');
+  assert.equal(b1.received('incoming-call', forCall(ringing)).length, 1, 'the first device rang again');
 });
 
 scenario('answered elsewhere: one socket joins, the invitee\'s other sockets get invite-ended answered-elsewhere, the joiner does not', async (sc) => {

@@ -146,8 +146,26 @@ pub(super) async fn announce_presence(
             // A delta socket's one users-list: the mirror as it is when the list
             // goes out, sent in the dispatcher's order, so every later change
             // reaches it as user-joined / user-left after the list.
-            PresenceNotice::Registered { session } => {
-                if session.gateway_id == gw.id() && gw.wants_presence_delta(&session.session_id) {
+            PresenceNotice::Registered { session, user_id } => {
+                if session.gateway_id != gw.id() {
+                    continue;
+                }
+                // A device that comes online while the user is being called
+                // rings too. Invitations that start ringing from now on reach
+                // it with the others: one task keeps both in one order.
+                for notice in gw.mirror().ringing_for(&user_id) {
+                    if let CallNotice::Ringing {
+                        call_id,
+                        is_video,
+                        by,
+                        ..
+                    } = notice
+                    {
+                        let payload = incoming_call(&call_id, is_video, &by);
+                        gw.emit_to_session(&session.session_id, "incoming-call", &payload);
+                    }
+                }
+                if gw.wants_presence_delta(&session.session_id) {
                     users_list.snapshot_for(session.session_id);
                 }
             }
@@ -168,6 +186,11 @@ fn local_sessions<'a>(
             p.gateway_id == gw.id() && p.user.as_ref().is_none_or(|u| u.id != except_user)
         })
         .map(|p| p.session_id.as_str())
+}
+
+/// The `incoming-call` payload: `by` is who rang.
+fn incoming_call(call_id: &str, is_video: bool, by: &Value) -> Value {
+    json!({ "callId": call_id, "initiator": by, "isVideo": is_video })
 }
 
 /// A chat message as clients get it in `call-message` and `call-messages`.
@@ -234,7 +257,7 @@ pub(super) fn announce_call(gw: &Gateway, notice: CallNotice) {
             user_id,
             by,
         } => {
-            let payload = json!({ "callId": call_id, "initiator": by, "isVideo": is_video });
+            let payload = incoming_call(&call_id, is_video, &by);
             for session_id in gw.mirror().sessions_on(&user_id, gw.id()) {
                 gw.emit_to_session(&session_id, "incoming-call", &payload);
             }

@@ -267,6 +267,26 @@ impl Mirror {
         sessions
     }
 
+    /// What rings for `user_id` now: a notice per invitation still ringing.
+    pub fn ringing_for(&self, user_id: &str) -> Vec<CallNotice> {
+        let ringing = Outcome::Ringing as i32;
+        self.read()
+            .calls_by_id
+            .values()
+            .flat_map(|call| {
+                call.attendees
+                    .iter()
+                    .filter(|a| attendee_id(a) == user_id && a.outcome == ringing)
+                    .map(|a| CallNotice::Ringing {
+                        call_id: call.id.clone(),
+                        is_video: call.is_video,
+                        user_id: user_id.to_owned(),
+                        by: public_by(a),
+                    })
+            })
+            .collect()
+    }
+
     /// The users among `user_ids` taking part in a live call other than `call_id`.
     pub fn in_other_calls(&self, user_ids: &[String], call_id: &str) -> Vec<String> {
         let state = self.read();

@@ -113,9 +113,11 @@ pub enum PresenceNotice {
     Offline {
         user_id: String,
     },
-    /// `session` registered (any session of the user, the first or another).
+    /// `session` of `user_id` registered (any session of the user, the
+    /// first or another).
     Registered {
         session: Session,
+        user_id: String,
     },
     /// An online user's public record changed (a registration with a new username).
     Updated {
@@ -437,7 +439,7 @@ mod tests {
         let notices =
             mirror.apply_user("b", Some(online(user("b", 2), vec![session("s2", "g")])), 1);
         assert!(
-            matches!(&notices[..], [PresenceNotice::ListChanged, PresenceNotice::Online { session, .. }, PresenceNotice::Registered { session: registered }] if session.session_id == "s2" && registered.session_id == "s2"),
+            matches!(&notices[..], [PresenceNotice::ListChanged, PresenceNotice::Online { session, .. }, PresenceNotice::Registered { session: registered, .. }] if session.session_id == "s2" && registered.session_id == "s2"),
             "{notices:?}"
         );
         mirror.apply_user("a", Some(online(user("a", 1), vec![session("s1", "g")])), 2);
@@ -459,7 +461,8 @@ mod tests {
             vec![
                 PresenceNotice::ListChanged,
                 PresenceNotice::Registered {
-                    session: session("s3", "g")
+                    session: session("s3", "g"),
+                    user_id: "a".into(),
                 }
             ]
         );

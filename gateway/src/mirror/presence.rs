@@ -107,7 +107,10 @@ impl Mirror {
                         .iter()
                         .any(|s| s.session_id == session.session_id)
                 {
-                    notices.push(PresenceNotice::Registered { session });
+                    notices.push(PresenceNotice::Registered {
+                        session,
+                        user_id: user_id.to_owned(),
+                    });
                 }
             }
         }
