@@ -19,26 +19,17 @@ use crate::payload;
 use crate::socket::SessionWorker;
 
 impl SessionWorker {
-    /// Tells this socket which of the users it just invited to `call_id` are
-    /// offline (`user-unavailable`) and which of those ringing are in another
-    /// call (`user-busy`, from the mirror).
-    pub(crate) fn tell_unreachable(
-        &self,
-        call_id: &str,
-        unavailable: &[String],
-        ringing: &[String],
-    ) {
-        for user_id in unavailable {
-            self.emit(
-                "user-unavailable",
-                &json!({ "callId": call_id, "userId": user_id }),
-            );
+    /// Tells this socket, if it asked for the calling extension, which of the
+    /// users it just invited to `call_id` are offline (`user-unavailable`)
+    /// and which are in another call (`user-busy`).
+    pub(crate) fn tell_unreachable(&self, call_id: &str, unavailable: &[String], busy: &[String]) {
+        if !self.gw.speaks_calling(&self.session_id) {
+            return;
         }
-        for user_id in self.gw.mirror().in_other_calls(ringing, call_id) {
-            self.emit(
-                "user-busy",
-                &json!({ "callId": call_id, "userId": user_id }),
-            );
+        for (event, users) in [("user-unavailable", unavailable), ("user-busy", busy)] {
+            for user_id in users {
+                self.emit(event, &json!({ "callId": call_id, "userId": user_id }));
+            }
         }
     }
 
@@ -129,20 +120,11 @@ impl SessionWorker {
             .mirror()
             .wait_calls(response.revision, self.gw.limits().announce_wait)
             .await;
-        if self.gw.speaks_calling(&self.session_id) {
-            for user_id in &response.unavailable_user_ids {
-                self.emit(
-                    "user-unavailable",
-                    &json!({ "callId": cmd.call_id, "userId": user_id }),
-                );
-            }
-            for user_id in &response.busy_user_ids {
-                self.emit(
-                    "user-busy",
-                    &json!({ "callId": cmd.call_id, "userId": user_id }),
-                );
-            }
-        }
+        self.tell_unreachable(
+            &cmd.call_id,
+            &response.unavailable_user_ids,
+            &response.busy_user_ids,
+        );
         Ok(ok(json!({
             "callId": cmd.call_id,
             "invited": response.invited_user_ids,

@@ -72,7 +72,10 @@ impl SessionWorker {
                 .into_iter()
                 .filter(|u| !unavailable.contains(u))
                 .collect();
-            self.tell_unreachable(&cmd.id, &unavailable, &ringing);
+            // Busy from the mirror: asking the service would cost every
+            // start-call a read of every live call.
+            let busy = self.gw.mirror().in_other_calls(&ringing, &cmd.id);
+            self.tell_unreachable(&cmd.id, &unavailable, &busy);
         }
         Ok(ok(body))
     }

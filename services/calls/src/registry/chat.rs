@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use meetup_proto::bus::v1::CallChat;
 use meetup_proto::calls::v1::{Call, CallUser, ChatMessage, SenderKind};
-use meetup_runtime::store::{self, keys};
+use meetup_runtime::store::{self, keys, retry_on_conflict};
 use prost::Message;
 use rand::Rng;
 
@@ -117,7 +117,7 @@ impl CallRegistry {
         let (from, kind) = Self::author(&call, &sender)?;
         let key = keys::chat(call_id);
         let max = self.shared.limits.chat_history.max(1);
-        for round in 0..store::MAX_ATTEMPTS {
+        let (message, revision) = retry_on_conflict(|| async {
             let entry = self.shared.calls.get(&key).await?;
             let mut chat = entry
                 .as_ref()
@@ -141,22 +141,17 @@ impl CallRegistry {
             chat.messages.push(message.clone());
             trim(&mut chat.messages, max);
             let bytes = Bytes::from(chat.encode_to_vec());
-            let written = match &entry {
+            let revision = match &entry {
                 Some(e) if e.value.is_some() => {
-                    self.shared.calls.update(&key, bytes, e.revision).await
+                    self.shared.calls.update(&key, bytes, e.revision).await?
                 }
-                _ => self.shared.calls.create(&key, bytes).await,
+                _ => self.shared.calls.create(&key, bytes).await?,
             };
-            match written {
-                Ok(revision) => {
-                    tracing::debug!(call_id, seq = message.seq, "chat message");
-                    return Ok((message, revision));
-                }
-                Err(store::StoreError::Conflict) => store::pause_after_conflict(round).await,
-                Err(error) => return Err(error.into()),
-            }
-        }
-        Err(store::contention().into())
+            Ok::<_, CallError>((message, revision))
+        })
+        .await?;
+        tracing::debug!(call_id, seq = message.seq, "chat message");
+        Ok((message, revision))
     }
 
     /// Deletes the chat of a call that ended (best effort: a leftover is reset
