@@ -2,7 +2,7 @@
 // busy, unavailable, invite-to-call, the handshake opt-in of its events, and bad input for its events.
 import assert from 'node:assert/strict';
 import { setTimeout as delay } from 'node:timers/promises';
-import { ACK_TIMEOUT_MS, assertAckError, callUser, joinCall, leaveCall, protocolSuite, show, startCall } from './harness.mjs';
+import { ACK_TIMEOUT_MS, assertAckError, callUser, emitPayload, joinCall, leaveCall, malformed, protocolSuite, show, startCall } from './harness.mjs';
 
 // Many sockets per scenario, back to back, from one address: the per-IP handshake rate
 // (tested in connections.test.mjs) is raised so that it never refuses one here.
@@ -12,7 +12,6 @@ const { scenario } = protocolSuite({ env: { CONNECTIONS_PER_IP_PER_SEC: '1000' }
 const CALLING = { auth: { calling: true } };
 /** The server-to-client events only opted-in sockets may get. */
 const CALLING_EVENTS = ['invite-ended', 'call-declined', 'call-unanswered', 'user-busy', 'user-unavailable', 'call-message', 'call-messages'];
-const NO_ARGUMENT = Symbol('no argument');
 
 const forCall = (callId) => (p) => p?.callId === callId;
 const about = (callId, userId) => (p) => p?.callId === callId && p.userId === userId;
@@ -643,37 +642,12 @@ function wrongUserIds(validId) {
   ];
 }
 
-/** Every malformed variant of `base` for an event whose required fields are `wrong` (field -> wrong values). */
-function malformed(base, wrong) {
-  const list = [
-    ['no payload argument at all', NO_ARGUMENT],
-    ['null', null],
-    ['a number', 42],
-    ['a string', JSON.stringify(base)],
-    ['true', true],
-    ['an empty array', []],
-    ['an array holding a valid payload', [base]],
-    ['{}', {}],
-  ];
-  for (const [field, values] of Object.entries(wrong)) {
-    const { [field]: _omitted, ...rest } = base;
-    list.push([`${field} missing`, rest]);
-    for (const [what, value] of values) list.push([`${field} ${what}`, { ...base, [field]: value }]);
-  }
-  return list;
-}
 
 const oversized = (base) => [
   ['200 KB extra field', { ...base, pad: 'x'.repeat(200_000) }],
   ['70 KB extra field', { ...base, pad: 'y'.repeat(70_000) }],
 ];
 
-function send(client, event, payload, withAck) {
-  const args = payload === NO_ARGUMENT ? [] : [payload];
-  if (withAck) return client.emitWithAck(event, ...args);
-  client.emit(event, ...args);
-  return null;
-}
 
 /** Per event: a sender with everything in place, the valid payload, and a check that nothing changed. */
 const FIXTURES = {
@@ -741,7 +715,7 @@ for (const [event, fixture] of Object.entries(FIXTURES)) {
     ];
     for (const [name, payload, code] of cases) {
       await t.test(`${event} with ${name} -> ${code}`, async () => {
-        assertAckError(await send(f.sender, event, payload, true), code, `${event} with ${name}`);
+        assertAckError(await emitPayload(f.sender, event, payload, true), code, `${event} with ${name}`);
       });
     }
     assert.ok(f.sender.connected, 'the sender was disconnected');
@@ -750,7 +724,7 @@ for (const [event, fixture] of Object.entries(FIXTURES)) {
 
   scenario(`${event}: malformed payloads without an ack callback change nothing and break nothing`, async (sc) => {
     const f = await fixture.setup(sc);
-    for (const [, payload] of [...malformed(f.base, f.wrong), ...oversized(f.base)]) send(f.sender, event, payload, false);
+    for (const [, payload] of [...malformed(f.base, f.wrong), ...oversized(f.base)]) emitPayload(f.sender, event, payload, false);
     await fixture.verify(sc, f);
     assert.ok(f.sender.connected, 'the sender was disconnected');
   });

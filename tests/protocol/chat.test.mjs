@@ -2,13 +2,12 @@
 // gateway, the last CALL_CHAT_HISTORY messages in call-messages for a joiner (and a resumed
 // socket), errors, text limits in code points, and the chat ending with its call.
 import assert from 'node:assert/strict';
-import { ACK_TIMEOUT_MS, assertAckError, assertCallGone, callUser, ISO_UTC, joinCall, leaveCall, protocolSuite, show, startCall } from './harness.mjs';
+import { ACK_TIMEOUT_MS, assertAckError, assertCallGone, callUser, emitPayload, ISO_UTC, joinCall, leaveCall, malformed, protocolSuite, show, startCall } from './harness.mjs';
 
 const CALL_CHAT_HISTORY = 5;
 const { scenario } = protocolSuite({ env: { CALL_CHAT_HISTORY: String(CALL_CHAT_HISTORY) } });
 
 const CALLING = { auth: { calling: true } };
-const NO_ARGUMENT = Symbol('no argument');
 const PRESENCE = ['users-list', 'user-joined', 'user-left'];
 const forCall = (callId) => (p) => p?.callId === callId;
 
@@ -294,20 +293,7 @@ const LONGEST_TEXTS = [
   ['one emoji', '👍'],
 ];
 
-function malformedMessages(base) {
-  const list = [
-    ['no payload argument at all', NO_ARGUMENT],
-    ['null', null],
-    ['a string', JSON.stringify(base)],
-    ['an array holding a valid payload', [base]],
-    ['{}', {}],
-    ['callId missing', { text: base.text }],
-    ['text missing', { callId: base.callId }],
-  ];
-  for (const [what, value] of WRONG_ID) list.push([`callId ${what}`, { ...base, callId: value }]);
-  for (const [what, value] of WRONG_TEXT) list.push([`text ${what}`, { ...base, text: value }]);
-  return list;
-}
+const malformedMessages = (base) => malformed(base, { callId: WRONG_ID, text: WRONG_TEXT });
 
 scenario('call-message text: empty, over 4000 code points or not a string -> invalid-payload; 4000 code points, multi-byte included, delivered as sent', async (sc, t) => {
   const a = await sc.user('a', { ...CALLING, gateway: 0 });
@@ -319,8 +305,7 @@ scenario('call-message text: empty, over 4000 code points or not a string -> inv
   const base = { callId, text: 'valid' };
   for (const [name, payload] of malformedMessages(base)) {
     await t.test(`call-message with ${name} -> invalid-payload`, async () => {
-      const args = payload === NO_ARGUMENT ? [] : [payload];
-      assertAckError(await a.emitWithAck('call-message', ...args), 'invalid-payload', `call-message with ${name}`);
+      assertAckError(await emitPayload(a, 'call-message', payload, true), 'invalid-payload', `call-message with ${name}`);
     });
   }
   assertAckError(
@@ -329,10 +314,7 @@ scenario('call-message text: empty, over 4000 code points or not a string -> inv
     'call-message past MAX_PAYLOAD_BYTES',
   );
   // The same bad payloads without an ack callback: nothing either.
-  for (const [, payload] of malformedMessages(base)) {
-    if (payload === NO_ARGUMENT) a.emit('call-message');
-    else a.emit('call-message', payload);
-  }
+  for (const [, payload] of malformedMessages(base)) emitPayload(a, 'call-message', payload, false);
   const sent = [];
   for (const [name, text] of LONGEST_TEXTS) {
     await t.test(`call-message with ${name} is accepted`, async () => {

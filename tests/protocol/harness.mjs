@@ -249,3 +249,36 @@ export async function runNormalCall(sc, tag = 'normal') {
   b.close();
 }
 
+/** Stands for "no payload argument at all" in lists of bad payloads. */
+export const NO_ARGUMENT = Symbol('no argument');
+
+/**
+ * Every malformed variant of the valid payload `base`: not an object at all, then, for each
+ * field of `wrong` (field -> [[what, wrong value], ...]), the field missing and each wrong value.
+ */
+export function malformed(base, wrong) {
+  const list = [
+    ['no payload argument at all', NO_ARGUMENT],
+    ['null', null],
+    ['a number', 42],
+    ['a string', JSON.stringify(base)],
+    ['true', true],
+    ['an empty array', []],
+    ['an array holding a valid payload', [base]],
+    ['{}', {}],
+  ];
+  for (const [field, values] of Object.entries(wrong)) {
+    const { [field]: _omitted, ...rest } = base;
+    list.push([`${field} missing`, rest]);
+    for (const [what, value] of values) list.push([`${field} ${what}`, { ...base, [field]: value }]);
+  }
+  return list;
+}
+
+/** Emits `payload` (or no argument, for NO_ARGUMENT); with `withAck`, resolves with the ack. */
+export function emitPayload(client, event, payload, withAck) {
+  const args = payload === NO_ARGUMENT ? [] : [payload];
+  if (withAck) return client.emitWithAck(event, ...args);
+  client.emit(event, ...args);
+  return null;
+}
