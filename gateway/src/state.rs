@@ -29,6 +29,16 @@ pub const PRESENCE_DELTA_ROOM: &str = "presence:delta";
 /// Sockets that asked for the calling extension's events (`calling: true`).
 pub const CALLING_ROOM: &str = "calling";
 
+/// The two kinds of local sockets presence events go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceAudience {
+    /// Sockets that get `users-list` after every change (the original's
+    /// behaviour), registered or not.
+    FullList,
+    /// Sockets that asked for presence deltas.
+    Deltas,
+}
+
 #[derive(Clone, Debug)]
 pub struct Gateway {
     shared: Arc<Shared>,
@@ -369,12 +379,6 @@ impl Gateway {
         }
     }
 
-    /// Sends `event` to the local sockets that asked for presence deltas.
-    pub async fn emit_to_delta<T: Serialize + ?Sized>(&self, event: &str, data: &T) {
-        let to = self.shared.io.to(PRESENCE_DELTA_ROOM);
-        self.broadcast(to, event, data).await;
-    }
-
     /// True when `session_id` is a local socket that asked for presence deltas.
     pub fn wants_presence_delta(&self, session_id: &str) -> bool {
         self.in_room(session_id, PRESENCE_DELTA_ROOM)
@@ -401,25 +405,30 @@ impl Gateway {
         }
     }
 
-    /// Emits to every local socket, except `except` when given.
-    pub async fn emit_all<T: Serialize + ?Sized>(
+    /// Sends a presence event (`user-joined`, `user-left`) to the local sockets
+    /// of `audience`, except `except` when given.
+    pub async fn emit_presence<T: Serialize + ?Sized>(
         &self,
+        audience: PresenceAudience,
         event: &str,
         data: &T,
         except: Option<Sid>,
     ) {
         // The sender is left out by its id (`broadcast()`), not by a room of
         // its own: a room per socket would cost every connection memory.
-        let to = match except.and_then(|sid| self.shared.io.get_socket(sid)) {
+        let everyone = match except.and_then(|sid| self.shared.io.get_socket(sid)) {
             Some(sender) => sender.broadcast(),
             None => self.shared.io.broadcast(),
         };
-        if self.broadcast(to, event, data).await {
+        let to = match audience {
+            PresenceAudience::FullList => everyone.except(PRESENCE_DELTA_ROOM),
+            PresenceAudience::Deltas => everyone.to(PRESENCE_DELTA_ROOM),
+        };
+        if self.broadcast(to, event, data).await && audience == PresenceAudience::FullList {
             count_out_to_all(event);
         }
     }
 
-    /// One broadcast, traced; false when it failed for some sockets.
     async fn broadcast<T: Serialize + ?Sized>(
         &self,
         to: BroadcastOperators<LocalAdapter>,

@@ -10,13 +10,18 @@ use meetup_proto::calls::v1::{ChatMessage, Outcome, SenderKind};
 use serde_json::Value;
 
 use crate::mirror::{CallNotice, PresenceNotice, iso_time, public_participants};
-use crate::state::Gateway;
+use crate::state::{Gateway, PresenceAudience};
 
 /// Sends `users-list` to every local socket: at once when none went out lately,
 /// else once when the interval is over, with the list as it is then. A burst of
 /// joins so costs a few lists instead of one per join (each list goes to every
 /// socket), every client still ends on the exact final list, and since the mirror
 /// only moves forward, no list is older than one sent before it.
+///
+/// The protocol orders a change's `users-list` before its `user-joined` /
+/// `user-left`: while a list waits, the deltas for the sockets that get lists
+/// wait behind it (in their order) and go out right after it. Deltas are never
+/// coalesced, only held; sockets that asked for deltas get them at once.
 ///
 /// Sockets that asked for presence deltas get their one list here too: the
 /// sockets that registered since the last flush share one serialized list,
@@ -26,6 +31,9 @@ pub(super) struct UsersListBroadcast {
     last: Option<tokio::time::Instant>,
     last_change: Option<tokio::time::Instant>,
     pending: bool,
+    /// `user-joined` / `user-left` for the list sockets, held behind the
+    /// pending list.
+    held: Vec<HeldDelta>,
     /// Delta sockets waiting for their list, and since when.
     snapshots: Vec<String>,
     snapshots_since: Option<tokio::time::Instant>,
@@ -42,6 +50,14 @@ const BURST_OVER: Duration = Duration::from_millis(100);
 const USERS_LIST_BUDGET: f64 = 64e6;
 /// A public user record is about this long in JSON.
 const USER_RECORD_BYTES: f64 = 80.0;
+
+/// A presence delta for the sockets that get lists, waiting for its list.
+#[derive(Debug)]
+struct HeldDelta {
+    event: &'static str,
+    payload: Value,
+    except: Option<socketioxide::socket::Sid>,
+}
 
 impl UsersListBroadcast {
     /// The least time between two lists: what keeps a burst's list traffic under
@@ -89,6 +105,40 @@ impl UsersListBroadcast {
         gw.emit_users_list(&list).await;
         self.last = Some(tokio::time::Instant::now());
         self.pending = false;
+        for held in std::mem::take(&mut self.held) {
+            gw.emit_presence(
+                PresenceAudience::FullList,
+                held.event,
+                &held.payload,
+                held.except,
+            )
+            .await;
+        }
+    }
+
+    /// Sends `user-joined` or `user-left` (`payload`) to every local socket
+    /// but `except`: at once to the delta sockets, and to the list sockets
+    /// right after the list of this change (which the caller has announced
+    /// with [`UsersListBroadcast::changed`] before).
+    async fn delta(
+        &mut self,
+        gw: &Gateway,
+        event: &'static str,
+        payload: Value,
+        except: Option<socketioxide::socket::Sid>,
+    ) {
+        gw.emit_presence(PresenceAudience::Deltas, event, &payload, except)
+            .await;
+        if self.pending {
+            self.held.push(HeldDelta {
+                event,
+                payload,
+                except,
+            });
+        } else {
+            gw.emit_presence(PresenceAudience::FullList, event, &payload, except)
+                .await;
+        }
     }
 
     /// The mirror's list, serialized once, to every delta socket waiting for it.
@@ -140,9 +190,13 @@ pub(super) async fn announce_presence(
             PresenceNotice::ListChanged => users_list.changed(gw).await,
             PresenceNotice::Online { user, session } => {
                 let sender = gw.local_sid(&session.session_id, &session.gateway_id);
-                gw.emit_all("user-joined", &user, sender).await;
+                users_list.delta(gw, "user-joined", user, sender).await;
             }
-            PresenceNotice::Offline { user_id } => gw.emit_all("user-left", &user_id, None).await,
+            PresenceNotice::Offline { user_id } => {
+                users_list
+                    .delta(gw, "user-left", Value::String(user_id), None)
+                    .await;
+            }
             // A delta socket's one users-list: the mirror as it is when the list
             // goes out, sent in the dispatcher's order, so every later change
             // reaches it as user-joined / user-left after the list.
@@ -169,7 +223,10 @@ pub(super) async fn announce_presence(
                     users_list.snapshot_for(session.session_id);
                 }
             }
-            PresenceNotice::Updated { user } => gw.emit_to_delta("user-joined", &user).await,
+            PresenceNotice::Updated { user } => {
+                gw.emit_presence(PresenceAudience::Deltas, "user-joined", &user, None)
+                    .await;
+            }
         }
     }
 }

@@ -302,6 +302,14 @@ impl Mirror {
             .collect()
     }
 
+    /// Whether `user_id` takes part in a live call (through any session).
+    pub fn in_a_call(&self, user_id: &str) -> bool {
+        self.read()
+            .calls_by_id
+            .values()
+            .any(|c| c.participants.iter().any(|p| user_of(p) == user_id))
+    }
+
     /// The calls `session_id` takes part in.
     pub fn calls_of_session(&self, session_id: &str) -> Vec<String> {
         self.read()

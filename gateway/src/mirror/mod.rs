@@ -511,9 +511,16 @@ mod tests {
         mirror.presence_watch_started();
         mirror.apply_user("b", Some(online(user("b", 2), vec![session("s2", "g")])), 2);
         let notices = mirror.presence_current();
-        assert!(notices.contains(&PresenceNotice::Offline {
-            user_id: "a".into()
-        }));
+        // As for a change seen live: the list first, then user-left.
+        assert_eq!(
+            notices,
+            [
+                PresenceNotice::ListChanged,
+                PresenceNotice::Offline {
+                    user_id: "a".into()
+                }
+            ]
+        );
         assert_eq!(mirror.counts().0, 1);
     }
 

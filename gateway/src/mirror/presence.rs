@@ -27,14 +27,15 @@ impl Mirror {
             .filter(|id| !seen.contains(*id))
             .cloned()
             .collect();
-        let mut notices = Vec::new();
+        if gone.is_empty() {
+            return Vec::new();
+        }
+        // The list first, then each user-left, as for a change seen live.
+        state.users_list = None;
+        let mut notices = vec![PresenceNotice::ListChanged];
         for user_id in gone {
             state.users.remove(&user_id);
             notices.push(PresenceNotice::Offline { user_id });
-        }
-        if !notices.is_empty() {
-            state.users_list = None;
-            notices.push(PresenceNotice::ListChanged);
         }
         notices
     }
