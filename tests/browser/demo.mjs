@@ -70,7 +70,9 @@ export function useSystemAndBrowser(topology, env = {}) {
 async function serveDemoFromDisk(context) {
   await context.route(
     (url) => url.pathname in DEMO_FILES,
-    (route) => route.fulfill({ path: path.resolve(DEMO_DIR, DEMO_FILES[new URL(route.request().url()).pathname]) }),
+    async (route) => {
+      await route.fulfill({ path: path.resolve(DEMO_DIR, DEMO_FILES[new URL(route.request().url()).pathname]) });
+    },
   );
 }
 
@@ -92,6 +94,7 @@ export class DemoUser {
     this.page = page;
     this.errors = []; // uncaught page errors and console errors
     this.id = null;
+    this.closed = false;
   }
 
   /**
@@ -102,7 +105,12 @@ export class DemoUser {
     const context = await browser.newContext({ viewport });
     if (DEMO_DIR) await serveDemoFromDisk(context);
     if (iceServers) {
-      await context.route((url) => url.pathname === '/ice-servers', (route) => route.fulfill({ json: { iceServers } }));
+      await context.route(
+        (url) => url.pathname === '/ice-servers',
+        async (route) => {
+          await route.fulfill({ json: { iceServers } });
+        },
+      );
     }
     const page = await context.newPage();
     const user = new DemoUser(name, context, page);
@@ -224,7 +232,16 @@ export class DemoUser {
     return this.page.evaluate(() => window.meetup.events.findLast((e) => e.event === 'call-clicked')?.t);
   }
 
+  /**
+   * Closes the page's context. Route handlers still running (a long-poll the test forwards,
+   * a file it serves) are cut off first and their errors dropped: they answer a page that is
+   * going away, and nothing of theirs may run after the test that started them has ended.
+   * Closing again (a test's own close, then its `after` hook) does nothing.
+   */
   async close() {
+    if (this.closed) return;
+    this.closed = true;
+    await this.context.unrouteAll({ behavior: 'ignoreErrors' });
     await this.context.close();
   }
 }

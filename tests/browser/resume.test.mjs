@@ -17,8 +17,8 @@ const MIN_FRAMES_DURING_CUT = 10; // video frames decoded each way while B is cu
 
 /** Opens demo pages for one test; every page still open is closed when the test ends. */
 function opener(t, browser) {
-  return async (gatewayUrl, name) => {
-    const user = await DemoUser.join(browser, gatewayUrl, name);
+  return async (gatewayUrl, name, options = {}) => {
+    const user = await DemoUser.join(browser, gatewayUrl, name, options);
     t.after(() => user.close());
     return user;
   };
@@ -306,11 +306,14 @@ describe('gateway hand-over (cluster)', () => {
         const url = new URL(route.request().url());
         const to = new URL(`${url.pathname}${url.search}`, target);
         served.add(to.origin);
+        let response;
         try {
-          route.fulfill({ response: await route.fetch({ url: to.href, timeout: 0, maxRedirects: 0 }) });
+          response = await route.fetch({ url: to.href, timeout: 0, maxRedirects: 0 });
         } catch {
-          route.abort('connectionreset').catch(() => {}); // the gateway went away mid-request
+          await route.abort('connectionreset'); // the gateway went away mid-request
+          return;
         }
+        await route.fulfill({ response });
       },
     );
     await a.call(b);
