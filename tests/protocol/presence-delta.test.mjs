@@ -95,6 +95,8 @@ scenario('?presence=delta in the query works for clients that cannot set auth; "
 scenario('a delta socket hears a changed username as user-joined with the new record', async (sc) => {
   const d = await sc.user('d', DELTA);
   const a = await sc.user('a', { username: 'Old' });
+  // a's own ack and list say nothing of when d hears of a: wait for that first.
+  await d.waitFor('user-joined', (u) => u?.id === a.userId && u.username === 'Old');
   const since = d.mark();
   const renamed = await register(a, { id: a.userId, username: 'New' });
   const update = await d.waitFor('user-joined', (u) => u?.id === a.userId, { since });
