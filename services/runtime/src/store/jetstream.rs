@@ -67,37 +67,57 @@ pub async fn open(
     Ok(Bucket::JetStream(Box::new(store)))
 }
 
+/// The key's latest entry. A direct get, answered by any replica of the
+/// bucket; an absence (or a delete) is asked again of the stream leader: a replica that
+/// restarted and is catching up misses keys written while it was down, and
+/// "not found" must never be decided on a lagging copy (a call just started
+/// would be refused to its joiner). A present value may be a little old: every
+/// write that follows a read names the revision it read, so an old one loses
+/// the compare-and-set and is read again.
 pub async fn get(kv: &kv::Store, key: &str) -> Result<Option<Entry>, StoreError> {
     if !keys::is_valid(key) {
         return Err(StoreError::InvalidKey(key.to_owned()));
     }
     let entry = timed("get", async { kv.entry(key).await.map_err(unavailable) }).await?;
-    Ok(entry.and_then(|e| match e.operation {
-        kv::Operation::Put => Some(Entry {
+    match entry {
+        Some(e) if e.operation == kv::Operation::Put => Ok(Some(Entry {
             key: e.key,
             value: Some(e.value),
             revision: e.revision,
-        }),
-        kv::Operation::Delete | kv::Operation::Purge => None,
-    }))
+        })),
+        // Absent or deleted here: maybe only on this copy.
+        _ => get_on_leader(kv, key).await,
+    }
 }
 
-pub async fn exists_on_leader(kv: &kv::Store, key: &str) -> Result<bool, StoreError> {
+/// The key's latest entry as the stream leader holds it (the stream message
+/// API, not the direct get, is answered by the leader).
+async fn get_on_leader(kv: &kv::Store, key: &str) -> Result<Option<Entry>, StoreError> {
     use async_nats::jetstream::stream::LastRawMessageErrorKind;
-    if !keys::is_valid(key) {
-        return Err(StoreError::InvalidKey(key.to_owned()));
-    }
     let subject = format!("{}{key}", kv.prefix);
     timed("get on leader", async {
-        // The stream message API (not the direct get) is answered by the leader.
         match kv.stream.get_last_raw_message_by_subject(&subject).await {
-            Ok(message) => Ok(!(message.headers.get(KV_OPERATION).is_some()
-                || message.headers.get(MARKER_REASON).is_some())),
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(false),
+            Ok(message) => {
+                let deleted = message.headers.get(KV_OPERATION).is_some()
+                    || message.headers.get(MARKER_REASON).is_some();
+                Ok((!deleted).then(|| Entry {
+                    key: key.to_owned(),
+                    value: Some(message.payload),
+                    revision: message.sequence,
+                }))
+            }
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
             Err(e) => Err(unavailable(e)),
         }
     })
     .await
+}
+
+pub async fn exists_on_leader(kv: &kv::Store, key: &str) -> Result<bool, StoreError> {
+    if !keys::is_valid(key) {
+        return Err(StoreError::InvalidKey(key.to_owned()));
+    }
+    Ok(get_on_leader(kv, key).await?.is_some())
 }
 
 /// What a failed write says beneath the library's wrapping.
