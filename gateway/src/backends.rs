@@ -344,11 +344,20 @@ fn never_sent(status: &tonic::Status) -> bool {
 
 /// True for a failure that left no answer from the service (its replica died or
 /// could not be reached), as opposed to an answer that refused the call.
+///
+/// A replica that stops gracefully ends its HTTP/2 connection with GOAWAY; a
+/// call that crossed it on the wire is reset with the HTTP/2 reason NO_ERROR,
+/// which tonic reports as `Internal` "h2 protocol error: ...". That is the
+/// connection going away, not the service answering: a rolling restart showed
+/// such calls as `internal` acks while the other replica was serving.
 pub fn replica_went_away(status: &tonic::Status) -> bool {
-    matches!(
+    let transport_reset =
+        status.code() == tonic::Code::Internal && status.message().starts_with("h2 protocol error");
+    (matches!(
         status.code(),
         tonic::Code::Unavailable | tonic::Code::Unknown
-    ) && meetup_runtime::reason::of(status).is_none()
+    ) || transport_reset)
+        && meetup_runtime::reason::of(status).is_none()
 }
 
 #[cfg(test)]
@@ -361,6 +370,23 @@ mod tests {
     use tonic_health::pb::health_client::HealthClient;
 
     use super::*;
+
+    #[test]
+    fn a_connection_reset_by_a_stopping_replica_counts_as_gone() {
+        assert!(replica_went_away(&tonic::Status::unavailable(
+            "tcp connect error"
+        )));
+        assert!(replica_went_away(&tonic::Status::internal(
+            "h2 protocol error: http2 error"
+        )));
+        // The service's own answers are not retried elsewhere.
+        assert!(!replica_went_away(&tonic::Status::internal(
+            "database exploded"
+        )));
+        assert!(!replica_went_away(&tonic::Status::not_found(
+            "no such call"
+        )));
+    }
 
     fn free_port() -> u16 {
         std::net::TcpListener::bind("127.0.0.1:0")
