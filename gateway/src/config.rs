@@ -22,7 +22,9 @@ pub struct Config {
     /// Port of the HTTP + Socket.IO server (0 picks a free one).
     #[arg(long, env = "PORT", default_value_t = 3001)]
     pub port: u16,
-    /// Origins allowed by CORS, comma-separated.
+    /// Web origins whose pages may open sockets (and get CORS grants),
+    /// comma-separated: `scheme://host[:port]`, `https://*.example.com` for
+    /// subdomains, `*` for any (unsafe).
     #[arg(
         long,
         env = "CLIENT_URL",
@@ -199,8 +201,8 @@ pub enum ConfigError {
     RemoteWithoutNats(&'static str),
     #[error("GATEWAY_ID {0:?} must be 1 to 64 letters, digits, '-' or '_'")]
     BadGatewayId(String),
-    #[error("CLIENT_URL entry {0:?} is not a valid origin")]
-    BadOrigin(String),
+    #[error("CLIENT_URL: {0}")]
+    BadOrigin(#[from] crate::edge::origin::OriginError),
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
     #[error("GATEWAY_TIMEOUT_MS must be more than twice GATEWAY_HEARTBEAT_MS")]
@@ -236,10 +238,8 @@ impl Config {
         {
             return Err(ConfigError::BadGatewayId(id.clone()));
         }
-        for origin in &self.client_urls {
-            if origin.parse::<axum::http::HeaderValue>().is_err() || origin.trim().is_empty() {
-                return Err(ConfigError::BadOrigin(origin.clone()));
-            }
+        if let Err(error) = crate::edge::origin::AllowedOrigins::parse(&self.client_urls) {
+            return Err(ConfigError::BadOrigin(error));
         }
         for (name, value) in [
             ("MAX_PAYLOAD_BYTES", self.max_payload_bytes as u64),
@@ -405,6 +405,17 @@ mod tests {
         let config = parse(&["--client-urls", "http://a.test,http://b.test"]);
         assert_eq!(config.client_urls.len(), 2);
         assert!(config.validate().is_ok());
+        assert!(
+            parse(&["--client-urls", "https://*.a.test,*"])
+                .validate()
+                .is_ok()
+        );
+        assert!(parse(&["--client-urls", "a.test"]).validate().is_err());
+        assert!(
+            parse(&["--client-urls", "http://a.test/app"])
+                .validate()
+                .is_err()
+        );
         assert!(parse(&["--max-payload-bytes", "0"]).validate().is_err());
         assert!(
             parse(&[

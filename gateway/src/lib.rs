@@ -143,13 +143,26 @@ pub async fn run(
         trust_forwarded_for: config.trust_forwarded_for,
         trusted_proxies: edge::forwarded::TrustedProxies::new(config.trusted_proxies.clone()),
     });
+    let origins = edge::origin::AllowedOrigins::parse(&config.client_urls)?;
+    if origins.allows_any() {
+        tracing::warn!(
+            "CLIENT_URL allows any origin (*): any web page may open sockets for its visitors"
+        );
+    }
+    let origin_check = std::sync::Arc::new(edge::origin::OriginCheck::new(origins.clone()));
+    // Outermost first: CORS, then the origin check (a refused page costs its
+    // visitor's address no connection allowance), the rate limit, Socket.IO.
     let app = edge::http::router(gw.clone())
         .layer(layer)
         .layer(axum::middleware::from_fn_with_state(
             connection_limit,
             edge::http::limit_connections,
         ))
-        .layer(edge::http::cors(&config.client_urls));
+        .layer(axum::middleware::from_fn_with_state(
+            origin_check,
+            edge::origin::check_origin,
+        ))
+        .layer(edge::http::cors(origins));
     tracing::info!(
         service = "gateway",
         addr = %listener.local_addr()?,

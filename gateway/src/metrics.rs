@@ -29,6 +29,8 @@ pub struct GatewayMetrics {
     pub relays_kept: Counter,
     /// Kept relays given to resumed sockets.
     pub relays_replayed: Counter,
+    /// Socket.IO requests refused for their page's origin.
+    pub origin_refused: Counter,
 }
 
 static METRICS: LazyLock<GatewayMetrics> = LazyLock::new(|| {
@@ -47,7 +49,13 @@ static METRICS: LazyLock<GatewayMetrics> = LazyLock::new(|| {
         sessions_resumed: Family::default(),
         relays_kept: Counter::default(),
         relays_replayed: Counter::default(),
+        origin_refused: Counter::default(),
     };
+    register(
+        "gateway_origin_refused",
+        "Socket.IO requests refused because their page's origin is not in CLIENT_URL",
+        metrics.origin_refused.clone(),
+    );
     register(
         "gateway_sessions_away",
         "Sessions turned away by this gateway (socket gone without goodbye, or drained)",

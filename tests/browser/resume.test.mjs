@@ -308,7 +308,10 @@ describe('gateway hand-over (cluster)', () => {
         served.add(to.origin);
         let response;
         try {
-          response = await route.fetch({ url: to.href, timeout: 0, maxRedirects: 0 });
+          // As behind a real balancer, the page and both gateways share one origin: the
+          // forwarded request names the gateway it goes to as its origin.
+          const headers = { ...route.request().headers(), origin: to.origin };
+          response = await route.fetch({ url: to.href, headers, timeout: 0, maxRedirects: 0 });
         } catch {
           await route.abort('connectionreset'); // the gateway went away mid-request
           return;

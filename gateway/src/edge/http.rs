@@ -3,7 +3,7 @@
 
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use serde_json::json;
@@ -12,6 +12,7 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use std::net::IpAddr;
 
 use crate::edge::forwarded::TrustedProxies;
+use crate::edge::origin::AllowedOrigins;
 use crate::state::Gateway;
 
 pub fn router(gw: Gateway) -> Router {
@@ -139,14 +140,12 @@ async fn readyz(State(gw): State<Gateway>) -> impl IntoResponse {
     }
 }
 
-/// CORS grant for the configured origins only, with credentials, like the original.
-pub fn cors(origins: &[String]) -> CorsLayer {
-    let origins: Vec<HeaderValue> = origins
-        .iter()
-        .filter_map(|o| HeaderValue::from_str(o.trim()).ok())
-        .collect();
+/// CORS grant for the allowed origins only, with credentials, like the original.
+pub fn cors(origins: AllowedOrigins) -> CorsLayer {
     CorsLayer::new()
-        .allow_origin(AllowOrigin::list(origins))
+        .allow_origin(AllowOrigin::predicate(move |origin, _| {
+            origins.admits_origin(origin)
+        }))
         .allow_methods([Method::GET, Method::POST])
         .allow_headers(AllowHeaders::mirror_request())
         .allow_credentials(true)

@@ -6,5 +6,6 @@ pub mod auth;
 pub mod forwarded;
 pub mod http;
 pub mod limits;
+pub mod origin;
 pub mod serve;
 pub mod turn;
