@@ -11,7 +11,8 @@
 # Suites (--only, repeatable): protocol-single, protocol-cluster, browser, rust-e2e.
 # Expects what ./tests/run.sh installs (nats-server, PostgreSQL, Chromium, the npm
 # packages); builds the binaries first. Logs go to target/stress/<time>/ (or --out).
-# Exits non-zero when any run failed.
+# The Rust tests' replicated clusters write every process's log to
+# round<N>-rust-e2e.processes/. Exits non-zero when any run failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -69,7 +70,8 @@ run_suite() {
     protocol-single) (cd tests/protocol && MEETUP_BIN_DIR="$bins" MEETUP_TOPOLOGY=single npm test) ;;
     protocol-cluster) (cd tests/protocol && MEETUP_BIN_DIR="$bins" MEETUP_TOPOLOGY=cluster npm test) ;;
     browser) (cd tests/browser && MEETUP_BIN_DIR="$bins" npm test) ;;
-    rust-e2e) cargo nextest run -p meetup-tests --locked --no-fail-fast ;;
+    # Each replicated cluster's process logs land beside the run's log.
+    rust-e2e) MEETUP_TEST_LOGS="$2.processes" cargo nextest run -p meetup-tests --locked --no-fail-fast ;;
     *) echo "unknown suite $1" >&2; return 2 ;;
   esac
 }
@@ -88,7 +90,7 @@ for round in $(seq "$rounds"); do
   for suite in "${only[@]}"; do
     log="$out/round$round-$suite.log"
     t0=$(date +%s)
-    run_suite "$suite" >"$log" 2>&1
+    run_suite "$suite" "$out/round$round-$suite" >"$log" 2>&1
     rc=$?
     secs=$(( $(date +%s) - t0 ))
     if [ "$rc" -eq 0 ]; then
