@@ -80,7 +80,13 @@ pub struct Backends {
 }
 
 impl Backends {
-    pub async fn start(config: &Config) -> anyhow::Result<Self> {
+    /// Connects the bus and opens the state store (waiting for JetStream as
+    /// long as it takes; `None` when `stop` comes first), then starts or
+    /// reaches the services.
+    pub async fn start(
+        config: &Config,
+        stop: &mut watch::Receiver<bool>,
+    ) -> anyhow::Result<Option<Self>> {
         let bus = match &config.nats_url {
             Some(url) => Bus::connect_nats(url, "meetup-gateway", Duration::from_secs(10)).await?,
             None => Bus::local(),
@@ -89,7 +95,13 @@ impl Backends {
             replicas: config.jetstream_replicas.max(1),
             lease_ttl: config.liveness().timeout,
         };
-        let store = StateStore::for_bus(&bus, settings).await?;
+        let Some(store) = meetup_runtime::startup::retry("state store", stop, || {
+            StateStore::for_bus(&bus, settings)
+        })
+        .await
+        else {
+            return Ok(None);
+        };
         let (stop_embedded, stop) = watch::channel(false);
         let mut embedded = Vec::new();
         let presence = match &config.presence_url {
@@ -155,14 +167,14 @@ impl Backends {
                 .max_decoding_message_size(MAX_SNAPSHOT_BYTES);
         let calls = CallServiceClient::with_interceptor(Traced::new(calls), bearer)
             .max_decoding_message_size(MAX_SNAPSHOT_BYTES);
-        Ok(Backends {
+        Ok(Some(Backends {
             presence,
             calls,
             bus,
             store,
             embedded,
             stop_embedded,
-        })
+        }))
     }
 
     /// Stops the in-process services, if any, after the gateway is done with them.
@@ -436,7 +448,11 @@ mod tests {
             "--max-sockets-per-user=1".to_owned(),
         ])
         .expect("config");
-        let backends = Backends::start(&config).await.expect("backends");
+        let (_keep, mut stop) = watch::channel(false);
+        let backends = Backends::start(&config, &mut stop)
+            .await
+            .expect("backends")
+            .expect("not stopped");
 
         // The gateway's own calls are answered, or refused with their reason,
         // without a connection to either listener.

@@ -55,7 +55,7 @@ struct Output {
 
 /// A child process, killed when dropped.
 pub struct Process {
-    name: String,
+    pub name: String,
     child: Child,
     output: Arc<Output>,
 }
@@ -306,8 +306,33 @@ impl NatsServer {
         })
     }
 
+    /// A server on `port` (chosen beforehand, for processes started before it).
+    pub async fn start_at(port: u16) -> anyhow::Result<Self> {
+        Self::start_on(
+            i32::from(port),
+            Arc::new(StoreDir(temp_dir("meetup-nats")?)),
+        )
+        .await
+    }
+
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (its store stays with this value).
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        if self.process.is_running() {
+            self.process.signal("KILL")?;
+        }
+        self.process.wait_exit(Duration::from_secs(5)).await?;
+        Ok(())
+    }
+
+    /// Starts a stopped server again on the same port and store.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        let (port, store) = (self.port, self.store.clone());
+        *self = Self::start_on(i32::from(port), store).await?;
+        Ok(())
     }
 
     /// Kills the server and starts a new one on the same port and store.
@@ -369,7 +394,25 @@ impl ServiceProcess {
             "calls" => ("meetup-calls", "CALLS_LISTEN"),
             other => bail!("unknown service {other}"),
         };
-        Self::start_with(service, bin, listen_var, "127.0.0.1:0", nats_url, env).await
+        let started =
+            Self::spawn_with(service, bin, listen_var, "127.0.0.1:0", nats_url, env).await?;
+        wait_grpc_health(&started.url(), "").await?;
+        Ok(started)
+    }
+
+    /// Like [`ServiceProcess::start_env`], but returns once it listens, without
+    /// waiting for it to be ready (its state store may not be there yet).
+    pub async fn spawn_env(
+        service: &str,
+        nats_url: Option<&str>,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
+        let (bin, listen_var) = match service {
+            "presence" => ("meetup-presence", "PRESENCE_LISTEN"),
+            "calls" => ("meetup-calls", "CALLS_LISTEN"),
+            other => bail!("unknown service {other}"),
+        };
+        Self::spawn_with(service, bin, listen_var, "127.0.0.1:0", nats_url, env).await
     }
 
     /// Starts the service again on the address it had (killing it first if it
@@ -409,7 +452,8 @@ impl ServiceProcess {
         let before = std::mem::replace(&mut self.process, process);
         self.earlier_output.push_str(&before.output());
         self.earlier_output.push('\n');
-        Ok(())
+        // It listens at once, and serves once its state store is open.
+        wait_grpc_health(&self.url(), "").await
     }
 
     /// Everything every process of this service printed, restarts included.
@@ -417,7 +461,7 @@ impl ServiceProcess {
         format!("{}{}", self.earlier_output, self.process.output())
     }
 
-    async fn start_with(
+    async fn spawn_with(
         service: &str,
         bin: &str,
         listen_var: &str,

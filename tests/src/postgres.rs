@@ -76,6 +76,26 @@ impl PostgresServer {
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("postgres did not start")))
     }
 
+    /// Stops the server (SIGKILL); its data stays for [`PostgresServer::start_again`].
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        if self.process.is_running() {
+            self.process.signal("KILL")?;
+        }
+        self.process
+            .wait_exit(std::time::Duration::from_secs(10))
+            .await?;
+        Ok(())
+    }
+
+    /// Starts the stopped server again, on its port with its data.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        let data = self.dir.join("data");
+        // A killed postmaster leaves its pid file; the new one must not think it runs.
+        let _ = std::fs::remove_file(data.join("postmaster.pid"));
+        self.process = start_server(&bin_dir()?, &data, &self.dir, self.port, run_as()?).await?;
+        Ok(())
+    }
+
     /// `postgres://` URL of `database` on this server.
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use meetup_proto::calls::v1::call_service_server::CallServiceServer;
 use meetup_runtime::grpc::RequireBearer;
-use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 
 pub use error::CallError;
@@ -22,23 +21,12 @@ pub use registry::{CallLimits, CallRegistry};
 pub use service::CallGrpc;
 
 /// The call gRPC API: with `api_token`, every call must carry it as a bearer
-/// token. Served over the network by [`run`], or called in process
+/// token. Served over the network by `meetup_runtime::service::run`, or called in process
 /// (`meetup_runtime::grpc::in_process`).
 pub type CallsApi = InterceptedService<CallServiceServer<CallGrpc>, RequireBearer>;
 
 pub fn api(registry: CallRegistry, api_token: Option<String>) -> CallsApi {
     CallServiceServer::with_interceptor(CallGrpc::new(registry), RequireBearer::new(api_token))
-}
-
-/// Serves the call gRPC API (with health and reflection) until `shutdown`; with
-/// `api_token`, every API call must carry it as a bearer token.
-pub async fn run(
-    listener: TcpListener,
-    registry: CallRegistry,
-    api_token: Option<String>,
-    shutdown: impl Future<Output = ()> + Send,
-) -> anyhow::Result<()> {
-    meetup_runtime::grpc::serve(listener, api(registry, api_token), shutdown).await
 }
 
 /// Every `interval`: takes the sessions of gateways whose lease is gone out of

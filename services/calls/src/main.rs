@@ -50,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
         config.listen,
         config.metrics_listen,
         &config.common,
-        |state, _bus, listener, shutdown| async move {
+        |state, _bus| async move {
             let registry = meetup_calls::CallRegistry::new(&state, limits);
             let mut background = Background::default();
             background.spawn(meetup_calls::gauges(registry.clone(), background.stopped()));
@@ -68,9 +68,7 @@ async fn main() -> anyhow::Result<()> {
                 ));
             }
             let token = common.internal_api_token.clone();
-            let result = meetup_calls::run(listener, registry, token, shutdown).await;
-            background.stop().await;
-            result
+            Ok((meetup_calls::api(registry, token), background))
         },
     )
     .await

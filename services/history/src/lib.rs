@@ -19,7 +19,6 @@ use std::future::Future;
 use std::time::Duration;
 
 use meetup_proto::history::v1::history_service_server::HistoryServiceServer;
-use tokio::net::TcpListener;
 
 pub use error::HistoryError;
 pub use record::{
@@ -29,19 +28,18 @@ pub use record::{
 pub use service::HistoryGrpc;
 pub use store::HistoryStore;
 
-/// Serves the history gRPC API (with health and reflection) until `shutdown`;
-/// with `api_token`, every API call must carry it as a bearer token.
-pub async fn run(
-    listener: TcpListener,
-    store: HistoryStore,
-    api_token: Option<String>,
-    shutdown: impl Future<Output = ()> + Send,
-) -> anyhow::Result<()> {
-    let service = HistoryServiceServer::with_interceptor(
+/// The history gRPC API; with `api_token`, every API call must carry it as a
+/// bearer token. Served with health and reflection by `meetup-history`.
+pub type HistoryApi = tonic::service::interceptor::InterceptedService<
+    HistoryServiceServer<HistoryGrpc>,
+    meetup_runtime::grpc::RequireBearer,
+>;
+
+pub fn api(store: HistoryStore, api_token: Option<String>) -> HistoryApi {
+    HistoryServiceServer::with_interceptor(
         HistoryGrpc::new(store),
         meetup_runtime::grpc::RequireBearer::new(api_token),
-    );
-    meetup_runtime::grpc::serve(listener, service, shutdown).await
+    )
 }
 
 /// Removes the records older than `retention` now and then every `every`,

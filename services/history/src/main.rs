@@ -6,6 +6,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use meetup_history::source::{self, SourceConfig};
+use meetup_runtime::grpc::Gate;
+use meetup_runtime::startup;
 use meetup_runtime::telemetry::{self, LogFormat};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -61,10 +63,8 @@ struct Config {
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     let telemetry = telemetry::init("meetup-history", config.log_format);
-    let store = meetup_history::HistoryStore::connect(&config.database_url)
-        .await
-        .context("cannot open the history database")?;
-    tracing::info!(backend = ?store.backend(), "history database ready");
+    // SIGTERM stops us cleanly from now on, also while we wait for the database.
+    let mut stop = startup::stop_on(meetup_runtime::shutdown::signal());
     let listener = TcpListener::bind(config.listen).await?;
     tracing::info!(service = "history", addr = %listener.local_addr()?, "listening");
     meetup_runtime::grpc::warn_if_exposed(
@@ -74,79 +74,111 @@ async fn main() -> anyhow::Result<()> {
     );
     let metrics = TcpListener::bind(config.metrics_listen).await?;
     tracing::info!(service = "history-metrics", addr = %metrics.local_addr()?, "listening");
-
-    let (stop, stopped) = watch::channel(false);
-    let until_stopped = move || {
-        let mut stopped = stopped.clone();
-        async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        }
-    };
     let mut tasks = vec![tokio::spawn({
-        let shutdown = until_stopped();
+        let shutdown = startup::stopped(stop.clone());
         async move {
             if let Err(error) = meetup_runtime::metrics::serve(metrics, shutdown).await {
                 tracing::error!(%error, "metrics server failed");
             }
         }
     })];
-    if config.retention_days > 0 {
-        tasks.push(tokio::spawn(meetup_history::prune_periodically(
-            store.clone(),
-            Duration::from_secs(config.retention_days * 86_400),
-            Duration::from_secs(3600),
-            until_stopped(),
-        )));
-    }
-    let nats = match &config.nats_url {
-        Some(url) => {
-            let client = async_nats::ConnectOptions::new()
-                .name("meetup-history")
-                .retry_on_initial_connect()
-                .max_reconnects(None)
-                .connect(url)
-                .await
-                .with_context(|| format!("cannot connect to NATS at {url}"))?;
-            let source_config = SourceConfig {
-                stream: config.stream.clone(),
-                filter_subject: config.subject.clone(),
-                durable: config.consumer.clone(),
-                ack_wait: Duration::from_secs(config.ack_wait_secs.max(1)),
-            };
-            let js = async_nats::jetstream::new(client.clone());
-            let store = store.clone();
-            let shutdown = until_stopped();
-            tasks.push(tokio::spawn(source::run(
-                js,
-                source_config,
-                store,
-                source::decode_call_record,
-                shutdown,
-            )));
-            Some(client)
-        }
-        None => {
-            tracing::warn!("NATS_URL is not set: no call snapshots are consumed");
-            None
-        }
-    };
-
-    let result = meetup_history::run(
+    // Health says NOT_SERVING, and calls are answered UNAVAILABLE, until the
+    // database is open.
+    let gate = Gate::default();
+    let (serving, serving_now) = watch::channel(false);
+    let server = tokio::spawn(meetup_runtime::grpc::serve_while(
         listener,
-        store.clone(),
-        config.internal_api_token.clone(),
-        meetup_runtime::shutdown::signal(),
-    )
-    .await;
-    let _ = stop.send(true);
+        gate.clone(),
+        serving_now,
+        startup::stopped(stop.clone()),
+    ));
+    let store = open_database(&config.database_url, &mut stop).await?;
+    let mut nats = None;
+    if let Some(store) = &store {
+        tracing::info!(backend = ?store.backend(), "history database ready");
+        if config.retention_days > 0 {
+            tasks.push(tokio::spawn(meetup_history::prune_periodically(
+                store.clone(),
+                Duration::from_secs(config.retention_days * 86_400),
+                Duration::from_secs(3600),
+                startup::stopped(stop.clone()),
+            )));
+        }
+        nats = match &config.nats_url {
+            Some(url) => {
+                // Connects in the background, again and again until NATS is
+                // there; the source waits for its stream meanwhile.
+                let client = async_nats::ConnectOptions::new()
+                    .name("meetup-history")
+                    .retry_on_initial_connect()
+                    .max_reconnects(None)
+                    .reconnect_delay_callback(meetup_runtime::bus::reconnect_delay)
+                    .connect(url)
+                    .await
+                    .with_context(|| format!("cannot connect to NATS at {url}"))?;
+                let source_config = SourceConfig {
+                    stream: config.stream.clone(),
+                    filter_subject: config.subject.clone(),
+                    durable: config.consumer.clone(),
+                    ack_wait: Duration::from_secs(config.ack_wait_secs.max(1)),
+                };
+                let js = async_nats::jetstream::new(client.clone());
+                tasks.push(tokio::spawn(source::run(
+                    js,
+                    source_config,
+                    store.clone(),
+                    source::decode_call_record,
+                    startup::stopped(stop.clone()),
+                )));
+                Some(client)
+            }
+            None => {
+                tracing::warn!("NATS_URL is not set: no call snapshots are consumed");
+                None
+            }
+        };
+        gate.open(meetup_history::api(
+            store.clone(),
+            config.internal_api_token.clone(),
+        ));
+        let _ = serving.send(true);
+    }
+    let result = match server.await {
+        Ok(result) => result,
+        Err(error) => Err(error.into()),
+    };
+    drop(serving);
     for task in tasks {
         let _ = task.await;
     }
     if let Some(client) = nats {
         let _ = client.drain().await;
     }
-    store.close().await;
+    if let Some(store) = store {
+        store.close().await;
+    }
     tracing::info!("stopped");
     telemetry.shutdown().await;
     result
+}
+
+/// Opens the history database. PostgreSQL may not be up yet (every process of
+/// a deployment starts at once): it is waited for, as long as it takes. A
+/// SQLite file is local, so a failure to open it is final. `None` when the
+/// process was asked to stop while waiting.
+async fn open_database(
+    url: &str,
+    stop: &mut watch::Receiver<bool>,
+) -> anyhow::Result<Option<meetup_history::HistoryStore>> {
+    let context = || format!("cannot open the history database at HISTORY_DATABASE_URL={url}");
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        let store = meetup_history::HistoryStore::connect(url)
+            .await
+            .with_context(context)?;
+        return Ok(Some(store));
+    }
+    Ok(startup::retry("history database", stop, || {
+        meetup_history::HistoryStore::connect(url)
+    })
+    .await)
 }

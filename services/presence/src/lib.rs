@@ -16,7 +16,6 @@ use std::time::Duration;
 use meetup_proto::presence::v1::presence_service_server::PresenceServiceServer;
 use meetup_runtime::Bus;
 use meetup_runtime::grpc::RequireBearer;
-use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 
 pub use error::PresenceError;
@@ -24,7 +23,7 @@ pub use service::PresenceGrpc;
 pub use store::PresenceStore;
 
 /// The presence gRPC API: with `api_token`, every call must carry it as a bearer
-/// token. Served over the network by [`run`], or called in process
+/// token. Served over the network by `meetup_runtime::service::run`, or called in process
 /// (`meetup_runtime::grpc::in_process`).
 pub type PresenceApi = InterceptedService<PresenceServiceServer<PresenceGrpc>, RequireBearer>;
 
@@ -34,18 +33,6 @@ pub fn api(store: PresenceStore, bus: Bus, api_token: Option<String>) -> Presenc
         PresenceGrpc::new(store, bus),
         RequireBearer::new(api_token),
     )
-}
-
-/// Serves the presence gRPC API (with health and reflection) until `shutdown`; with
-/// `api_token`, every API call must carry it as a bearer token.
-pub async fn run(
-    listener: TcpListener,
-    store: PresenceStore,
-    bus: Bus,
-    api_token: Option<String>,
-    shutdown: impl Future<Output = ()> + Send,
-) -> anyhow::Result<()> {
-    meetup_runtime::grpc::serve(listener, api(store, bus, api_token), shutdown).await
 }
 
 /// Removes, every `interval`, the sessions of gateways whose lease has been gone

@@ -34,7 +34,7 @@ async fn main() -> anyhow::Result<()> {
         config.listen,
         config.metrics_listen,
         &config.common,
-        |state, bus, listener, shutdown| async move {
+        |state, bus| async move {
             let store = meetup_presence::PresenceStore::new(&state, config.max_sockets_per_user)
                 .with_resume_grace(common.resume_grace());
             let mut background = Background::default();
@@ -53,9 +53,7 @@ async fn main() -> anyhow::Result<()> {
                 ));
             }
             let token = common.internal_api_token.clone();
-            let result = meetup_presence::run(listener, store, bus, token, shutdown).await;
-            background.stop().await;
-            result
+            Ok((meetup_presence::api(store, bus, token), background))
         },
     )
     .await

@@ -68,6 +68,7 @@ impl Bus {
             .connection_timeout(timeout)
             .retry_on_initial_connect()
             .max_reconnects(None)
+            .reconnect_delay_callback(reconnect_delay)
             .event_callback(|event| async move {
                 match event {
                     async_nats::Event::Connected => tracing::info!("nats connected"),
@@ -197,6 +198,13 @@ impl Stream for Subscription {
             }),
         }
     }
+}
+
+/// The pause before reconnect attempt `attempts` to NATS: 0, then 100 ms more
+/// each time up to 1 s (the library's default grows to several seconds), so
+/// that a process waiting for NATS is ready within about a second of it.
+pub fn reconnect_delay(attempts: usize) -> std::time::Duration {
+    std::time::Duration::from_millis((attempts as u64 * 100).min(1000))
 }
 
 #[cfg(test)]

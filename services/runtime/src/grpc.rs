@@ -4,9 +4,11 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::body::Body;
 use tonic::codegen::http::{Request, Response};
@@ -31,7 +33,7 @@ fn server_layers()
 }
 
 /// Runs `service` on `listener` until `shutdown` resolves, then finishes the
-/// requests in flight and returns.
+/// requests in flight and returns. Health says SERVING throughout.
 pub async fn serve<S>(
     listener: TcpListener,
     service: S,
@@ -47,15 +49,54 @@ where
     S::Response: axum::response::IntoResponse,
     S::Future: Send + 'static,
 {
+    let (_always, serving) = watch::channel(true);
+    serve_while(listener, service, serving, shutdown).await
+}
+
+/// [`serve`], with the health of `service` (and of the whole server) SERVING
+/// while `serving` is true and NOT_SERVING otherwise: a process that waits for
+/// its state store, or lost it, tells its balancers and probes so.
+pub async fn serve_while<S>(
+    listener: TcpListener,
+    service: S,
+    mut serving: watch::Receiver<bool>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()>
+where
+    S: tower::Service<Request<Body>, Error = Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Response: axum::response::IntoResponse,
+    S::Future: Send + 'static,
+{
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_service_status(S::NAME, ServingStatus::Serving)
-        .await;
+    let status = |up: bool| {
+        if up {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        }
+    };
+    let up = *serving.borrow_and_update();
+    health.set_service_status(S::NAME, status(up)).await;
+    health.set_service_status("", status(up)).await;
+    // Follows `serving` until its sender is gone (the server's future is
+    // dropped with the process, so the task ends with it).
+    let follower = tokio::spawn(async move {
+        while serving.changed().await.is_ok() {
+            let up = *serving.borrow_and_update();
+            health.set_service_status(S::NAME, status(up)).await;
+            health.set_service_status("", status(up)).await;
+        }
+    });
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(meetup_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    Server::builder()
+    let served = Server::builder()
         // Small responses must not wait for Nagle (40 ms with delayed ACKs).
         .tcp_nodelay(true)
         .layer(server_layers())
@@ -63,8 +104,79 @@ where
         .add_service(reflection)
         .add_service(service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await?;
+        .await;
+    follower.abort();
+    served?;
     Ok(())
+}
+
+/// A gRPC API that is served before it exists: it answers UNAVAILABLE
+/// ("starting") until [`Gate::open`] gives it the real service, so a process
+/// listens (and answers its health checks) while it waits for its state store.
+pub struct Gate<S> {
+    inner: Arc<OnceLock<S>>,
+}
+
+impl<S> Clone for Gate<S> {
+    fn clone(&self) -> Self {
+        Gate {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S> Default for Gate<S> {
+    fn default() -> Self {
+        Gate {
+            inner: Arc::new(OnceLock::new()),
+        }
+    }
+}
+
+impl<S> Gate<S> {
+    /// From now on every call goes to `service`. A second open is ignored.
+    pub fn open(&self, service: S) {
+        let _ = self.inner.set(service);
+    }
+}
+
+impl<S: NamedService> NamedService for Gate<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> tower::Service<Request<Body>> for Gate<S>
+where
+    S: tower::Service<Request<Body>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        match self.inner.get() {
+            Some(service) => {
+                let call = service.clone().oneshot(request);
+                Box::pin(async move { call.await.map(|response| response.map(Body::new)) })
+            }
+            None => {
+                let status = tonic::Status::unavailable("starting: waiting for the state store");
+                Box::pin(std::future::ready(Ok(status.into_http())))
+            }
+        }
+    }
 }
 
 /// A gRPC API of this process as a client transport: a tonic client over it

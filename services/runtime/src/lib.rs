@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod reason;
 pub mod service;
 pub mod shutdown;
+pub mod startup;
 pub mod store;
 pub mod subjects;
 pub mod telemetry;

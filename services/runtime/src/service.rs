@@ -76,21 +76,40 @@ impl ServiceArgs {
 /// The shutdown signal handed to the service.
 pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// Runs one service: connects NATS and opens the state store, binds `listen` and
-/// `metrics_listen`, and calls `serve` with the store, the API listener and the
-/// shutdown signal. Returns once `serve` has stopped and NATS is drained.
-pub async fn run<Fut>(
+/// Runs one service: binds `listen` and `metrics_listen` at once (health says
+/// NOT_SERVING, calls are answered UNAVAILABLE), opens the state store (JetStream
+/// over NATS, waiting as long as it takes: see [`crate::startup`]), then serves
+/// the API `build` makes of it with the background tasks it starts. Health
+/// follows the NATS connection from then on. Returns once SIGTERM (or SIGINT)
+/// has stopped the server and the background, and NATS is drained.
+pub async fn run<S, B, Fut>(
     name: &'static str,
     listen: SocketAddr,
     metrics_listen: SocketAddr,
     args: &ServiceArgs,
-    serve: impl FnOnce(StateStore, Bus, TcpListener, Shutdown) -> Fut,
+    build: impl FnOnce(StateStore, Bus) -> Fut,
 ) -> anyhow::Result<()>
 where
-    Fut: Future<Output = anyhow::Result<()>>,
+    S: tower::Service<
+            tonic::codegen::http::Request<tonic::body::Body>,
+            Response = tonic::codegen::http::Response<B>,
+            Error = std::convert::Infallible,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError>,
+    Fut: Future<Output = anyhow::Result<(S, Background)>>,
 {
     let telemetry = telemetry::init(&format!("meetup-{name}"), args.log_format);
+    // Before anyone can be told we listen: a SIGTERM from then on stops us
+    // cleanly, also while we wait for NATS.
+    let mut stop = crate::startup::stop_on(crate::shutdown::signal());
     let bus = match &args.nats_url {
+        // Connects in the background, again and again until NATS is there.
         Some(url) => {
             let timeout = Duration::from_secs(args.nats_connect_timeout_secs);
             Bus::connect_nats(url, &format!("meetup-{name}"), timeout).await?
@@ -100,11 +119,8 @@ where
             Bus::local()
         }
     };
-    let store = StateStore::for_bus(&bus, args.bucket_settings()).await?;
-    // Before anyone can be told we listen: a SIGTERM from then on stops us cleanly.
-    let shutdown = crate::shutdown::signal();
     let listener = TcpListener::bind(listen).await?;
-    tracing::info!(service = name, addr = %listener.local_addr()?, store = store.kind(), "listening");
+    tracing::info!(service = name, addr = %listener.local_addr()?, "listening");
     crate::grpc::warn_if_exposed(
         name,
         listener.local_addr()?,
@@ -112,17 +128,74 @@ where
     );
     let metrics = TcpListener::bind(metrics_listen).await?;
     tracing::info!(service = format!("{name}-metrics"), addr = %metrics.local_addr()?, "listening");
-    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
-    let metrics_server = tokio::spawn(crate::metrics::serve(metrics, async move {
-        let _ = metrics_stopped.await;
-    }));
-    let result = serve(store, bus.clone(), listener, Box::pin(shutdown)).await;
-    let _ = stop_metrics.send(());
+    let metrics_server = tokio::spawn(crate::metrics::serve(
+        metrics,
+        crate::startup::stopped(stop.clone()),
+    ));
+    let gate = crate::grpc::Gate::<S>::default();
+    let (serving, serving_now) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(crate::grpc::serve_while(
+        listener,
+        gate.clone(),
+        serving_now,
+        crate::startup::stopped(stop.clone()),
+    ));
+    let settings = args.bucket_settings();
+    let store = crate::startup::retry("state store", &mut stop, || {
+        StateStore::for_bus(&bus, settings)
+    })
+    .await;
+    let mut background = None;
+    let mut result = Ok(());
+    if let Some(store) = store {
+        tracing::info!(service = name, store = store.kind(), "ready");
+        match build(store, bus.clone()).await {
+            Ok((api, tasks)) => {
+                gate.open(api);
+                background = Some(tasks);
+                follow_connection(&bus, &serving, stop.clone()).await;
+            }
+            Err(error) => result = Err(error),
+        }
+    }
+    drop(serving);
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => result = result.and(Err(error)),
+        Err(error) => result = result.and(Err(error.into())),
+    }
+    if let Some(background) = background {
+        background.stop().await;
+    }
     let _ = metrics_server.await;
     bus.drain().await;
     tracing::info!("stopped");
     telemetry.shutdown().await;
     result
+}
+
+/// Says SERVING while the bus is connected (JetStream is reached through it),
+/// NOT_SERVING while it is not, until `stop`.
+async fn follow_connection(
+    bus: &Bus,
+    serving: &tokio::sync::watch::Sender<bool>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut every = tokio::time::interval(Duration::from_millis(250));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let up = bus.is_connected();
+        serving.send_if_modified(|was| {
+            if *was != up {
+                tracing::info!(connected = up, "state store connection changed");
+            }
+            std::mem::replace(was, up) != up
+        });
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
 }
 
 /// Calls `tick` every `every` until `stop` resolves: the services' sweeps and
