@@ -430,6 +430,44 @@ async fn after_nats_restarts_relays_and_events_flow_again() {
         .expect("user-joined from the other gateway");
 }
 
+/// nats.rs issue 1596: a KV watch that was not being polled while its server
+/// restarted was reported not to resume. Here nothing at all happens during
+/// the restart and for a while after it; the gateways must still see every
+/// presence and call change, and route relays by them.
+#[tokio::test]
+async fn after_nats_restarts_while_everything_is_idle_the_gateways_still_see_changes() {
+    let mut cluster = Cluster::start(2, &[]).await.expect("cluster");
+    let (a_id, b_id, call_id) = (id("a"), id("b"), id("call"));
+    let a = user(&cluster.url(0), &a_id).await;
+    cluster.nats.restart().await.expect("nats restarts");
+    for gateway in &cluster.gateways {
+        gateway.wait_ready(true).await.expect("ready");
+    }
+    // The idle time is the point of this test, not a wait for a state: no
+    // client sends anything, no change is made, while the watches sit idle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let since = a.mark();
+    let b = user(&cluster.url(1), &b_id).await;
+    a.wait_for("user-joined", since, EVENT, |u| u["id"] == b_id.as_str())
+        .await
+        .expect("the presence watch of gateway 0 saw b come online on gateway 1");
+    // b starts a call on gateway 1, a joins through gateway 0: each gateway's
+    // calls watch must know it to route the relay between them.
+    call(&b, &a, &call_id, &a_id).await;
+    let since = a.mark();
+    let ack = b
+        .emit_ack(
+            "webrtc-offer",
+            &json!({ "callId": call_id, "targetUserId": a_id, "offer": { "idle": true } }),
+        )
+        .await
+        .expect("ack");
+    assert_eq!(ack["ok"], true, "{ack}");
+    a.wait_for("webrtc-offer", since, EVENT, |p| p["offer"]["idle"] == true)
+        .await
+        .expect("the relay crossed, routed by both gateways' call mirrors");
+}
+
 #[tokio::test]
 async fn a_socket_whose_session_the_state_lost_is_closed() {
     let cluster = Cluster::start(2, &[]).await.expect("cluster");
