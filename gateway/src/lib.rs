@@ -147,6 +147,7 @@ async fn assemble(
     let Some(backends) = Backends::start(config, stop).await? else {
         return Ok(None);
     };
+    backends.bus.warn_if_old_server();
     warn_if_embedded_apis_exposed(config);
     let history = history::History::start(config, &backends.store).await?;
     let (layer, io) = SocketIo::builder()

@@ -146,6 +146,22 @@ impl Bus {
     }
 
     /// True while the bus can carry messages.
+    /// Logs a warning when the NATS server this process is connected to is
+    /// older than [`MIN_NATS_SERVER`] (nothing while not connected yet).
+    pub fn warn_if_old_server(&self) {
+        let Bus::Nats(client) = self else {
+            return;
+        };
+        let version = client.server_info().version;
+        if is_older_than_minimum(&version) {
+            tracing::warn!(
+                version,
+                minimum = MIN_NATS_SERVER,
+                "nats-server is older than this system is meant for (README: Start-up order)"
+            );
+        }
+    }
+
     pub fn is_connected(&self) -> bool {
         match self {
             Bus::Local(_) => true,
@@ -200,6 +216,30 @@ impl Stream for Subscription {
     }
 }
 
+/// The oldest nats-server release this system is meant for: the JetStream
+/// fixes that followed Jepsen's analysis of 2.12.1 (acknowledged writes lost in
+/// some failures) are in it.
+pub const MIN_NATS_SERVER: &str = "2.12.3";
+
+/// Whether a server's `version` (`2.11.4`, `v2.12.3`, `2.13.0-beta.1`) is older
+/// than [`MIN_NATS_SERVER`]. An unreadable version counts as older.
+fn is_older_than_minimum(version: &str) -> bool {
+    fn parts(v: &str) -> Option<(u64, u64, u64)> {
+        let v = v.trim().trim_start_matches('v');
+        let core = v.split(['-', '+']).next()?;
+        let mut numbers = core.split('.').map(|n| n.parse::<u64>().ok());
+        Some((
+            numbers.next()??,
+            numbers.next()??,
+            numbers.next().flatten().unwrap_or(0),
+        ))
+    }
+    match (parts(version), parts(MIN_NATS_SERVER)) {
+        (Some(found), Some(minimum)) => found < minimum,
+        _ => true,
+    }
+}
+
 /// The pause before reconnect attempt `attempts` to NATS: 0, then 100 ms more
 /// each time up to 1 s (the library's default grows to several seconds), so
 /// that a process waiting for NATS is ready within about a second of it.
@@ -210,6 +250,17 @@ pub fn reconnect_delay(attempts: usize) -> std::time::Duration {
 #[cfg(test)]
 mod tests {
     use super::server_list;
+
+    #[test]
+    fn servers_older_than_the_minimum_are_told_apart() {
+        use super::is_older_than_minimum as old;
+        for older in ["2.9.25", "2.11.4", "v2.12.2", "garbage", ""] {
+            assert!(old(older), "{older}");
+        }
+        for newer in ["2.12.3", "v2.12.4", "2.13.0", "2.15.1", "3.0.0-rc.1"] {
+            assert!(!old(newer), "{newer}");
+        }
+    }
 
     #[test]
     fn nats_url_lists_several_servers() {

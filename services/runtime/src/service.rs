@@ -149,6 +149,7 @@ where
     let mut result = Ok(());
     if let Some(store) = store {
         tracing::info!(service = name, store = store.kind(), "ready");
+        bus.warn_if_old_server();
         match build(store, bus.clone()).await {
             Ok((api, tasks)) => {
                 gate.open(api);
