@@ -281,6 +281,45 @@ async fn after_sigkill_of_its_gateway_a_user_resumes_elsewhere_and_one_who_never
     assert_no_leave(&a, since, &b_id);
 }
 
+/// B's gateway dies and B resumes through the other gateway with its token
+/// before the cluster noticed the death (its session still live, not away):
+/// A, in the call with B, still hears `user-reconnected` (its signaling path
+/// changed, relays sent meanwhile may be gone), and nobody hears a leave.
+#[tokio::test]
+async fn a_resume_before_the_crash_was_noticed_is_told_to_the_peers() {
+    // A lease that outlives the test: the death is certainly not noticed.
+    let mut env = grace();
+    env.push(("GATEWAY_TIMEOUT_MS", "60000".to_owned()));
+    let mut cluster = Cluster::start_with_env(2, &env, &env)
+        .await
+        .expect("cluster");
+    let (a_id, b_id, call_id) = (id("a"), id("b"), id("call"));
+    let (a, _) = user(&cluster.url(0), &a_id).await;
+    let (b, token) = user(&cluster.url(1), &b_id).await;
+    call(&a, &[(&b, &b_id)], &call_id).await;
+
+    let since = a.mark();
+    cluster.gateways[1].process.signal("KILL").expect("kill");
+    cluster.gateways[1]
+        .process
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("dies");
+    drop(b);
+    // At once: the lease of the dead gateway is still alive for a while.
+    let b = SioClient::connect(&cluster.url(0)).await.expect("connects");
+    let ack = join(&b, &b_id, json!({ "resumeToken": token })).await;
+    assert_back_in_call(&a, &b, &ack, &b_id, &call_id, since).await;
+    assert!(
+        a.events()
+            .into_iter()
+            .skip(since)
+            .all(|e| e.event != "user-reconnecting" || e.data["userId"] != b_id.as_str()),
+        "the takeover came before the death was noticed: nobody was told b went away"
+    );
+    assert_no_leave(&a, since, &b_id);
+}
+
 #[tokio::test]
 async fn a_gateway_frozen_past_its_lease_closes_its_sockets_and_they_resume() {
     let cluster = cluster().await;

@@ -228,6 +228,21 @@ impl Mirror {
             }
         }
         notices.extend(away_and_back(&before, &after));
+        // A session taken over while it was still live (its gateway died
+        // before anyone noticed, and its client resumed through another): its
+        // peers never saw it go, yet its signaling path changed and relays
+        // sent to it meanwhile may be gone. Told as a reconnection all the same.
+        if let Some(call_change::Change::Resumed(resumed)) = &change
+            && let Some(user) = resumed.participant.as_ref().map(user_of)
+            && !notices
+                .iter()
+                .any(|n| matches!(n, CallNotice::Reconnected { user_id, .. } if user_id == user))
+        {
+            notices.push(CallNotice::Reconnected {
+                call: after.clone(),
+                user_id: user.to_owned(),
+            });
+        }
         for p in after
             .participants
             .iter()

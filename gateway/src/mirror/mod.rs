@@ -693,6 +693,19 @@ mod tests {
         );
         let route = mirror.route_relay("c", "a", "b").expect("route");
         assert_eq!((route.session_id.as_str(), route.away), ("sb2", false));
+
+        // Taken over while still live (its gateway died unnoticed): told too.
+        let again = participant("b", "sb3", "g3");
+        call.participants[1] = again.clone();
+        let resumed = call_change::Change::Resumed(ParticipantResumed {
+            previous_session_id: "sb2".into(),
+            participant: Some(again),
+        });
+        let notices = mirror.apply_call("c", record(&call, resumed), 4);
+        assert!(
+            matches!(&notices[..], [CallNotice::Reconnected { user_id, .. }] if user_id == "b"),
+            "{notices:?}"
+        );
     }
 
     #[test]
