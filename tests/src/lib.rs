@@ -389,13 +389,7 @@ impl ServiceProcess {
         nats_url: Option<&str>,
         env: &[(&str, String)],
     ) -> anyhow::Result<Self> {
-        let (bin, listen_var) = match service {
-            "presence" => ("meetup-presence", "PRESENCE_LISTEN"),
-            "calls" => ("meetup-calls", "CALLS_LISTEN"),
-            other => bail!("unknown service {other}"),
-        };
-        let started =
-            Self::spawn_with(service, bin, listen_var, "127.0.0.1:0", nats_url, env).await?;
+        let started = Self::spawn_env(service, nats_url, env).await?;
         wait_grpc_health(&started.url(), "").await?;
         Ok(started)
     }

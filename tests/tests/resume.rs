@@ -93,6 +93,16 @@ async fn relay(from: &SioClient, call_id: &str, to_id: &str, n: u64) -> Value {
     .expect("ack")
 }
 
+/// SIGKILLs gateway `n` and waits for it to be gone.
+async fn kill_gateway(cluster: &mut Cluster, n: usize) {
+    cluster.gateways[n].process.signal("KILL").expect("kill");
+    cluster.gateways[n]
+        .process
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("dies");
+}
+
 /// Panics if `client` heard, from `since` on, that `user_id` left.
 fn assert_no_leave(client: &SioClient, since: usize, user_id: &str) {
     for event in client.events().into_iter().skip(since) {
@@ -237,12 +247,7 @@ async fn after_sigkill_of_its_gateway_a_user_resumes_elsewhere_and_one_who_never
 
     let since = a.mark();
     let killed = Instant::now();
-    cluster.gateways[1].process.signal("KILL").expect("kill");
-    cluster.gateways[1]
-        .process
-        .wait_exit(Duration::from_secs(5))
-        .await
-        .expect("dies");
+    kill_gateway(&mut cluster, 1).await;
     drop((b, c));
     for user_id in [&b_id, &c_id] {
         a.wait_for("user-reconnecting", since, EVENT, |p| {
@@ -299,12 +304,7 @@ async fn a_resume_before_the_crash_was_noticed_is_told_to_the_peers() {
     call(&a, &[(&b, &b_id)], &call_id).await;
 
     let since = a.mark();
-    cluster.gateways[1].process.signal("KILL").expect("kill");
-    cluster.gateways[1]
-        .process
-        .wait_exit(Duration::from_secs(5))
-        .await
-        .expect("dies");
+    kill_gateway(&mut cluster, 1).await;
     drop(b);
     // At once: the lease of the dead gateway is still alive for a while.
     let b = SioClient::connect(&cluster.url(0)).await.expect("connects");

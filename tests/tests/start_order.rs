@@ -84,48 +84,83 @@ async fn readyz(addr: SocketAddr) -> Option<u16> {
         .map(|(status, _)| status)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn services_and_a_gateway_started_before_nats_serve_once_it_is_up_and_again_after_it_went() {
-    let ports = free_ports(2).unwrap();
-    let (nats_port, gateway_port) = (ports[0], ports[1]);
-    let nats_url = format!("nats://127.0.0.1:{nats_port}");
-    let mut presence = ServiceProcess::spawn_env("presence", Some(&nats_url), &[])
+/// Presence and calls on `nats_url` (with `env`), listening but not waited for.
+async fn services(nats_url: &str, env: &[(&str, String)]) -> (ServiceProcess, ServiceProcess) {
+    let presence = ServiceProcess::spawn_env("presence", Some(nats_url), env)
         .await
-        .expect("presence listens without NATS");
-    let mut calls = ServiceProcess::spawn_env("calls", Some(&nats_url), &[])
+        .expect("presence listens");
+    let calls = ServiceProcess::spawn_env("calls", Some(nats_url), env)
         .await
-        .expect("calls listens without NATS");
-    let env = [
+        .expect("calls listens");
+    (presence, calls)
+}
+
+/// A gateway of `presence` and `calls` on `nats_url` (with `env`), on a port
+/// chosen here (it logs its address only once ready); returns once it answers
+/// `/healthz`.
+async fn gateway(
+    nats_url: &str,
+    presence: &ServiceProcess,
+    calls: &ServiceProcess,
+    env: &[(&str, String)],
+) -> (Process, SocketAddr) {
+    let port = free_ports(1).unwrap()[0];
+    let mut all = vec![
         ("HOST", "127.0.0.1".to_owned()),
-        ("PORT", gateway_port.to_string()),
-        ("NATS_URL", nats_url.clone()),
+        ("PORT", port.to_string()),
+        ("NATS_URL", nats_url.to_owned()),
         ("PRESENCE_URL", presence.url()),
         ("CALLS_URL", calls.url()),
         ("LOG_FORMAT", "json".to_owned()),
         ("RUST_LOG", "info".to_owned()),
     ];
-    let mut gateway = Process::spawn("gateway", &bin_path("meetup-gateway").unwrap(), &[], &env)
+    all.extend(env.iter().cloned());
+    let process = Process::spawn("gateway", &bin_path("meetup-gateway").unwrap(), &[], &all)
         .expect("gateway spawns");
-    let gateway_addr = SocketAddr::from(([127, 0, 0, 1], gateway_port));
-
-    // Nothing to talk to: each says so, and stays.
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     within(READY_AFTER, "gateway answers /healthz", || async {
-        matches!(http_get(gateway_addr, "/healthz").await, Ok((200, _)))
+        matches!(http_get(addr, "/healthz").await, Ok((200, _)))
     })
     .await;
-    for service in [&mut presence, &mut calls] {
+    (process, addr)
+}
+
+/// Each of them, waiting for `what`, stays up and says it is not ready.
+async fn all_wait(
+    services: [&mut ServiceProcess; 2],
+    gateway: &mut Process,
+    addr: SocketAddr,
+    what: &str,
+) {
+    for service in services {
         let url = service.url();
         stays(
             &mut service.process,
-            "service without NATS: NOT_SERVING",
+            &format!("service waiting for {what}: NOT_SERVING"),
             || async { health(&url).await == Some(ServingStatus::NotServing) },
         )
         .await;
     }
     stays(
+        gateway,
+        &format!("gateway waiting for {what}: /readyz 503"),
+        || async { readyz(addr).await == Some(503) },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_and_a_gateway_started_before_nats_serve_once_it_is_up_and_again_after_it_went() {
+    let nats_port = free_ports(1).unwrap()[0];
+    let nats_url = format!("nats://127.0.0.1:{nats_port}");
+    let (mut presence, mut calls) = services(&nats_url, &[]).await;
+    let (mut gateway, gateway_addr) = gateway(&nats_url, &presence, &calls, &[]).await;
+    // Nothing to talk to: each says so, and stays.
+    all_wait(
+        [&mut presence, &mut calls],
         &mut gateway,
-        "gateway without NATS: /readyz 503",
-        || async { readyz(gateway_addr).await == Some(503) },
+        gateway_addr,
+        "NATS",
     )
     .await;
     let refused = PresenceServiceClient::connect(presence.url())
@@ -212,25 +247,8 @@ async fn services_and_a_gateway_started_before_nats_serve_once_it_is_up_and_agai
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_waiting_for_nats_stops_cleanly_on_sigterm() {
     let nats_url = format!("nats://127.0.0.1:{}", free_ports(1).unwrap()[0]);
-    let mut presence = ServiceProcess::spawn_env("presence", Some(&nats_url), &[])
-        .await
-        .expect("presence listens without NATS");
-    let port = free_ports(1).unwrap()[0];
-    let env = [
-        ("HOST", "127.0.0.1".to_owned()),
-        ("PORT", port.to_string()),
-        ("NATS_URL", nats_url.clone()),
-        ("PRESENCE_URL", presence.url()),
-        ("CALLS_URL", presence.url()),
-        ("LOG_FORMAT", "json".to_owned()),
-    ];
-    let mut gateway = Process::spawn("gateway", &bin_path("meetup-gateway").unwrap(), &[], &env)
-        .expect("gateway spawns");
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    within(READY_AFTER, "gateway answers /healthz", || async {
-        matches!(http_get(addr, "/healthz").await, Ok((200, _)))
-    })
-    .await;
+    let (mut presence, calls) = services(&nats_url, &[]).await;
+    let (mut gateway, _) = gateway(&nats_url, &presence, &calls, &[]).await;
     for process in [&mut presence.process, &mut gateway] {
         process.signal("TERM").unwrap();
         let status = process
@@ -299,42 +317,13 @@ async fn a_gateway_and_services_started_while_jetstream_has_no_leader_serve_once
     }
     let nats_url = cluster.nodes[0].url();
     let replicas = [("JETSTREAM_REPLICAS", "3".to_owned())];
-    let mut presence = ServiceProcess::spawn_env("presence", Some(&nats_url), &replicas)
-        .await
-        .expect("presence listens");
-    let mut calls = ServiceProcess::spawn_env("calls", Some(&nats_url), &replicas)
-        .await
-        .expect("calls listens");
-    let port = free_ports(1).unwrap()[0];
-    let env = [
-        ("HOST", "127.0.0.1".to_owned()),
-        ("PORT", port.to_string()),
-        ("NATS_URL", nats_url.clone()),
-        ("JETSTREAM_REPLICAS", "3".to_owned()),
-        ("PRESENCE_URL", presence.url()),
-        ("CALLS_URL", calls.url()),
-        ("LOG_FORMAT", "json".to_owned()),
-    ];
-    let mut gateway = Process::spawn("gateway", &bin_path("meetup-gateway").unwrap(), &[], &env)
-        .expect("gateway spawns");
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    within(READY_AFTER, "gateway answers /healthz", || async {
-        matches!(http_get(addr, "/healthz").await, Ok((200, _)))
-    })
-    .await;
-    for service in [&mut presence, &mut calls] {
-        let url = service.url();
-        stays(
-            &mut service.process,
-            "service without a JetStream leader: NOT_SERVING",
-            || async { health(&url).await == Some(ServingStatus::NotServing) },
-        )
-        .await;
-    }
-    stays(
+    let (mut presence, mut calls) = services(&nats_url, &replicas).await;
+    let (mut gateway, addr) = gateway(&nats_url, &presence, &calls, &replicas).await;
+    all_wait(
+        [&mut presence, &mut calls],
         &mut gateway,
-        "gateway without a JetStream leader: /readyz 503",
-        || async { readyz(addr).await == Some(503) },
+        addr,
+        "a JetStream leader",
     )
     .await;
 
