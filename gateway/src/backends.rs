@@ -80,13 +80,7 @@ pub struct Backends {
 }
 
 impl Backends {
-    /// Connects the bus and opens the state store (waiting for JetStream as
-    /// long as it takes; `None` when `stop` comes first), then starts or
-    /// reaches the services.
-    pub async fn start(
-        config: &Config,
-        stop: &mut watch::Receiver<bool>,
-    ) -> anyhow::Result<Option<Self>> {
+    pub async fn start(config: &Config) -> anyhow::Result<Self> {
         let bus = match &config.nats_url {
             Some(url) => Bus::connect_nats(url, "meetup-gateway", Duration::from_secs(10)).await?,
             None => Bus::local(),
@@ -95,13 +89,7 @@ impl Backends {
             replicas: config.jetstream_replicas.max(1),
             lease_ttl: config.liveness().timeout,
         };
-        let Some(store) = meetup_runtime::startup::retry("state store", stop, || {
-            StateStore::for_bus(&bus, settings)
-        })
-        .await
-        else {
-            return Ok(None);
-        };
+        let store = StateStore::for_bus(&bus, settings).await?;
         let (stop_embedded, stop) = watch::channel(false);
         let mut embedded = Vec::new();
         let presence = match &config.presence_url {
@@ -167,14 +155,14 @@ impl Backends {
                 .max_decoding_message_size(MAX_SNAPSHOT_BYTES);
         let calls = CallServiceClient::with_interceptor(Traced::new(calls), bearer)
             .max_decoding_message_size(MAX_SNAPSHOT_BYTES);
-        Ok(Some(Backends {
+        Ok(Backends {
             presence,
             calls,
             bus,
             store,
             embedded,
             stop_embedded,
-        }))
+        })
     }
 
     /// Stops the in-process services, if any, after the gateway is done with them.
@@ -448,11 +436,7 @@ mod tests {
             "--max-sockets-per-user=1".to_owned(),
         ])
         .expect("config");
-        let (_keep, mut stop) = watch::channel(false);
-        let backends = Backends::start(&config, &mut stop)
-            .await
-            .expect("backends")
-            .expect("not stopped");
+        let backends = Backends::start(&config).await.expect("backends");
 
         // The gateway's own calls are answered, or refused with their reason,
         // without a connection to either listener.

@@ -48,108 +48,22 @@ use crate::state::{Gateway, GatewayParts, Limits};
 
 /// Runs the gateway on `listener` until `shutdown` resolves, then drains: closes
 /// every socket, removes this gateway's users from calls and presence, and stops.
-///
-/// The listener answers from the start: while the gateway waits for what it
-/// needs (NATS, JetStream with a leader), `/healthz` says ok and everything
-/// else 503 "starting", for as long as it takes; a configuration that can never
-/// work fails at once.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
-    let mut stop = meetup_runtime::startup::stop_on(shutdown);
-    let addr = listener.local_addr()?;
-    let app = std::sync::Arc::new(std::sync::OnceLock::new());
-    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(edge::serve::serve(
-        listener,
-        edge::http::once_assembled(app.clone()),
-        async move {
-            let _ = server_stopped.await;
-        },
-    ));
-    let assembled = match assemble(&config, &mut stop).await {
-        Ok(Some(assembled)) => assembled,
-        stopped_or_failed => {
-            let _ = stop_server.send(());
-            let _ = server.await;
-            return stopped_or_failed.map(|_| tracing::info!("stopped while starting"));
-        }
-    };
-    let Assembled {
-        gw,
-        router,
-        backends,
-        history,
-        stop_tasks,
-        tasks,
-    } = assembled;
-    let _ = app.set(router);
-    tracing::info!(
-        service = "gateway",
-        %addr,
-        gateway_id = gw.id(),
-        bus = backends.bus.kind(),
-        "listening"
-    );
-
-    let grace = config.shutdown_grace();
-    let drain = {
-        let gw = gw.clone();
-        async move {
-            meetup_runtime::startup::stopped(stop).await;
-            if tokio::time::timeout(grace, drain(&gw)).await.is_err() {
-                tracing::warn!(?grace, "drain did not finish within the grace period");
-            }
-            let _ = stop_server.send(());
-            tokio::time::sleep(grace).await;
-        }
-    };
-    tokio::select! {
-        _ = &mut server => {}
-        () = drain => tracing::warn!("connections still open after the grace period"),
-    }
-    let _ = stop_tasks.send(true);
-    for task in tasks {
-        let _ = task.await;
-    }
-    backends.stop().await;
-    history.stop().await;
-    tracing::info!("stopped");
-    Ok(())
-}
-
-/// A gateway ready to serve: its state, its router and what to stop at the end.
-struct Assembled {
-    gw: Gateway,
-    router: axum::Router,
-    backends: Backends,
-    history: history::History,
-    stop_tasks: watch::Sender<bool>,
-    tasks: [tokio::task::JoinHandle<()>; 3],
-}
-
-/// Connects and assembles the gateway, waiting (see `meetup_runtime::startup`)
-/// for the dependencies that may come back; `None` when `stop` came first.
-async fn assemble(
-    config: &Config,
-    stop: &mut watch::Receiver<bool>,
-) -> anyhow::Result<Option<Assembled>> {
-    use meetup_runtime::startup::retry;
     let gateway_id = config.gateway_id();
     let auth =
         edge::auth::Authenticator::from_settings(&config.auth()).map_err(anyhow::Error::msg)?;
     if auth.is_some() {
         tracing::info!("browsers must authenticate with a JWT");
     }
-    let Some(backends) = Backends::start(config, stop).await? else {
-        return Ok(None);
-    };
+    let backends = Backends::start(&config).await?;
     backends.bus.warn_if_old_server();
-    warn_if_embedded_apis_exposed(config);
-    let history = history::History::start(config, &backends.store).await?;
+    warn_if_embedded_apis_exposed(&config);
+    let history = history::History::start(&config, &backends.store).await?;
     let (layer, io) = SocketIo::builder()
         .max_payload(config.max_message_bytes)
         .ws_max_message_size(config.max_message_bytes as usize)
@@ -157,18 +71,13 @@ async fn assemble(
         .max_buffer_size(config.socket_buffer)
         .ws_read_buffer_size(config.ws_read_buffer_bytes)
         .build_layer();
-    let Some(missed) = retry("missed-relays stream", stop, || {
-        resume::MissedRelays::open(
-            &backends.bus,
-            config.resume_buffer,
-            config.resume_grace(),
-            config.jetstream_replicas,
-        )
-    })
-    .await
-    else {
-        return Ok(None);
-    };
+    let missed = resume::MissedRelays::open(
+        &backends.bus,
+        config.resume_buffer,
+        config.resume_grace(),
+        config.jetstream_replicas,
+    )
+    .await?;
     let gw = Gateway::new(GatewayParts {
         id: gateway_id.clone(),
         io: io.clone(),
@@ -212,9 +121,7 @@ async fn assemble(
         .await?;
     // The lease comes before any socket: the services sweep the sessions of
     // gateways without one.
-    let Some(lease) = retry("gateway lease", stop, || cluster::take_lease(&gw)).await else {
-        return Ok(None);
-    };
+    let lease = cluster::take_lease(&gw).await?;
     let (stop_tasks, tasks_stopped) = watch::channel(false);
     let tasks = [
         tokio::spawn(dispatch::run(
@@ -257,14 +164,42 @@ async fn assemble(
             edge::origin::check_origin,
         ))
         .layer(edge::http::cors(origins));
-    Ok(Some(Assembled {
-        gw,
-        router: app,
-        backends,
-        history,
-        stop_tasks,
-        tasks,
-    }))
+    tracing::info!(
+        service = "gateway",
+        addr = %listener.local_addr()?,
+        gateway_id,
+        bus = backends.bus.kind(),
+        "listening"
+    );
+
+    let grace = config.shutdown_grace();
+    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = edge::serve::serve(listener, app, async move {
+        let _ = server_stopped.await;
+    });
+    let drain = {
+        let gw = gw.clone();
+        async move {
+            shutdown.await;
+            if tokio::time::timeout(grace, drain(&gw)).await.is_err() {
+                tracing::warn!(?grace, "drain did not finish within the grace period");
+            }
+            let _ = stop_server.send(());
+            tokio::time::sleep(grace).await;
+        }
+    };
+    tokio::select! {
+        () = server => {}
+        () = drain => tracing::warn!("connections still open after the grace period"),
+    }
+    let _ = stop_tasks.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    backends.stop().await;
+    history.stop().await;
+    tracing::info!("stopped");
+    Ok(())
 }
 
 /// The in-process services' APIs are as dangerous on the network as the

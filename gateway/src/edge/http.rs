@@ -140,28 +140,6 @@ async fn readyz(State(gw): State<Gateway>) -> impl IntoResponse {
     }
 }
 
-/// The whole app once the gateway is assembled (`app` set); until then,
-/// `/healthz` answers ok (the process lives) and everything else 503
-/// "starting" (a Socket.IO client gets `connect_error` and tries again).
-pub fn once_assembled(app: std::sync::Arc<std::sync::OnceLock<Router>>) -> Router {
-    Router::new().fallback_service(tower::service_fn(move |request: axum::extract::Request| {
-        let app = app.clone();
-        async move {
-            match app.get() {
-                Some(router) => tower::ServiceExt::oneshot(router.clone(), request).await,
-                None if request.uri().path() == "/healthz" => {
-                    Ok(Json(json!({ "status": "ok" })).into_response())
-                }
-                None => Ok((
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Json(json!({ "status": "not-ready", "reason": "starting: waiting for NATS and JetStream" })),
-                )
-                    .into_response()),
-            }
-        }
-    }))
-}
-
 /// CORS grant for the allowed origins only, with credentials, like the original.
 pub fn cors(origins: AllowedOrigins) -> CorsLayer {
     CorsLayer::new()
