@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use meetup_gateway::mirror::{self, Mirror};
+use meetup_gateway::mirror::Mirror;
 use meetup_proto::bus::v1::{
     CallChat, CallRecord, GatewayLease, Push, Relay, StartedCalls, UserRecord,
 };
@@ -36,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
                 let record = CallRecord::decode(payload).ok();
                 let _ = mirror.apply_call(key, record, revision);
                 if let Some(call) = mirror.call(key) {
-                    let _ = mirror::public_participants(&call);
+                    let _ = meetup_gateway::protocol::outbound::public_participants(&call);
                 }
                 let _ = mirror.route_relay(key, "k1", "k2");
             }

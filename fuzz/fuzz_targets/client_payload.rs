@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use meetup_gateway::payload::{self, RelayKind};
+use meetup_gateway::protocol::inbound::{self, RelayKind};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -13,22 +13,22 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     // The whole packet `["event", payload, ack?]`, as the socket layer hands it over.
-    let Ok(raw) = payload::event_payload(packet, 65_536) else {
+    let Ok(raw) = inbound::event_payload(packet, 65_536) else {
         return;
     };
-    let _ = payload::user_joined(&raw);
-    let _ = payload::start_call(&raw);
-    let _ = payload::join_call(&raw);
-    let _ = payload::leave_call(&raw);
-    let _ = payload::call_ref(&raw);
-    let _ = payload::invite_to_call(&raw);
-    if let Ok(message) = payload::call_message(&raw) {
+    let _ = inbound::user_joined(&raw);
+    let _ = inbound::start_call(&raw);
+    let _ = inbound::join_call(&raw);
+    let _ = inbound::leave_call(&raw);
+    let _ = inbound::call_ref(&raw);
+    let _ = inbound::invite_to_call(&raw);
+    if let Ok(message) = inbound::call_message(&raw) {
         let chars = message.text.chars().count();
-        assert!((1..=payload::MAX_TEXT_CHARS).contains(&chars), "{chars}");
+        assert!((1..=inbound::MAX_TEXT_CHARS).contains(&chars), "{chars}");
     }
     for kind in [RelayKind::Offer, RelayKind::Answer, RelayKind::IceCandidate] {
-        if let Ok(relay) = payload::relay(kind, &raw) {
-            let out = payload::relay_out(&relay, "fuzz-user");
+        if let Ok(relay) = inbound::relay(kind, &raw) {
+            let out = inbound::relay_out(&relay, "fuzz-user");
             // What goes out passes the check the receiving gateway makes
             // (`RawValue`, which, like browsers, lets lone surrogate escapes
             // through: the data is forwarded as written) ...

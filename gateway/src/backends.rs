@@ -357,7 +357,7 @@ pub fn replica_went_away(status: &tonic::Status) -> bool {
         status.code(),
         tonic::Code::Unavailable | tonic::Code::Unknown
     ) || transport_reset)
-        && meetup_runtime::reason::of(status).is_none()
+        && !meetup_runtime::reason::carries_one(status)
 }
 
 #[cfg(test)]
@@ -420,7 +420,7 @@ mod tests {
 
     /// What the gateway's ack mapping looks at.
     fn seen(status: &tonic::Status) -> (tonic::Code, String, Option<String>) {
-        let reason = meetup_runtime::reason::of(status).map(str::to_owned);
+        let reason = meetup_runtime::reason::of(status).map(|r| r.as_str().to_owned());
         (status.code(), status.message().to_owned(), reason)
     }
 

@@ -12,16 +12,17 @@ use meetup_proto::history::v1 as pb;
 use meetup_proto::history::v1::history_service_client::HistoryServiceClient;
 use meetup_runtime::grpc::AttachBearer;
 use serde_json::{Value, json};
-use socketioxide::extract::SocketRef;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use futures::{FutureExt, StreamExt};
 use meetup_runtime::store::{Bucket, StateStore, Watched};
 
-use crate::ack::{AckError, ErrorCode, ok};
 use crate::config::Config;
-use crate::payload::HistoryQuery;
+use crate::protocol::ServerEvent;
+use crate::protocol::ack::{AckError, ErrorCode, ok};
+use crate::protocol::inbound::HistoryQuery;
+use crate::state::Gateway;
 
 pub type HistoryClient = HistoryServiceClient<InterceptedService<Channel, AttachBearer>>;
 
@@ -262,7 +263,8 @@ pub async fn get_call_history(
 /// `ice-servers` is), so a client that waits for the ack has it already. Bounded
 /// by [`MISSED_CALLS_WAIT`]: registration never waits long on the history, and
 /// when the history is unavailable the calls come at the next registration.
-pub async fn send_missed_calls(history: &History, socket: &SocketRef, user_id: &str) {
+pub async fn send_missed_calls(gw: &Gateway, session_id: &str, user_id: &str) {
+    let history = gw.history();
     let missed = match tokio::time::timeout(MISSED_CALLS_WAIT, history.unseen_missed(user_id)).await
     {
         Ok(Ok(missed)) => missed,
@@ -279,12 +281,14 @@ pub async fn send_missed_calls(history: &History, socket: &SocketRef, user_id: &
         return;
     };
     let calls: Vec<Value> = missed.calls.iter().map(|c| call_json(c, user_id)).collect();
-    let body = json!({ "count": missed.count, "calls": calls });
-    if let Err(error) = socket.emit("missed-calls", &body) {
-        tracing::debug!(%user_id, %error, "missed-calls not sent");
+    let event = ServerEvent::MissedCalls {
+        count: missed.count,
+        calls,
+    };
+    if !gw.send(session_id, &event) {
+        tracing::debug!(%user_id, "missed-calls not sent");
         return;
     }
-    crate::metrics::get().event_out("missed-calls", 1);
     if let Err(error) = history.mark_seen(user_id, newest).await {
         tracing::warn!(%user_id, code = %error.code, "missed calls not marked as seen");
     }

@@ -3,17 +3,16 @@
 //! the bus to whichever gateway holds the target socket.
 //!
 //! Where to look: `socket` (a socket's connection, queue and task), `handlers`
-//! (what each client event does), `payload` (what browsers may send), `mirror`
+//! (what each client event does), `protocol` (what browsers may send and are
+//! sent, the acks and error codes, every event name once), `mirror`
 //! (presence and calls as this gateway knows them, and relay routing),
 //! `dispatch` (the store's watches and the relays, told to the sockets),
 //! `cluster` (this gateway's lease and health), `edge` (HTTP, limits, auth,
 //! TURN), `backends` (the services, remote or in-process), `state` (the handle
-//! every task shares), `config`, `metrics`, `ack` (acknowledgements and the one
-//! mapping from service failures to client error codes).
+//! every task shares), `config`, `metrics`.
 
 #![forbid(unsafe_code)]
 
-pub mod ack;
 pub mod backends;
 pub mod cluster;
 pub mod config;
@@ -23,7 +22,7 @@ pub mod handlers;
 pub mod history;
 pub mod metrics;
 pub mod mirror;
-pub mod payload;
+pub mod protocol;
 pub mod resume;
 pub mod socket;
 pub mod state;

@@ -41,16 +41,6 @@ pub fn token_hash(token: &str) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The event name of a relay of `kind` (a `RelayKind`).
-pub fn relay_event(kind: i32) -> Option<&'static str> {
-    match meetup_proto::bus::v1::RelayKind::try_from(kind) {
-        Ok(meetup_proto::bus::v1::RelayKind::Offer) => Some("webrtc-offer"),
-        Ok(meetup_proto::bus::v1::RelayKind::Answer) => Some("webrtc-answer"),
-        Ok(meetup_proto::bus::v1::RelayKind::IceCandidate) => Some("webrtc-ice-candidate"),
-        _ => None,
-    }
-}
-
 fn subject(session_id: &str) -> String {
     format!("meetup.missed.{session_id}")
 }

@@ -20,6 +20,9 @@ use crate::edge::auth::Authenticator;
 use crate::edge::turn::IceConfig;
 use crate::history::History;
 use crate::mirror::Mirror;
+use crate::protocol::ServerEvent;
+use crate::protocol::inbound::RelayKind;
+use crate::protocol::outbound::Relayed;
 use crate::resume::MissedRelays;
 
 /// The room of the sockets that asked for presence deltas in their handshake
@@ -97,7 +100,7 @@ pub struct LocalSession {
     pub seq_in_relays: bool,
     /// While a resumed socket is given the relays kept for its session, newer
     /// ones wait here, to follow them in order.
-    pub pending: Option<Vec<(String, String)>>,
+    pub pending: Option<Vec<(RelayKind, String)>>,
 }
 
 impl LocalSession {
@@ -299,14 +302,40 @@ impl Gateway {
         &self.shared.ice
     }
 
-    /// Emits to one local socket; a socket that has gone meanwhile is skipped.
-    pub fn emit_to_session<T: Serialize + ?Sized>(&self, session_id: &str, event: &str, data: &T) {
-        let Ok(sid) = session_id.parse::<Sid>() else {
-            tracing::warn!(session_id, "not a socket id of this gateway");
-            return;
+    /// Sends `event` to one local socket: skipped when the socket has gone
+    /// meanwhile, or when the event belongs to the calling extension and the
+    /// socket did not ask for it. True when it went out.
+    pub fn send(&self, session_id: &str, event: &ServerEvent) -> bool {
+        let Some(socket) = self.socket_of(session_id) else {
+            return false;
         };
-        if let Some(socket) = self.shared.io.get_socket(sid) {
-            emit_on(&socket, session_id, event, data);
+        if event.calling_only() && !in_room(&socket, CALLING_ROOM) {
+            return false;
+        }
+        emit_on(&socket, session_id, event)
+    }
+
+    /// [`Gateway::send`] to several local sockets, the payload serialized once.
+    pub fn send_many<'a>(&self, sessions: impl IntoIterator<Item = &'a str>, event: &ServerEvent) {
+        let mut sessions = sessions.into_iter().peekable();
+        if sessions.peek().is_none() {
+            return;
+        }
+        let raw = match serde_json::value::to_raw_value(event) {
+            Ok(raw) => raw,
+            Err(error) => {
+                tracing::error!(event = event.name(), %error, "event not serializable");
+                return;
+            }
+        };
+        for session_id in sessions {
+            let Some(socket) = self.socket_of(session_id) else {
+                continue;
+            };
+            if event.calling_only() && !in_room(&socket, CALLING_ROOM) {
+                continue;
+            }
+            emit_named(&socket, session_id, event.name(), &*raw);
         }
     }
 
@@ -319,7 +348,7 @@ impl Gateway {
     /// session (with `seq` in the payload when the client speaks resume).
     /// False when the socket is gone: the caller keeps the relay for the
     /// session, which is away or about to be.
-    pub fn emit_relay(&self, session_id: &str, event: &str, payload_json: &str) -> bool {
+    pub fn emit_relay(&self, session_id: &str, kind: RelayKind, payload_json: &str) -> bool {
         let Some(socket) = self.socket_of(session_id) else {
             return false;
         };
@@ -327,12 +356,12 @@ impl Gateway {
         match local.get_mut(session_id) {
             Some(session) => {
                 if let Some(pending) = session.pending.as_mut() {
-                    pending.push((event.to_owned(), payload_json.to_owned()));
+                    pending.push((kind, payload_json.to_owned()));
                 } else {
-                    emit_numbered(&socket, session_id, session, event, payload_json);
+                    emit_numbered(&socket, session_id, session, kind, payload_json);
                 }
             }
-            None => emit_raw(&socket, session_id, event, payload_json),
+            None => emit_relay_json(&socket, session_id, kind, payload_json.to_owned()),
         }
         true
     }
@@ -348,7 +377,7 @@ impl Gateway {
     /// Gives `session_id` its kept relays, then those held since
     /// [`Gateway::begin_replay`], in order; relays go straight to it again.
     /// Returns how many kept relays it was given.
-    pub fn end_replay(&self, session_id: &str, kept: &[(String, String)]) -> usize {
+    pub fn end_replay(&self, session_id: &str, kept: &[(RelayKind, String)]) -> usize {
         let socket = self.socket_of(session_id);
         let mut local = self.local();
         let Some(session) = local.get_mut(session_id) else {
@@ -358,8 +387,8 @@ impl Gateway {
         let Some(socket) = socket else {
             return 0;
         };
-        for (event, payload) in kept.iter().chain(&held) {
-            emit_numbered(&socket, session_id, session, event, payload);
+        for (kind, payload) in kept.iter().chain(&held) {
+            emit_numbered(&socket, session_id, session, *kind, payload);
         }
         kept.len()
     }
@@ -371,47 +400,24 @@ impl Gateway {
             .and_then(|sid| self.shared.io.get_socket(sid))
     }
 
-    /// Sends `users-list` to every local socket but those that asked for presence deltas.
-    pub async fn emit_users_list(&self, list: &serde_json::Value) {
-        let to = self.shared.io.except(PRESENCE_DELTA_ROOM);
-        if self.broadcast(to, "users-list", list).await {
-            count_out_to_all("users-list");
-        }
-    }
-
     /// True when `session_id` is a local socket that asked for presence deltas.
     pub fn wants_presence_delta(&self, session_id: &str) -> bool {
-        self.in_room(session_id, PRESENCE_DELTA_ROOM)
-    }
-
-    fn in_room(&self, session_id: &str, room: &str) -> bool {
-        session_id
-            .parse::<Sid>()
-            .ok()
-            .and_then(|sid| self.shared.io.get_socket(sid))
-            .is_some_and(|socket| socket.rooms().iter().any(|r| r == room))
+        self.socket_of(session_id)
+            .is_some_and(|socket| in_room(&socket, PRESENCE_DELTA_ROOM))
     }
 
     /// True when the socket of `session_id` asked for the calling extension.
     pub fn speaks_calling(&self, session_id: &str) -> bool {
-        self.in_room(session_id, CALLING_ROOM)
+        self.socket_of(session_id)
+            .is_some_and(|socket| in_room(&socket, CALLING_ROOM))
     }
 
-    /// [`Gateway::emit_to_session`] for an event of the calling extension:
-    /// only to a socket that asked for them.
-    pub fn emit_calling<T: Serialize + ?Sized>(&self, session_id: &str, event: &str, data: &T) {
-        if self.speaks_calling(session_id) {
-            self.emit_to_session(session_id, event, data);
-        }
-    }
-
-    /// Sends a presence event (`user-joined`, `user-left`) to the local sockets
-    /// of `audience`, except `except` when given.
-    pub async fn emit_presence<T: Serialize + ?Sized>(
+    /// Sends a presence event (`users-list`, `user-joined`, `user-left`) to
+    /// the local sockets of `audience`, except `except` when given.
+    pub async fn broadcast_presence(
         &self,
         audience: PresenceAudience,
-        event: &str,
-        data: &T,
+        event: &ServerEvent,
         except: Option<Sid>,
     ) {
         // The sender is left out by its id (`broadcast()`), not by a room of
@@ -424,24 +430,8 @@ impl Gateway {
             PresenceAudience::FullList => everyone.except(PRESENCE_DELTA_ROOM),
             PresenceAudience::Deltas => everyone.to(PRESENCE_DELTA_ROOM),
         };
-        if self.broadcast(to, event, data).await && audience == PresenceAudience::FullList {
-            count_out_to_all(event);
-        }
-    }
-
-    async fn broadcast<T: Serialize + ?Sized>(
-        &self,
-        to: BroadcastOperators<LocalAdapter>,
-        event: &str,
-        data: &T,
-    ) -> bool {
-        let emit = to.emit(event, data);
-        match tracing::Instrument::instrument(emit, crate::traces::emit(event)).await {
-            Ok(()) => true,
-            Err(error) => {
-                tracing::debug!(event, %error, "broadcast failed for some sockets");
-                false
-            }
+        if broadcast(to, event).await && audience == PresenceAudience::FullList {
+            count_out_to_all(event.name());
         }
     }
 
@@ -453,42 +443,75 @@ impl Gateway {
     }
 }
 
+fn in_room(socket: &SocketRef, room: &str) -> bool {
+    socket.rooms().iter().any(|r| r == room)
+}
+
 /// Emits a relay to a registered socket, numbered in its session.
 fn emit_numbered(
     socket: &SocketRef,
     session_id: &str,
     session: &mut LocalSession,
-    event: &str,
+    kind: RelayKind,
     payload_json: &str,
 ) {
     session.relay_seq += 1;
-    if session.seq_in_relays {
-        emit_raw(
-            socket,
-            session_id,
-            event,
-            &with_seq(payload_json, session.relay_seq),
-        );
+    let json = if session.seq_in_relays {
+        with_seq(payload_json, session.relay_seq)
     } else {
-        emit_raw(socket, session_id, event, payload_json);
-    }
+        payload_json.to_owned()
+    };
+    emit_relay_json(socket, session_id, kind, json);
 }
 
 /// Emits a relay's JSON text as it is.
-fn emit_raw(socket: &SocketRef, session_id: &str, event: &str, payload_json: &str) {
-    let Ok(raw) = serde_json::value::RawValue::from_string(payload_json.to_owned()) else {
-        tracing::warn!(event, "relay payload is not JSON");
+fn emit_relay_json(socket: &SocketRef, session_id: &str, kind: RelayKind, json: String) {
+    let Ok(json) = serde_json::value::RawValue::from_string(json) else {
+        tracing::warn!(event = kind.name(), "relay payload is not JSON");
         return;
     };
-    emit_on(socket, session_id, event, &*raw);
+    emit_on(
+        socket,
+        session_id,
+        &ServerEvent::Relay(Relayed { kind, json }),
+    );
 }
 
-/// Emits one event to one socket, traced and counted.
-fn emit_on<T: Serialize + ?Sized>(socket: &SocketRef, session_id: &str, event: &str, data: &T) {
-    let _span = crate::traces::emit(event).entered();
-    match socket.emit(event, data) {
-        Ok(()) => crate::metrics::get().event_out(event, 1),
-        Err(error) => tracing::debug!(session_id, event, %error, "emit failed"),
+/// Emits one event to one socket.
+fn emit_on(socket: &SocketRef, session_id: &str, event: &ServerEvent) -> bool {
+    emit_named(socket, session_id, event.name(), event)
+}
+
+/// The one place events go out to a single socket: traced and counted.
+fn emit_named<T: Serialize + ?Sized>(
+    socket: &SocketRef,
+    session_id: &str,
+    name: &str,
+    data: &T,
+) -> bool {
+    let _span = crate::traces::emit(name).entered();
+    match socket.emit(name, data) {
+        Ok(()) => {
+            crate::metrics::get().event_out(name, 1);
+            true
+        }
+        Err(error) => {
+            tracing::debug!(session_id, event = name, %error, "emit failed");
+            false
+        }
+    }
+}
+
+/// The one place events go out to many sockets at once.
+async fn broadcast(to: BroadcastOperators<LocalAdapter>, event: &ServerEvent) -> bool {
+    let name = event.name();
+    let emit = to.emit(name, event);
+    match tracing::Instrument::instrument(emit, crate::traces::emit(name)).await {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::debug!(event = name, %error, "broadcast failed for some sockets");
+            false
+        }
     }
 }
 

@@ -4,12 +4,14 @@
 
 use std::time::Duration;
 
-use serde_json::json;
-
-use meetup_proto::calls::v1::{ChatMessage, Outcome, SenderKind};
+use meetup_proto::calls::v1::{Call, Outcome};
 use serde_json::Value;
 
-use crate::mirror::{CallNotice, PresenceNotice, iso_time, public_participants};
+use crate::mirror::{CallNotice, PresenceNotice};
+use crate::protocol::ServerEvent;
+use crate::protocol::outbound::{
+    CallUserRef, ChatMessageOut, InviteEndReason, public_participants,
+};
 use crate::state::{Gateway, PresenceAudience};
 
 /// Sends `users-list` to every local socket: at once when none went out lately,
@@ -54,8 +56,7 @@ const USER_RECORD_BYTES: f64 = 80.0;
 /// A presence delta for the sockets that get lists, waiting for its list.
 #[derive(Debug)]
 struct HeldDelta {
-    event: &'static str,
-    payload: Value,
+    event: ServerEvent,
     except: Option<socketioxide::socket::Sid>,
 }
 
@@ -101,42 +102,33 @@ impl UsersListBroadcast {
     }
 
     pub(super) async fn flush(&mut self, gw: &Gateway) {
-        let list = gw.mirror().users_list();
-        gw.emit_users_list(&list).await;
+        let list = ServerEvent::UsersList(gw.mirror().users_list());
+        gw.broadcast_presence(PresenceAudience::FullList, &list, None)
+            .await;
         self.last = Some(tokio::time::Instant::now());
         self.pending = false;
         for held in std::mem::take(&mut self.held) {
-            gw.emit_presence(
-                PresenceAudience::FullList,
-                held.event,
-                &held.payload,
-                held.except,
-            )
-            .await;
+            gw.broadcast_presence(PresenceAudience::FullList, &held.event, held.except)
+                .await;
         }
     }
 
-    /// Sends `user-joined` or `user-left` (`payload`) to every local socket
-    /// but `except`: at once to the delta sockets, and to the list sockets
-    /// right after the list of this change (which the caller has announced
-    /// with [`UsersListBroadcast::changed`] before).
+    /// Sends `user-joined` or `user-left` to every local socket but `except`:
+    /// at once to the delta sockets, and to the list sockets right after the
+    /// list of this change (which the caller has announced with
+    /// [`UsersListBroadcast::changed`] before).
     async fn delta(
         &mut self,
         gw: &Gateway,
-        event: &'static str,
-        payload: Value,
+        event: ServerEvent,
         except: Option<socketioxide::socket::Sid>,
     ) {
-        gw.emit_presence(PresenceAudience::Deltas, event, &payload, except)
+        gw.broadcast_presence(PresenceAudience::Deltas, &event, except)
             .await;
         if self.pending {
-            self.held.push(HeldDelta {
-                event,
-                payload,
-                except,
-            });
+            self.held.push(HeldDelta { event, except });
         } else {
-            gw.emit_presence(PresenceAudience::FullList, event, &payload, except)
+            gw.broadcast_presence(PresenceAudience::FullList, &event, except)
                 .await;
         }
     }
@@ -145,15 +137,8 @@ impl UsersListBroadcast {
     fn flush_snapshots(&mut self, gw: &Gateway) {
         self.snapshots_since = None;
         let sessions = std::mem::take(&mut self.snapshots);
-        let list = gw.mirror().users_list();
-        match serde_json::value::to_raw_value(&*list) {
-            Ok(raw) => {
-                for session_id in sessions {
-                    gw.emit_to_session(&session_id, "users-list", &raw);
-                }
-            }
-            Err(error) => tracing::error!(%error, "users-list not serializable"),
-        }
+        let list = ServerEvent::UsersList(gw.mirror().users_list());
+        gw.send_many(sessions.iter().map(String::as_str), &list);
     }
 
     /// When something is due, if anything is.
@@ -190,11 +175,13 @@ pub(super) async fn announce_presence(
             PresenceNotice::ListChanged => users_list.changed(gw).await,
             PresenceNotice::Online { user, session } => {
                 let sender = gw.local_sid(&session.session_id, &session.gateway_id);
-                users_list.delta(gw, "user-joined", user, sender).await;
+                users_list
+                    .delta(gw, ServerEvent::UserJoined(user), sender)
+                    .await;
             }
             PresenceNotice::Offline { user_id } => {
                 users_list
-                    .delta(gw, "user-left", Value::String(user_id), None)
+                    .delta(gw, ServerEvent::UserLeft(user_id), None)
                     .await;
             }
             // A delta socket's one users-list: the mirror as it is when the list
@@ -215,8 +202,7 @@ pub(super) async fn announce_presence(
                         ..
                     } = notice
                     {
-                        let payload = incoming_call(&call_id, is_video, &by);
-                        gw.emit_to_session(&session.session_id, "incoming-call", &payload);
+                        gw.send(&session.session_id, &incoming_call(call_id, is_video, by));
                     }
                 }
                 if gw.wants_presence_delta(&session.session_id) {
@@ -224,154 +210,340 @@ pub(super) async fn announce_presence(
                 }
             }
             PresenceNotice::Updated { user } => {
-                gw.emit_presence(PresenceAudience::Deltas, "user-joined", &user, None)
-                    .await;
+                gw.broadcast_presence(
+                    PresenceAudience::Deltas,
+                    &ServerEvent::UserJoined(user),
+                    None,
+                )
+                .await;
             }
         }
     }
 }
 
-/// This gateway's sessions in `call`, except those of `except_user`.
-fn local_sessions<'a>(
-    gw: &'a Gateway,
-    call: &'a meetup_proto::calls::v1::Call,
-    except_user: &'a str,
-) -> impl Iterator<Item = &'a str> + 'a {
-    call.participants
-        .iter()
-        .filter(move |p| {
-            p.gateway_id == gw.id() && p.user.as_ref().is_none_or(|u| u.id != except_user)
-        })
-        .map(|p| p.session_id.as_str())
-}
-
-/// The `incoming-call` payload: `by` is who rang.
-fn incoming_call(call_id: &str, is_video: bool, by: &Value) -> Value {
-    json!({ "callId": call_id, "initiator": by, "isVideo": is_video })
-}
-
-/// A chat message as clients get it in `call-message` and `call-messages`.
-pub fn chat_message(call_id: &str, m: &ChatMessage) -> Value {
-    let (id, username) = m
-        .from
-        .as_ref()
-        .map(|u| (u.id.as_str(), u.username.as_str()))
-        .unwrap_or_default();
-    let mut from = json!({ "id": id, "username": username });
-    match SenderKind::try_from(m.kind) {
-        Ok(SenderKind::Bot) => from["kind"] = json!("bot"),
-        Ok(SenderKind::System) => from["kind"] = json!("system"),
-        _ => {}
-    }
-    json!({
-        "callId": call_id,
-        "id": m.id,
-        "from": from,
-        "text": m.text,
-        "sentAt": iso_time(m.sent_at),
-    })
-}
-
-/// Tells an invitation's end: to the invitee's sockets (`invite-ended`), and
-/// for a decline or no answer to everyone in the call.
-fn announce_invite_ended(
-    gw: &Gateway,
-    call: &meetup_proto::calls::v1::Call,
-    user_id: &str,
-    outcome: Outcome,
-) {
-    let (reason, to_call) = match outcome {
-        Outcome::Answered => ("answered-elsewhere", None),
-        Outcome::Declined => ("declined", Some("call-declined")),
-        Outcome::Missed => ("missed", Some("call-unanswered")),
-        Outcome::Cancelled => ("cancelled", None),
-        other => {
-            tracing::warn!(?other, "an invitation ended in an unknown way");
-            return;
-        }
+/// What a call change means for this gateway's sockets: which of them get
+/// which event. Pure (the mirror is asked only through `sessions_of`, a user's
+/// sessions on this gateway), so every rule is tested without sockets; the
+/// calling extension's events are filtered by [`Gateway::send_many`].
+pub(crate) fn call_deliveries(
+    gateway_id: &str,
+    notice: CallNotice,
+    sessions_of: impl Fn(&str) -> Vec<String>,
+) -> Vec<Delivery> {
+    // This gateway's sessions in `call`, except those of `except_user`.
+    let in_call = |call: &Call, except_user: Option<&str>| -> Vec<String> {
+        call.participants
+            .iter()
+            .filter(|p| {
+                p.gateway_id == gateway_id
+                    && (except_user.is_none()
+                        || p.user
+                            .as_ref()
+                            .is_none_or(|u| Some(u.id.as_str()) != except_user))
+            })
+            .map(|p| p.session_id.clone())
+            .collect()
     };
-    let in_call = |session: &str| call.participants.iter().any(|p| p.session_id == session);
-    let ended = json!({ "callId": call.id, "reason": reason });
-    for session_id in gw.mirror().sessions_on(user_id, gw.id()) {
-        // The socket that answered is in the call: it knows.
-        if !in_call(&session_id) {
-            gw.emit_calling(&session_id, "invite-ended", &ended);
-        }
-    }
-    if let Some(event) = to_call {
-        let payload = json!({ "callId": call.id, "userId": user_id });
-        for session_id in local_sessions(gw, call, user_id) {
-            gw.emit_calling(session_id, event, &payload);
-        }
-    }
-}
-
-pub(super) fn announce_call(gw: &Gateway, notice: CallNotice) {
+    let one = |to: Vec<String>, event: ServerEvent| vec![Delivery { to, event }];
     match notice {
         CallNotice::Ringing {
             call_id,
             is_video,
             user_id,
             by,
-        } => {
-            let payload = incoming_call(&call_id, is_video, &by);
-            for session_id in gw.mirror().sessions_on(&user_id, gw.id()) {
-                gw.emit_to_session(&session_id, "incoming-call", &payload);
-            }
-        }
+        } => one(sessions_of(&user_id), incoming_call(call_id, is_video, by)),
         CallNotice::InviteEnded {
             call,
             user_id,
             outcome,
-        } => announce_invite_ended(gw, &call, &user_id, outcome),
-        CallNotice::Message { call, message } => {
-            let payload = chat_message(&call.id, &message);
-            for p in call.participants.iter().filter(|p| p.gateway_id == gw.id()) {
-                gw.emit_calling(&p.session_id, "call-message", &payload);
-            }
-        }
+        } => invite_ended(
+            &call,
+            &user_id,
+            outcome,
+            sessions_of(&user_id),
+            in_call(&call, Some(&user_id)),
+        ),
+        CallNotice::Message { call, message } => one(
+            in_call(&call, None),
+            ServerEvent::CallMessage(ChatMessageOut::new(&call.id, &message)),
+        ),
         CallNotice::UserJoined {
             call,
             user,
             user_id,
-        } => {
-            let payload = json!({ "callId": call.id, "user": user, "participants": public_participants(&call) });
-            for session_id in local_sessions(gw, &call, &user_id) {
-                gw.emit_to_session(session_id, "user-joined-call", &payload);
-            }
-        }
+        } => one(
+            in_call(&call, Some(&user_id)),
+            ServerEvent::UserJoinedCall {
+                participants: public_participants(&call),
+                call_id: call.id,
+                user,
+            },
+        ),
         CallNotice::UserLeft { call, user_id } => {
-            let payload = json!({ "callId": call.id, "userId": user_id, "participants": public_participants(&call) });
-            for session_id in local_sessions(gw, &call, &user_id) {
-                gw.emit_to_session(session_id, "user-left-call", &payload);
-            }
+            let to = in_call(&call, Some(&user_id));
+            let event = ServerEvent::UserLeftCall {
+                participants: public_participants(&call),
+                call_id: call.id,
+                user_id,
+            };
+            one(to, event)
         }
-        CallNotice::Removed { call_id, session } => {
-            if session.gateway_id == gw.id() {
-                gw.emit_to_session(
-                    &session.session_id,
-                    "call-left",
-                    &json!({ "callId": call_id }),
-                );
-            }
+        CallNotice::Removed { call_id, session } if session.gateway_id == gateway_id => one(
+            vec![session.session_id],
+            ServerEvent::CallLeft(ServerEvent::call_ref(&call_id)),
+        ),
+        CallNotice::Removed { .. } => Vec::new(),
+        CallNotice::Reconnecting { call, user_id } => one(
+            in_call(&call, Some(&user_id)),
+            ServerEvent::UserReconnecting(ServerEvent::call_user(&call.id, &user_id)),
+        ),
+        CallNotice::Reconnected { call, user_id } => one(
+            in_call(&call, Some(&user_id)),
+            ServerEvent::UserReconnected(ServerEvent::call_user(&call.id, &user_id)),
+        ),
+        CallNotice::Ended { call_id, sessions } => one(
+            sessions
+                .into_iter()
+                .filter(|p| p.gateway_id == gateway_id)
+                .map(|p| p.session_id)
+                .collect(),
+            ServerEvent::CallEnded(ServerEvent::call_ref(&call_id)),
+        ),
+    }
+}
+
+/// Sockets and the event they get.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub to: Vec<String>,
+    pub event: ServerEvent,
+}
+
+/// `incoming-call`: `by` is who rang.
+fn incoming_call(call_id: String, is_video: bool, by: Value) -> ServerEvent {
+    ServerEvent::IncomingCall {
+        call_id,
+        initiator: by,
+        is_video,
+    }
+}
+
+/// An invitation's end: to the invitee's sockets not in the call
+/// (`invite-ended`; the socket that answered is in the call and knows), and for
+/// a decline or no answer to the others in the call.
+fn invite_ended(
+    call: &Call,
+    user_id: &str,
+    outcome: Outcome,
+    invitee: Vec<String>,
+    others: Vec<String>,
+) -> Vec<Delivery> {
+    /// The event the others in the call get, if any.
+    type ToCall = Option<fn(CallUserRef) -> ServerEvent>;
+    let (reason, to_call): (_, ToCall) = match outcome {
+        Outcome::Answered => (InviteEndReason::AnsweredElsewhere, None),
+        Outcome::Declined => (InviteEndReason::Declined, Some(ServerEvent::CallDeclined)),
+        Outcome::Missed => (InviteEndReason::Missed, Some(ServerEvent::CallUnanswered)),
+        Outcome::Cancelled => (InviteEndReason::Cancelled, None),
+        other => {
+            tracing::warn!(?other, "an invitation ended in an unknown way");
+            return Vec::new();
         }
-        CallNotice::Reconnecting { call, user_id } => {
-            let payload = json!({ "callId": call.id, "userId": user_id });
-            for session_id in local_sessions(gw, &call, &user_id) {
-                gw.emit_to_session(session_id, "user-reconnecting", &payload);
-            }
+    };
+    let in_call = |session: &String| call.participants.iter().any(|p| &p.session_id == session);
+    let mut deliveries = vec![Delivery {
+        to: invitee.into_iter().filter(|s| !in_call(s)).collect(),
+        event: ServerEvent::InviteEnded {
+            call_id: call.id.clone(),
+            reason,
+        },
+    }];
+    if let Some(event) = to_call {
+        deliveries.push(Delivery {
+            to: others,
+            event: event(ServerEvent::call_user(&call.id, user_id)),
+        });
+    }
+    deliveries
+}
+
+pub(super) fn announce_call(gw: &Gateway, notice: CallNotice) {
+    let deliveries = call_deliveries(gw.id(), notice, |user_id| {
+        gw.mirror().sessions_on(user_id, gw.id())
+    });
+    for delivery in deliveries {
+        gw.send_many(delivery.to.iter().map(String::as_str), &delivery.event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use meetup_proto::calls::v1::{CallUser, Participant};
+    use serde_json::json;
+
+    use super::*;
+
+    fn participant(user: &str, session: &str, gateway: &str) -> Participant {
+        Participant {
+            user: Some(CallUser {
+                id: user.into(),
+                username: user.to_uppercase(),
+            }),
+            session_id: session.into(),
+            gateway_id: gateway.into(),
+            ..Participant::default()
         }
-        CallNotice::Reconnected { call, user_id } => {
-            let payload = json!({ "callId": call.id, "userId": user_id });
-            for session_id in local_sessions(gw, &call, &user_id) {
-                gw.emit_to_session(session_id, "user-reconnected", &payload);
-            }
+    }
+
+    /// A call with a and b here (gw1), and c on another gateway.
+    fn call() -> Call {
+        Call {
+            id: "c1".into(),
+            participants: vec![
+                participant("a", "sa", "gw1"),
+                participant("b", "sb", "gw1"),
+                participant("c", "sc", "gw2"),
+            ],
+            ..Call::default()
         }
-        CallNotice::Ended { call_id, sessions } => {
-            let payload = json!({ "callId": call_id });
-            for p in sessions.iter().filter(|p| p.gateway_id == gw.id()) {
-                gw.emit_to_session(&p.session_id, "call-ended", &payload);
-            }
-        }
+    }
+
+    fn nobody(_: &str) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn summary(deliveries: &[Delivery]) -> Vec<(Vec<&str>, &str, Value)> {
+        deliveries
+            .iter()
+            .map(|d| {
+                (
+                    d.to.iter().map(String::as_str).collect(),
+                    d.event.name(),
+                    serde_json::to_value(&d.event).expect("serializable"),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_leave_goes_to_the_others_here_with_the_participants_left() {
+        let mut call = call();
+        call.participants.remove(0);
+        let notice = CallNotice::UserLeft {
+            call,
+            user_id: "a".into(),
+        };
+        assert_eq!(
+            summary(&call_deliveries("gw1", notice, nobody)),
+            vec![(
+                vec!["sb"],
+                "user-left-call",
+                json!({"callId": "c1", "userId": "a", "participants": [
+                    {"id": "b", "username": "B"}, {"id": "c", "username": "C"}]})
+            )]
+        );
+    }
+
+    #[test]
+    fn a_chat_message_goes_to_everyone_here_the_sender_too() {
+        let notice = CallNotice::Message {
+            call: call(),
+            message: meetup_proto::calls::v1::ChatMessage {
+                id: "m".into(),
+                text: "hi".into(),
+                ..Default::default()
+            },
+        };
+        let deliveries = call_deliveries("gw1", notice, nobody);
+        assert_eq!(deliveries.len(), 1);
+        assert_eq!(deliveries[0].to, vec!["sa", "sb"]);
+        assert!(deliveries[0].event.calling_only());
+    }
+
+    #[test]
+    fn a_declined_invitation_ends_on_the_invitees_other_sockets_and_is_told_to_the_call() {
+        let notice = CallNotice::InviteEnded {
+            call: call(),
+            user_id: "b".into(),
+            outcome: Outcome::Declined,
+        };
+        // b has a second socket here that is not in the call.
+        let sessions = |user: &str| match user {
+            "b" => vec!["sb".to_owned(), "sb2".to_owned()],
+            _ => Vec::new(),
+        };
+        assert_eq!(
+            summary(&call_deliveries("gw1", notice, sessions)),
+            vec![
+                (
+                    vec!["sb2"],
+                    "invite-ended",
+                    json!({"callId": "c1", "reason": "declined"})
+                ),
+                (
+                    vec!["sa"],
+                    "call-declined",
+                    json!({"callId": "c1", "userId": "b"})
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_answered_invitation_is_told_only_to_the_invitee() {
+        let notice = CallNotice::InviteEnded {
+            call: call(),
+            user_id: "b".into(),
+            outcome: Outcome::Answered,
+        };
+        let sessions = |_: &str| vec!["sb".to_owned(), "sb2".to_owned()];
+        assert_eq!(
+            summary(&call_deliveries("gw1", notice, sessions)),
+            vec![(
+                vec!["sb2"],
+                "invite-ended",
+                json!({"callId": "c1", "reason": "answered-elsewhere"})
+            )]
+        );
+    }
+
+    #[test]
+    fn removed_and_ended_reach_only_this_gateways_sockets() {
+        let removed = |gateway: &str| CallNotice::Removed {
+            call_id: "c1".into(),
+            session: participant("c", "sc", gateway),
+        };
+        assert!(call_deliveries("gw1", removed("gw2"), nobody).is_empty());
+        assert_eq!(
+            summary(&call_deliveries("gw1", removed("gw1"), nobody)),
+            vec![(vec!["sc"], "call-left", json!({"callId": "c1"}))]
+        );
+        let ended = CallNotice::Ended {
+            call_id: "c1".into(),
+            sessions: call().participants,
+        };
+        assert_eq!(
+            summary(&call_deliveries("gw2", ended, nobody)),
+            vec![(vec!["sc"], "call-ended", json!({"callId": "c1"}))]
+        );
+    }
+
+    #[test]
+    fn ringing_reaches_every_socket_of_the_invitee_here() {
+        let notice = CallNotice::Ringing {
+            call_id: "c1".into(),
+            is_video: false,
+            user_id: "d".into(),
+            by: json!({"id": "a", "username": "A"}),
+        };
+        let sessions = |user: &str| vec![format!("{user}-1"), format!("{user}-2")];
+        assert_eq!(
+            summary(&call_deliveries("gw1", notice, sessions)),
+            vec![(
+                vec!["d-1", "d-2"],
+                "incoming-call",
+                json!({"callId": "c1", "initiator": {"id": "a", "username": "A"}, "isVideo": false})
+            )]
+        );
     }
 }

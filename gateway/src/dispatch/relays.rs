@@ -4,6 +4,9 @@ use meetup_proto::bus::v1::{Push, Relay};
 use meetup_runtime::BusMessage;
 use prost::Message;
 
+use crate::protocol::ServerEvent;
+use crate::protocol::inbound::RelayKind;
+use crate::protocol::outbound::AppEvent;
 use crate::state::Gateway;
 
 /// Gives an application event (`SendToUser`) to the sockets it names that
@@ -16,21 +19,22 @@ pub(super) fn deliver_push(gw: &Gateway, message: BusMessage) {
             return;
         }
     };
-    // The presence service checked it; a forged protocol event stops here too.
-    if !push.event.starts_with("app:") {
-        tracing::warn!(event = %push.event, "push of a non-application event dropped");
-        return;
-    }
-    let payload = match serde_json::value::RawValue::from_string(push.payload_json) {
-        Ok(payload) => payload,
+    let json = match serde_json::value::RawValue::from_string(push.payload_json) {
+        Ok(json) => json,
         Err(error) => {
             tracing::warn!(%error, "push with a payload that is not JSON dropped");
             return;
         }
     };
-    for session_id in &push.session_ids {
-        gw.emit_calling(session_id, &push.event, &payload);
-    }
+    // The presence service checked it; a forged protocol event stops here too.
+    let Some(app) = AppEvent::new(push.event, json) else {
+        tracing::warn!("push of a non-application event dropped");
+        return;
+    };
+    gw.send_many(
+        push.session_ids.iter().map(String::as_str),
+        &ServerEvent::App(app),
+    );
 }
 
 /// Delivers a relay that another gateway routed to one of this gateway's sockets.
@@ -42,11 +46,11 @@ pub(super) async fn deliver_relay(gw: &Gateway, message: BusMessage) {
             return;
         }
     };
-    let Some(event) = crate::resume::relay_event(relay.kind) else {
+    let Some(kind) = RelayKind::from_proto(relay.kind) else {
         tracing::warn!(kind = relay.kind, "relay of unknown kind");
         return;
     };
-    if gw.emit_relay(&relay.target_session_id, event, &relay.payload_json) {
+    if gw.emit_relay(&relay.target_session_id, kind, &relay.payload_json) {
         return;
     }
     // The socket went without saying goodbye and its session is not away

@@ -117,7 +117,7 @@ impl Authenticator {
             })?;
         let sub = match data.claims.get("sub") {
             Some(Value::String(sub))
-                if !sub.is_empty() && sub.len() <= crate::payload::MAX_FIELD_BYTES =>
+                if !sub.is_empty() && sub.len() <= crate::protocol::inbound::MAX_FIELD_BYTES =>
             {
                 sub.clone()
             }
@@ -127,7 +127,7 @@ impl Authenticator {
             .claims
             .get(&self.username_claim)
             .and_then(Value::as_str)
-            .filter(|n| !n.is_empty() && n.len() <= crate::payload::MAX_FIELD_BYTES)
+            .filter(|n| !n.is_empty() && n.len() <= crate::protocol::inbound::MAX_FIELD_BYTES)
             .map(str::to_owned);
         Ok(Claims { sub, username })
     }

@@ -76,7 +76,7 @@ async fn ice_servers(
         }
         None => query
             .user_id
-            .filter(|id| !id.is_empty() && id.len() <= crate::payload::MAX_FIELD_BYTES)
+            .filter(|id| !id.is_empty() && id.len() <= crate::protocol::inbound::MAX_FIELD_BYTES)
             .unwrap_or_else(|| "anonymous".to_owned()),
     };
     Json(gw.ice().for_user(&user_id)).into_response()

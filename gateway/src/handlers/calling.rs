@@ -11,11 +11,12 @@ use meetup_proto::calls::v1::{
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use crate::ack::{AckError, ok};
 use crate::backends::retry_once;
-use crate::dispatch::announce::chat_message;
 use crate::mirror::iso_time;
-use crate::payload;
+use crate::protocol::ServerEvent;
+use crate::protocol::ack::{AckError, ok};
+use crate::protocol::inbound;
+use crate::protocol::outbound::ChatMessageOut;
 use crate::socket::SessionWorker;
 
 impl SessionWorker {
@@ -26,10 +27,15 @@ impl SessionWorker {
         if !self.gw.speaks_calling(&self.session_id) {
             return;
         }
-        for (event, users) in [("user-unavailable", unavailable), ("user-busy", busy)] {
-            for user_id in users {
-                self.emit(event, &json!({ "callId": call_id, "userId": user_id }));
-            }
+        for user_id in unavailable {
+            self.send(&ServerEvent::UserUnavailable(ServerEvent::call_user(
+                call_id, user_id,
+            )));
+        }
+        for user_id in busy {
+            self.send(&ServerEvent::UserBusy(ServerEvent::call_user(
+                call_id, user_id,
+            )));
         }
     }
 
@@ -39,22 +45,22 @@ impl SessionWorker {
         if !self.gw.speaks_calling(&self.session_id) {
             return;
         }
-        let messages: Vec<Value> = self
+        let messages = self
             .gw
             .mirror()
             .chat_before(call_id, revision)
             .iter()
-            .map(|m| chat_message(call_id, m))
+            .map(|m| ChatMessageOut::new(call_id, m))
             .collect();
-        self.emit(
-            "call-messages",
-            &json!({ "callId": call_id, "messages": messages }),
-        );
+        self.send(&ServerEvent::CallMessages {
+            call_id: call_id.to_owned(),
+            messages,
+        });
     }
 
     pub(crate) async fn decline_call(&mut self, payload: &RawValue) -> Result<Value, AckError> {
         let me = self.identity()?.clone();
-        let cmd = payload::call_ref(payload)?;
+        let cmd = inbound::call_ref(payload)?;
         let request = DeclineInviteRequest {
             call_id: cmd.call_id.clone(),
             user_id: me.user_id,
@@ -76,7 +82,7 @@ impl SessionWorker {
 
     pub(crate) async fn cancel_call(&mut self, payload: &RawValue) -> Result<Value, AckError> {
         self.identity()?;
-        let cmd = payload::call_ref(payload)?;
+        let cmd = inbound::call_ref(payload)?;
         let request = CancelInvitesRequest {
             call_id: cmd.call_id.clone(),
             session_id: self.session_id.clone(),
@@ -101,7 +107,7 @@ impl SessionWorker {
 
     pub(crate) async fn invite_to_call(&mut self, payload: &RawValue) -> Result<Value, AckError> {
         self.identity()?;
-        let cmd = payload::invite_to_call(payload)?;
+        let cmd = inbound::invite_to_call(payload)?;
         let request = InviteToCallRequest {
             call_id: cmd.call_id.clone(),
             user_ids: cmd.user_ids,
@@ -135,7 +141,7 @@ impl SessionWorker {
 
     pub(crate) async fn call_message(&mut self, payload: &RawValue) -> Result<Value, AckError> {
         self.identity()?;
-        let cmd = payload::call_message(payload)?;
+        let cmd = inbound::call_message(payload)?;
         let request = SendCallMessageRequest {
             call_id: cmd.call_id.clone(),
             text: cmd.text,

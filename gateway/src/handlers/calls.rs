@@ -4,20 +4,21 @@
 use meetup_proto::calls::v1::{
     GetCallRequest, JoinCallRequest, LeaveCallRequest, StartCallRequest,
 };
-use meetup_runtime::reason;
+use meetup_runtime::reason::{self, Reason};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use crate::ack::{AckError, ErrorCode, ok};
 use crate::backends::{replica_went_away, retry_once};
-use crate::mirror::public_participants;
-use crate::payload;
+use crate::protocol::ServerEvent;
+use crate::protocol::ack::{AckError, ErrorCode, ok};
+use crate::protocol::inbound;
+use crate::protocol::outbound::public_participants;
 use crate::socket::SessionWorker;
 
 impl SessionWorker {
     pub(crate) async fn start_call(&mut self, payload: &RawValue) -> Result<Value, AckError> {
         let me = self.identity()?.clone();
-        let cmd = payload::start_call(payload)?;
+        let cmd = inbound::start_call(payload)?;
         let request = StartCallRequest {
             call_id: cmd.id.clone(),
             initiator: Some(self.participant(&me)),
@@ -39,7 +40,7 @@ impl SessionWorker {
                         let response = response.into_inner();
                         (response.revision, response.unavailable_user_ids)
                     }
-                    Err(status) if reason::of(&status) == Some("call-exists") => {
+                    Err(status) if reason::of(&status) == Some(Reason::CallExists) => {
                         let mine = self
                             .gw
                             .calls()
@@ -65,8 +66,8 @@ impl SessionWorker {
             .mirror()
             .wait_calls(revision, self.gw.limits().announce_wait)
             .await;
-        let body = json!({ "callId": cmd.id });
-        self.emit("call-started", &body);
+        let started = ServerEvent::call_ref(&cmd.id);
+        self.send(&ServerEvent::CallStarted(started.clone()));
         if self.gw.speaks_calling(&self.session_id) {
             let ringing: Vec<String> = invited
                 .into_iter()
@@ -77,12 +78,12 @@ impl SessionWorker {
             let busy = self.gw.mirror().in_other_calls(&ringing, &cmd.id);
             self.tell_unreachable(&cmd.id, &unavailable, &busy);
         }
-        Ok(ok(body))
+        Ok(ok(json!(started)))
     }
 
     pub(crate) async fn join_call(&mut self, payload: &RawValue) -> Result<Value, AckError> {
         let me = self.identity()?.clone();
-        let cmd = payload::join_call(payload)?;
+        let cmd = inbound::join_call(payload)?;
         let request = JoinCallRequest {
             call_id: cmd.call_id.clone(),
             participant: Some(self.participant(&me)),
@@ -98,7 +99,9 @@ impl SessionWorker {
             Err(status) => {
                 let error = AckError::from_status(&status, "join call");
                 if error.code == ErrorCode::CallNotFound {
-                    self.emit("call-not-found", &json!({ "callId": cmd.call_id }));
+                    self.send(&ServerEvent::CallNotFound(ServerEvent::call_ref(
+                        &cmd.call_id,
+                    )));
                 }
                 return Err(error);
             }
@@ -113,14 +116,17 @@ impl SessionWorker {
             .map(public_participants)
             .unwrap_or_else(|| json!([]));
         let body = json!({ "callId": cmd.call_id, "participants": participants });
-        self.emit("call-participants", &body);
+        self.send(&ServerEvent::CallParticipants {
+            call_id: cmd.call_id.clone(),
+            participants,
+        });
         self.emit_chat_history(&cmd.call_id, response.revision);
         Ok(ok(body))
     }
 
     pub(crate) async fn leave_call(&mut self, payload: &RawValue) -> Result<Value, AckError> {
         self.identity()?;
-        let cmd = payload::leave_call(payload)?;
+        let cmd = inbound::leave_call(payload)?;
         let request = LeaveCallRequest {
             call_id: cmd.call_id.clone(),
             session_id: self.session_id.clone(),
@@ -137,7 +143,7 @@ impl SessionWorker {
             .mirror()
             .wait_calls(response.revision, self.gw.limits().announce_wait)
             .await;
-        self.emit("call-left", &json!({ "callId": cmd.call_id }));
+        self.send(&ServerEvent::CallLeft(ServerEvent::call_ref(&cmd.call_id)));
         Ok(ok(json!({ "callId": cmd.call_id, "left": response.left })))
     }
 }

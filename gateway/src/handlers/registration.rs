@@ -7,18 +7,19 @@ use meetup_proto::presence::v1::{RegisterSessionRequest, ResumeSessionRequest};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use crate::ack::{AckError, ErrorCode, ok};
 use crate::backends::retry_once;
 use crate::metrics;
-use crate::mirror::public_user;
-use crate::payload;
+use crate::protocol::ServerEvent;
+use crate::protocol::ack::{AckError, ErrorCode, ok};
+use crate::protocol::inbound::{self, RelayKind};
+use crate::protocol::outbound::public_user;
 use crate::resume;
 use crate::socket::{Identity, SessionWorker};
 use crate::state::LocalSession;
 
 impl SessionWorker {
     pub(crate) async fn user_joined(&mut self, payload: &RawValue) -> Result<Value, AckError> {
-        let mut cmd = payload::user_joined(payload)?;
+        let mut cmd = inbound::user_joined(payload)?;
         if let Some(claims) = &self.claims {
             if claims.sub != cmd.id {
                 return Err(AckError::new(
@@ -97,8 +98,8 @@ impl SessionWorker {
             .wait_presence(response.revision, self.gw.limits().announce_wait)
             .await;
         // Extension: the ICE servers this user should use, TURN credentials included.
-        self.emit("ice-servers", &self.gw.ice().for_user(&user.id));
-        crate::history::send_missed_calls(self.gw.history(), &self.socket, &user.id).await;
+        self.send(&ServerEvent::IceServers(self.gw.ice().for_user(&user.id)));
+        crate::history::send_missed_calls(&self.gw, &self.session_id, &user.id).await;
         if grace.is_zero() {
             return Ok(ok(json!({ "user": public_user(&user) })));
         }
@@ -114,7 +115,7 @@ impl SessionWorker {
     /// user's only session when it is away), on this socket: presence, then
     /// its calls, then the relays kept for it. `None` when there is no such
     /// session (nothing changed).
-    async fn resume(&mut self, cmd: &payload::UserJoined) -> Result<Option<Value>, AckError> {
+    async fn resume(&mut self, cmd: &inbound::UserJoined) -> Result<Option<Value>, AckError> {
         let (token, token_hash) = resume::new_token();
         let previous_local = self.gw.set_local(
             &self.session_id,
@@ -200,9 +201,9 @@ impl SessionWorker {
             }
         };
         let seen: std::collections::HashSet<u64> = relays.iter().map(|r| r.nonce).collect();
-        let kept: Vec<(String, String)> = relays
+        let kept: Vec<(RelayKind, String)> = relays
             .into_iter()
-            .filter_map(|r| Some((resume::relay_event(r.kind)?.to_owned(), r.payload_json)))
+            .filter_map(|r| Some((RelayKind::from_proto(r.kind)?, r.payload_json)))
             .collect();
         // Everything addressed to the session is accounted for: the gateway
         // that lost the socket counted what it gave it, the client got all of
@@ -238,8 +239,8 @@ impl SessionWorker {
             .await;
         // What a registration would have shown this socket; nobody else hears
         // of a resume but the peers in its calls (`user-reconnected`).
-        self.emit("users-list", &mirror.users_list());
-        self.emit("ice-servers", &self.gw.ice().for_user(&user.id));
+        self.send(&ServerEvent::UsersList(mirror.users_list()));
+        self.send(&ServerEvent::IceServers(self.gw.ice().for_user(&user.id)));
         // The chat went on while the socket was away.
         for call_id in mirror.calls_of_session(&self.session_id) {
             self.emit_chat_history(&call_id, 0);
@@ -282,8 +283,8 @@ fn pass_on_stragglers(
             if seen.contains(&relay.nonce) {
                 continue;
             }
-            if let Some(event) = resume::relay_event(relay.kind)
-                && gw.emit_relay(&session_id, event, &relay.payload_json)
+            if let Some(kind) = RelayKind::from_proto(relay.kind)
+                && gw.emit_relay(&session_id, kind, &relay.payload_json)
             {
                 metrics::get().relays_replayed.inc();
             }

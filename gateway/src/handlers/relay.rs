@@ -7,9 +7,9 @@ use prost::Message;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use crate::ack::{AckError, ErrorCode, ok};
 use crate::metrics;
-use crate::payload::{self, RelayKind};
+use crate::protocol::ack::{AckError, ErrorCode, ok};
+use crate::protocol::inbound::{self, RelayKind};
 use crate::socket::SessionWorker;
 
 impl SessionWorker {
@@ -20,7 +20,7 @@ impl SessionWorker {
         payload: &RawValue,
     ) -> Result<Value, AckError> {
         let me = self.identity()?;
-        let relay = payload::relay(kind, payload)?;
+        let relay = inbound::relay(kind, payload)?;
         let route =
             match self
                 .gw
@@ -39,14 +39,10 @@ impl SessionWorker {
                 }
                 Err(error) => return Err(error),
             };
-        let out = payload::relay_out(&relay, &me.user_id);
+        let out = inbound::relay_out(&relay, &me.user_id);
         let message = busv1::Relay {
             target_session_id: route.session_id,
-            kind: match kind {
-                RelayKind::Offer => busv1::RelayKind::Offer,
-                RelayKind::Answer => busv1::RelayKind::Answer,
-                RelayKind::IceCandidate => busv1::RelayKind::IceCandidate,
-            } as i32,
+            kind: kind.to_proto(),
             call_id: relay.call_id,
             from_user_id: me.user_id.clone(),
             payload_json: out,
@@ -56,11 +52,9 @@ impl SessionWorker {
         // for it to come back (or, past the grace, for nobody).
         let delivered = !route.away
             && (route.gateway_id != self.gw.id()
-                || self.gw.emit_relay(
-                    &message.target_session_id,
-                    kind.event(),
-                    &message.payload_json,
-                ));
+                || self
+                    .gw
+                    .emit_relay(&message.target_session_id, kind, &message.payload_json));
         if !delivered {
             self.gw.missed().keep(&message).await.map_err(|error| {
                 tracing::warn!(%error, "relay for an away session not kept");

@@ -13,8 +13,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use meetup_proto::calls::v1::{Call, ChatMessage, Outcome, Participant};
-use meetup_proto::presence::v1::{Session, User};
-use serde_json::{Value, json};
+use meetup_proto::presence::v1::Session;
+use serde_json::Value;
 use tokio::sync::watch;
 
 mod calls;
@@ -187,26 +187,6 @@ pub fn iso_time(t: Option<prost_types::Timestamp>) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
-/// The public user record `{ id, username, joinedAt }`.
-pub fn public_user(user: &User) -> Value {
-    json!({ "id": user.id, "username": user.username, "joinedAt": iso_time(user.joined_at) })
-}
-
-/// `{ id, username }` of each user in the call, once each, in joining order.
-pub fn public_participants(call: &Call) -> Value {
-    let mut seen: Vec<&str> = Vec::new();
-    let mut list = Vec::new();
-    for p in &call.participants {
-        if let Some(user) = &p.user
-            && !seen.contains(&user.id.as_str())
-        {
-            seen.push(&user.id);
-            list.push(json!({ "id": user.id, "username": user.username }));
-        }
-    }
-    Value::Array(list)
-}
-
 impl Default for Mirror {
     fn default() -> Self {
         let (progress, _) = watch::channel(Progress::default());
@@ -341,14 +321,14 @@ impl Mirror {
 
 #[cfg(test)]
 mod tests {
-    use crate::ack::ErrorCode;
+    use crate::protocol::ack::ErrorCode;
     use meetup_proto::bus::v1::{
         CallChange, CallEnded, CallRecord, CallStarted, EndReason, LeaveReason, ParticipantAway,
         ParticipantJoined, ParticipantLeft, ParticipantResumed, PresenceChange, SessionRegistered,
         SessionUnregistered, UserRecord, call_change, presence_change,
     };
     use meetup_proto::calls::v1::{Attendee, CallUser};
-    use meetup_proto::presence::v1::OnlineUser;
+    use meetup_proto::presence::v1::{OnlineUser, User};
 
     use super::*;
 

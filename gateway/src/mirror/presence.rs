@@ -7,7 +7,8 @@ use meetup_proto::bus::v1::{UserRecord, presence_change};
 use meetup_proto::presence::v1::User;
 use serde_json::Value;
 
-use super::{Mirror, MirroredUser, PresenceNotice, public_user};
+use super::{Mirror, MirroredUser, PresenceNotice};
+use crate::protocol::outbound::public_user;
 
 impl Mirror {
     /// A new presence watch starts: its snapshot follows, then [`Mirror::presence_current`].

@@ -5,7 +5,7 @@ use meetup_proto::calls::v1::Call;
 
 use super::calls::user_of;
 use super::{Mirror, Route};
-use crate::ack::{AckError, ErrorCode};
+use crate::protocol::ack::{AckError, ErrorCode};
 
 /// True when `user_id` takes part in or was invited to `call`.
 fn belongs(call: &Call, user_id: &str) -> bool {

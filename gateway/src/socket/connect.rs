@@ -125,7 +125,6 @@ impl OnConnect {
         let worker = SessionWorker {
             session_id: socket.id.to_string(),
             gw: self.gw.clone(),
-            socket,
             identity: None,
             claims,
         };

@@ -10,10 +10,10 @@ use socketioxide::handler::{FromMessageParts, MessageHandler, Value as PacketVal
 use socketioxide::socket::Socket;
 use tokio::sync::mpsc;
 
-use crate::ack::{AckError, ErrorCode};
 use crate::edge::limits::{EventLimiter, Verdict};
 use crate::metrics;
-use crate::payload::ClientEvent;
+use crate::protocol::ack::{AckError, ErrorCode};
+use crate::protocol::inbound::ClientEvent;
 
 /// Marker for the handler signatures of this module's handlers.
 pub struct Synchronous;

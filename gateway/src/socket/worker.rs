@@ -4,16 +4,16 @@
 
 use meetup_proto::calls::v1::{CallUser, Participant};
 use serde_json::Value;
-use socketioxide::extract::SocketRef;
 use socketioxide::handler::Value as PacketValue;
 use socketioxide::socket::DisconnectReason;
 use tokio::sync::mpsc;
 
 use super::queue::Queued;
-use crate::ack::AckError;
 use crate::edge::auth::Claims;
 use crate::metrics;
-use crate::payload::{self, ClientEvent, RelayKind};
+use crate::protocol::ServerEvent;
+use crate::protocol::ack::AckError;
+use crate::protocol::inbound::{self, ClientEvent, RelayKind};
 use crate::state::Gateway;
 
 /// The registered user behind a socket.
@@ -25,7 +25,6 @@ pub(crate) struct Identity {
 
 pub(crate) struct SessionWorker {
     pub(crate) gw: Gateway,
-    pub(crate) socket: SocketRef,
     pub(crate) session_id: String,
     pub(crate) identity: Option<Identity>,
     /// The verified token of the handshake, when authentication is on.
@@ -97,7 +96,7 @@ impl SessionWorker {
             PacketValue::Str(text, None) => text.as_str(),
             _ => return Err(AckError::invalid("binary payloads are not accepted")),
         };
-        let payload = payload::event_payload(text, self.gw.limits().max_payload_bytes)?;
+        let payload = inbound::event_payload(text, self.gw.limits().max_payload_bytes)?;
         match event {
             ClientEvent::UserJoined => self.user_joined(&payload).await,
             ClientEvent::StartCall => self.start_call(&payload).await,
@@ -112,7 +111,7 @@ impl SessionWorker {
             ClientEvent::CallMessage => self.call_message(&payload).await,
             ClientEvent::GetCallHistory => {
                 let me = self.identity()?;
-                let query = payload::get_call_history(&payload)?;
+                let query = inbound::get_call_history(&payload)?;
                 crate::history::get_call_history(self.gw.history(), &me.user_id, query).await
             }
         }
@@ -135,12 +134,8 @@ impl SessionWorker {
         }
     }
 
-    pub(crate) fn emit(&self, event: &str, data: &Value) {
-        match self.socket.emit(event, data) {
-            Ok(()) => metrics::get().event_out(event, 1),
-            Err(error) => {
-                tracing::debug!(session_id = %self.session_id, event, %error, "emit failed")
-            }
-        }
+    /// Sends `event` to this socket (see [`Gateway::send`]).
+    pub(crate) fn send(&self, event: &ServerEvent) {
+        self.gw.send(&self.session_id, event);
     }
 }

@@ -1,7 +1,7 @@
 //! The call service's errors and their one mapping to gRPC status codes and
 //! machine-readable reasons (`meetup-reason`).
 
-use meetup_runtime::reason;
+use meetup_runtime::reason::{self, Reason};
 use meetup_runtime::store::{IsConflict, StoreError};
 use tonic::Code;
 
@@ -36,17 +36,17 @@ impl From<CallError> for tonic::Status {
         let message = error.to_string();
         let (code, why) = match &error {
             CallError::InvalidArgument(_) | CallError::Store(StoreError::InvalidKey(_)) => {
-                (Code::InvalidArgument, "invalid-argument")
+                (Code::InvalidArgument, Reason::InvalidArgument)
             }
-            CallError::CallNotFound(_) => (Code::NotFound, "call-not-found"),
-            CallError::NotParticipant { .. } => (Code::NotFound, "not-in-call"),
-            CallError::NotInvited { .. } => (Code::FailedPrecondition, "not-invited"),
-            CallError::CallExists(_) => (Code::AlreadyExists, "call-exists"),
-            CallError::CallFull { .. } => (Code::ResourceExhausted, "call-full"),
-            CallError::TooManyCalls { .. } => (Code::ResourceExhausted, "too-many-calls"),
+            CallError::CallNotFound(_) => (Code::NotFound, Reason::CallNotFound),
+            CallError::NotParticipant { .. } => (Code::NotFound, Reason::NotInCall),
+            CallError::NotInvited { .. } => (Code::FailedPrecondition, Reason::NotInvited),
+            CallError::CallExists(_) => (Code::AlreadyExists, Reason::CallExists),
+            CallError::CallFull { .. } => (Code::ResourceExhausted, Reason::CallFull),
+            CallError::TooManyCalls { .. } => (Code::ResourceExhausted, Reason::TooManyCalls),
             CallError::Store(_) => {
                 tracing::warn!(%error, "state store failed");
-                (Code::Unavailable, "unavailable")
+                (Code::Unavailable, Reason::Unavailable)
             }
         };
         reason::status(code, message, why)

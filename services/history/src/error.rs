@@ -2,8 +2,7 @@
 //! a machine-readable reason in the `meetup-reason` metadata key. Database causes
 //! are logged here and never sent to callers.
 
-/// Metadata key of the machine-readable reason of a failed call.
-pub const REASON_KEY: &str = "meetup-reason";
+use meetup_runtime::reason::{self, Reason};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
@@ -23,13 +22,13 @@ pub enum HistoryError {
 
 impl HistoryError {
     /// The reason sent in `meetup-reason`.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            HistoryError::InvalidArgument(_) => "invalid-argument",
-            HistoryError::InvalidPageToken => "invalid-page-token",
-            HistoryError::CallNotFound(_) => "call-not-found",
-            HistoryError::Database(_) | HistoryError::Migration(_) => "database-unavailable",
-            HistoryError::Corrupt(_) => "internal",
+            HistoryError::InvalidArgument(_) => Reason::InvalidArgument,
+            HistoryError::InvalidPageToken => Reason::InvalidPageToken,
+            HistoryError::CallNotFound(_) => Reason::CallNotFound,
+            HistoryError::Database(_) | HistoryError::Migration(_) => Reason::DatabaseUnavailable,
+            HistoryError::Corrupt(_) => Reason::Internal,
         }
     }
 }
@@ -50,10 +49,7 @@ impl From<HistoryError> for tonic::Status {
                 tonic::Status::internal("internal error")
             }
         };
-        status.metadata_mut().insert(
-            REASON_KEY,
-            tonic::metadata::MetadataValue::from_static(error.reason()),
-        );
+        reason::attach(&mut status, error.reason());
         status
     }
 }
@@ -76,7 +72,7 @@ mod tests {
         assert_eq!(
             status
                 .metadata()
-                .get(REASON_KEY)
+                .get(reason::KEY)
                 .and_then(|v| v.to_str().ok()),
             Some("call-not-found")
         );
@@ -86,7 +82,7 @@ mod tests {
         assert_eq!(
             status
                 .metadata()
-                .get(REASON_KEY)
+                .get(reason::KEY)
                 .and_then(|v| v.to_str().ok()),
             Some("database-unavailable")
         );

@@ -1,7 +1,7 @@
 //! The presence service's errors and their one mapping to gRPC status codes and
 //! machine-readable reasons (`meetup-reason`).
 
-use meetup_runtime::reason;
+use meetup_runtime::reason::{self, Reason};
 use meetup_runtime::store::{IsConflict, StoreError};
 use tonic::Code;
 
@@ -29,16 +29,18 @@ impl From<PresenceError> for tonic::Status {
     fn from(error: PresenceError) -> Self {
         let message = error.to_string();
         let (code, why) = match &error {
-            PresenceError::InvalidArgument(_) => (Code::InvalidArgument, "invalid-argument"),
-            PresenceError::UserNotFound(_) => (Code::NotFound, "user-not-found"),
-            PresenceError::SessionNotFound(_) => (Code::NotFound, "session-not-found"),
-            PresenceError::TooManySessions { .. } => (Code::ResourceExhausted, "too-many-sockets"),
+            PresenceError::InvalidArgument(_) => (Code::InvalidArgument, Reason::InvalidArgument),
+            PresenceError::UserNotFound(_) => (Code::NotFound, Reason::UserNotFound),
+            PresenceError::SessionNotFound(_) => (Code::NotFound, Reason::SessionNotFound),
+            PresenceError::TooManySessions { .. } => {
+                (Code::ResourceExhausted, Reason::TooManySockets)
+            }
             PresenceError::Store(StoreError::InvalidKey(_)) => {
-                (Code::InvalidArgument, "invalid-argument")
+                (Code::InvalidArgument, Reason::InvalidArgument)
             }
             PresenceError::Store(_) => {
                 tracing::warn!(%error, "state store failed");
-                (Code::Unavailable, "unavailable")
+                (Code::Unavailable, Reason::Unavailable)
             }
         };
         reason::status(code, message, why)

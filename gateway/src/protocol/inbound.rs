@@ -5,7 +5,10 @@
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::ack::{AckError, ErrorCode};
+use meetup_proto::bus::v1 as busv1;
+
+use super::ack::{AckError, ErrorCode};
+use super::names;
 
 /// Longest id or username, in bytes.
 pub const MAX_FIELD_BYTES: usize = 128;
@@ -52,18 +55,18 @@ impl ClientEvent {
 
     pub fn name(self) -> &'static str {
         match self {
-            ClientEvent::UserJoined => "user-joined",
-            ClientEvent::StartCall => "start-call",
-            ClientEvent::JoinCall => "join-call",
-            ClientEvent::LeaveCall => "leave-call",
-            ClientEvent::Offer => "webrtc-offer",
-            ClientEvent::Answer => "webrtc-answer",
-            ClientEvent::IceCandidate => "webrtc-ice-candidate",
-            ClientEvent::GetCallHistory => "get-call-history",
-            ClientEvent::DeclineCall => "decline-call",
-            ClientEvent::CancelCall => "cancel-call",
-            ClientEvent::InviteToCall => "invite-to-call",
-            ClientEvent::CallMessage => "call-message",
+            ClientEvent::UserJoined => names::USER_JOINED,
+            ClientEvent::StartCall => names::START_CALL,
+            ClientEvent::JoinCall => names::JOIN_CALL,
+            ClientEvent::LeaveCall => names::LEAVE_CALL,
+            ClientEvent::Offer => names::WEBRTC_OFFER,
+            ClientEvent::Answer => names::WEBRTC_ANSWER,
+            ClientEvent::IceCandidate => names::WEBRTC_ICE_CANDIDATE,
+            ClientEvent::GetCallHistory => names::GET_CALL_HISTORY,
+            ClientEvent::DeclineCall => names::DECLINE_CALL,
+            ClientEvent::CancelCall => names::CANCEL_CALL,
+            ClientEvent::InviteToCall => names::INVITE_TO_CALL,
+            ClientEvent::CallMessage => names::CALL_MESSAGE,
         }
     }
 }
@@ -77,12 +80,33 @@ pub enum RelayKind {
 }
 
 impl RelayKind {
-    pub fn event(self) -> &'static str {
+    /// The event that carries a relay of this kind, both ways.
+    pub fn name(self) -> &'static str {
         match self {
-            RelayKind::Offer => "webrtc-offer",
-            RelayKind::Answer => "webrtc-answer",
-            RelayKind::IceCandidate => "webrtc-ice-candidate",
+            RelayKind::Offer => names::WEBRTC_OFFER,
+            RelayKind::Answer => names::WEBRTC_ANSWER,
+            RelayKind::IceCandidate => names::WEBRTC_ICE_CANDIDATE,
         }
+    }
+
+    /// The kind a relay on the bus carries (`bus.v1.RelayKind`), if known.
+    pub fn from_proto(kind: i32) -> Option<RelayKind> {
+        match busv1::RelayKind::try_from(kind) {
+            Ok(busv1::RelayKind::Offer) => Some(RelayKind::Offer),
+            Ok(busv1::RelayKind::Answer) => Some(RelayKind::Answer),
+            Ok(busv1::RelayKind::IceCandidate) => Some(RelayKind::IceCandidate),
+            _ => None,
+        }
+    }
+
+    /// This kind as a relay on the bus carries it.
+    pub fn to_proto(self) -> i32 {
+        let kind = match self {
+            RelayKind::Offer => busv1::RelayKind::Offer,
+            RelayKind::Answer => busv1::RelayKind::Answer,
+            RelayKind::IceCandidate => busv1::RelayKind::IceCandidate,
+        };
+        kind as i32
     }
 
     /// The payload field that carries the opaque signaling data.

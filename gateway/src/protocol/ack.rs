@@ -92,34 +92,35 @@ impl AckError {
     /// failures that never reached a service, by the status code. `context`
     /// names the action for the log; internal causes are logged, never sent.
     pub fn from_status(status: &tonic::Status, context: &'static str) -> Self {
+        use meetup_runtime::reason::Reason;
         use tonic::Code;
         crate::metrics::get().grpc_error(context, status.code());
         let refused = |code, message: &str| AckError::new(code, message);
         match meetup_runtime::reason::of(status) {
-            Some("invalid-argument") => return AckError::invalid(status.message().to_owned()),
-            Some("call-exists") => {
+            Some(Reason::InvalidArgument) => return AckError::invalid(status.message().to_owned()),
+            Some(Reason::CallExists) => {
                 return refused(ErrorCode::CallExists, "a live call already has this id");
             }
-            Some("call-not-found") => {
+            Some(Reason::CallNotFound) => {
                 return refused(ErrorCode::CallNotFound, "no live call has this id");
             }
-            Some("call-full") => return refused(ErrorCode::CallFull, "this call is full"),
-            Some("too-many-calls") => {
+            Some(Reason::CallFull) => return refused(ErrorCode::CallFull, "this call is full"),
+            Some(Reason::TooManyCalls) => {
                 return refused(
                     ErrorCode::TooManyCalls,
                     "you have started too many live calls",
                 );
             }
-            Some("too-many-sockets") => {
+            Some(Reason::TooManySockets) => {
                 return refused(
                     ErrorCode::TooManySockets,
                     "this user id has too many sockets open",
                 );
             }
-            Some("not-in-call") => {
+            Some(Reason::NotInCall) => {
                 return refused(ErrorCode::NotInCall, "that user is not in this call");
             }
-            Some("not-invited") => {
+            Some(Reason::NotInvited) => {
                 return refused(
                     ErrorCode::NotInvited,
                     "no invitation to this call rings for you",
@@ -188,32 +189,48 @@ mod tests {
 
     #[test]
     fn service_reasons_pick_the_ack_code() {
-        use meetup_runtime::reason;
+        use meetup_runtime::reason::{self, Reason};
         use tonic::Code;
         for (code, why, expected) in [
-            (Code::AlreadyExists, "call-exists", ErrorCode::CallExists),
-            (Code::NotFound, "call-not-found", ErrorCode::CallNotFound),
-            (Code::ResourceExhausted, "call-full", ErrorCode::CallFull),
+            (
+                Code::AlreadyExists,
+                Reason::CallExists,
+                ErrorCode::CallExists,
+            ),
+            (
+                Code::NotFound,
+                Reason::CallNotFound,
+                ErrorCode::CallNotFound,
+            ),
             (
                 Code::ResourceExhausted,
-                "too-many-calls",
+                Reason::CallFull,
+                ErrorCode::CallFull,
+            ),
+            (
+                Code::ResourceExhausted,
+                Reason::TooManyCalls,
                 ErrorCode::TooManyCalls,
             ),
             (
                 Code::ResourceExhausted,
-                "too-many-sockets",
+                Reason::TooManySockets,
                 ErrorCode::TooManySockets,
             ),
             (
                 Code::InvalidArgument,
-                "invalid-argument",
+                Reason::InvalidArgument,
                 ErrorCode::InvalidPayload,
             ),
-            (Code::Unavailable, "unavailable", ErrorCode::Unavailable),
-            (Code::NotFound, "not-in-call", ErrorCode::NotInCall),
+            (
+                Code::Unavailable,
+                Reason::Unavailable,
+                ErrorCode::Unavailable,
+            ),
+            (Code::NotFound, Reason::NotInCall, ErrorCode::NotInCall),
             (
                 Code::FailedPrecondition,
-                "not-invited",
+                Reason::NotInvited,
                 ErrorCode::NotInvited,
             ),
         ] {
