@@ -169,6 +169,13 @@ impl Gateway {
         self.local().insert(session_id.to_owned(), session)
     }
 
+    /// Gives a registered socket's session a new username; returns the old one.
+    pub fn rename_local(&self, session_id: &str, username: &str) -> Option<String> {
+        self.local()
+            .get_mut(session_id)
+            .map(|s| std::mem::replace(&mut s.username, username.to_owned()))
+    }
+
     pub fn forget_local(&self, session_id: &str) -> Option<LocalSession> {
         self.local().remove(session_id)
     }

@@ -464,3 +464,35 @@ scenario('recovered is false when the client may have missed a relay; the seq co
   assert.deepEqual(leavesAndJoins(a, b.userId, sinceA), []);
   assert.deepEqual(leavesAndJoins(a, d.userId, sinceA), []);
 });
+
+scenario('a socket that sends user-joined again keeps numbering its relays, and a later resume counts them all', async (sc) => {
+  const a = await sc.user('a');
+  const b = await resumeUser(sc, 'b');
+  const callId = sc.id('call');
+  await inCall(a, b, callId);
+  for (let n = 1; n <= 2; n++) await relay(a, b, callId, 'webrtc-ice-candidate', { candidate: `before ${n}` });
+  await b.waitFor('webrtc-ice-candidate', (p) => p?.candidate?.candidate === 'before 2');
+  // The same socket registers again, with a new username (a client may refresh its identity).
+  const username = `${b.username}-renamed`;
+  const again = await b.emitWithAck('user-joined', { id: b.userId, username, resumeToken: null });
+  assertJoinAck(again, { resumed: false, recovered: false, user: { id: b.userId, username } }, 'b: user-joined again');
+  await relay(a, b, callId, 'webrtc-ice-candidate', { candidate: 'after' });
+  await b.waitFor('webrtc-ice-candidate', (p) => p?.candidate?.candidate === 'after');
+  assert.deepEqual(relaysOf(b, 0).map((r) => r.payload.seq), [1, 2, 3], 'b: seq goes on across the second user-joined');
+  // Away, then back with everything it got: recovered, the kept relay numbered on.
+  const sinceA = a.mark();
+  const cutAt = cut(b);
+  await awaitReconnecting(a, b, callId, sinceA);
+  const kept = await relay(a, b, callId, 'webrtc-offer', { sdp: 'kept' });
+  await sleep(cutAt + RESUME_AFTER_MS / 2 - Date.now());
+  const { client, ack } = await joinAs(sc, 'b-again', {
+    id: b.userId,
+    username,
+    resumeToken: again.resumeToken,
+    lastSeq: 3,
+    gateway: otherGateway(b),
+  });
+  assertJoinAck(ack, { resumed: true, recovered: true, user: { id: b.userId, username } }, 'b: resumed');
+  await client.waitFor('webrtc-offer', forCall(callId), { since: client.joinedMark });
+  assert.deepEqual(relaysOf(client, client.joinedMark), [asReceived(kept, callId, a.userId, 4)], 'b: the kept relay, numbered 4');
+});

@@ -17,6 +17,15 @@ use crate::resume;
 use crate::socket::{Identity, SessionWorker};
 use crate::state::LocalSession;
 
+/// How to take back what a registration changed in the local sessions when
+/// the presence service refused it.
+enum Undo {
+    /// The socket was registered already: its earlier username.
+    Rename(Option<String>),
+    /// A new registration: the record it replaced, if any.
+    Restore(Option<LocalSession>),
+}
+
 impl SessionWorker {
     pub(crate) async fn user_joined(&mut self, payload: &RawValue) -> Result<Value, AckError> {
         let mut cmd = inbound::user_joined(payload)?;
@@ -56,10 +65,15 @@ impl SessionWorker {
             }
         }
         let (token, token_hash) = resume::new_token();
-        let previous = self.gw.set_local(
-            &self.session_id,
-            LocalSession::registering(&cmd.id, &cmd.username, cmd.speaks_resume),
-        );
+        // A socket registering again is the same session: its relays are
+        // numbered on and those held for a replay stay; only its name changes.
+        let undo = match &self.identity {
+            Some(_) => Undo::Rename(self.gw.rename_local(&self.session_id, &cmd.username)),
+            None => Undo::Restore(self.gw.set_local(
+                &self.session_id,
+                LocalSession::registering(&cmd.id, &cmd.username, cmd.speaks_resume),
+            )),
+        };
         let request = RegisterSessionRequest {
             user_id: cmd.id.clone(),
             username: cmd.username.clone(),
@@ -78,7 +92,13 @@ impl SessionWorker {
         })
         .await;
         if result.is_err() {
-            self.gw.restore_local(&self.session_id, previous);
+            match undo {
+                Undo::Rename(Some(username)) => {
+                    self.gw.rename_local(&self.session_id, &username);
+                }
+                Undo::Rename(None) => {}
+                Undo::Restore(previous) => self.gw.restore_local(&self.session_id, previous),
+            }
         }
         let response = result
             .map_err(|status| AckError::from_status(&status, "register session"))?
