@@ -53,6 +53,68 @@ pub struct Kept {
     pub overflowed: bool,
 }
 
+/// The relays kept in memory (one process), per session, each dropped
+/// `max_age` after it was kept as the stream drops its messages: a session that
+/// never comes back costs nothing once that time has passed.
+#[derive(Debug)]
+pub struct MemoryLog {
+    max_age: Duration,
+    queues: HashMap<String, VecDeque<(tokio::time::Instant, Relay)>>,
+    swept: tokio::time::Instant,
+}
+
+impl MemoryLog {
+    fn new(max_age: Duration) -> Self {
+        MemoryLog {
+            max_age,
+            queues: HashMap::new(),
+            swept: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Keeps `relay`, at most `most` for its session (the oldest go first).
+    fn push(&mut self, relay: Relay, most: usize) {
+        let now = tokio::time::Instant::now();
+        // Each sweep visits every session: at most one a second.
+        if now.duration_since(self.swept) >= SWEEP_EVERY {
+            self.swept = now;
+            let max_age = self.max_age;
+            self.queues.retain(|_, queue| {
+                while queue
+                    .front()
+                    .is_some_and(|(at, _)| now.duration_since(*at) > max_age)
+                {
+                    queue.pop_front();
+                }
+                !queue.is_empty()
+            });
+        }
+        let queue = self
+            .queues
+            .entry(relay.target_session_id.clone())
+            .or_default();
+        queue.push_back((now, relay));
+        while queue.len() > most {
+            queue.pop_front();
+        }
+    }
+
+    /// The session's relays still young enough, in order; forgotten here.
+    fn take(&mut self, session_id: &str) -> Vec<Relay> {
+        let now = tokio::time::Instant::now();
+        self.queues
+            .remove(session_id)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(at, _)| now.duration_since(*at) <= self.max_age)
+            .map(|(_, relay)| relay)
+            .collect()
+    }
+}
+
+/// How often the memory log looks for relays past their age.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
 /// Who is told of every relay kept for a session from now on (memory log).
 type Followers = Mutex<HashMap<String, Vec<mpsc::UnboundedSender<Relay>>>>;
 
@@ -61,7 +123,7 @@ pub enum MissedRelays {
     /// One process: the only gateway keeps them itself.
     Memory {
         limit: usize,
-        kept: Mutex<HashMap<String, VecDeque<Relay>>>,
+        kept: Mutex<MemoryLog>,
         followers: Followers,
     },
     JetStream {
@@ -96,7 +158,7 @@ impl MissedRelays {
             Bus::Local(_) => {
                 return Ok(MissedRelays::Memory {
                     limit,
-                    kept: Mutex::new(HashMap::new()),
+                    kept: Mutex::new(MemoryLog::new(grace + KEEP_PAST_GRACE)),
                     followers: Mutex::new(HashMap::new()),
                 });
             }
@@ -139,12 +201,9 @@ impl MissedRelays {
                 kept,
                 followers,
             } => {
-                let mut kept = kept.lock().unwrap_or_else(|p| p.into_inner());
-                let queue = kept.entry(relay.target_session_id.clone()).or_default();
-                queue.push_back(relay.clone());
-                while queue.len() > limit + 1 {
-                    queue.pop_front();
-                }
+                kept.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(relay.clone(), limit + 1);
                 if let Some(following) = followers
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -176,12 +235,11 @@ impl MissedRelays {
     pub async fn take(&self, session_id: &str) -> Result<Kept, String> {
         let (limit, mut relays) = match self {
             MissedRelays::Memory { limit, kept, .. } => {
-                let queue = kept
+                let relays = kept
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .remove(session_id)
-                    .unwrap_or_default();
-                (*limit, Vec::from(queue))
+                    .take(session_id);
+                (*limit, relays)
             }
             MissedRelays::JetStream { limit, stream, .. } => {
                 let read = tokio::time::timeout(LOG_TIMEOUT, read_all(stream, session_id))
@@ -348,5 +406,42 @@ mod tests {
             told.nonce
         );
         log.unfollow("s3");
+    }
+
+    /// Sessions the memory log holds relays for.
+    fn sessions_held(log: &MissedRelays) -> usize {
+        match log {
+            MissedRelays::Memory { kept, .. } => kept.lock().expect("not poisoned").queues.len(),
+            MissedRelays::JetStream { .. } => unreachable!("a memory log"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_memory_log_forgets_sessions_that_never_come_back() {
+        let grace = Duration::from_secs(10);
+        let log = MissedRelays::open(&Bus::local(), 8, grace, 1)
+            .await
+            .expect("memory log");
+        for n in 0..3 {
+            log.keep(&relay("gone-1", n)).await.expect("kept");
+        }
+        log.keep(&relay("gone-2", 0)).await.expect("kept");
+        tokio::time::advance(grace / 2).await;
+        log.keep(&relay("gone-2", 1)).await.expect("kept");
+        // Past the grace and its margin for the first session only.
+        tokio::time::advance(grace / 2 + KEEP_PAST_GRACE + Duration::from_secs(1)).await;
+        log.keep(&relay("new", 0)).await.expect("kept");
+        assert_eq!(sessions_held(&log), 2, "gone-1's relays are dropped");
+        let left = log.take("gone-2").await.expect("taken");
+        let order: Vec<&str> = left
+            .relays
+            .iter()
+            .map(|r| r.payload_json.as_str())
+            .collect();
+        assert_eq!(order, ["{\"n\":1}"], "only gone-2's fresh relay is left");
+        tokio::time::advance(grace + KEEP_PAST_GRACE + Duration::from_secs(1)).await;
+        assert_eq!(log.take("new").await.expect("taken"), Kept::default());
+        log.keep(&relay("newer", 0)).await.expect("kept");
+        assert_eq!(sessions_held(&log), 1, "nothing but the newest is held");
     }
 }
