@@ -741,3 +741,11 @@ impl BucketWatch {
         Ok((entry.key, value, entry.revision))
     }
 }
+
+/// `prefix` and eight random hex digits: user and call ids that no other test
+/// (or earlier run against the same state) uses.
+pub fn unique_id(prefix: &str) -> String {
+    use std::hash::{BuildHasher, RandomState};
+    let n = RandomState::new().hash_one(std::time::Instant::now()) as u32;
+    format!("{prefix}-{n:08x}")
+}

@@ -15,13 +15,7 @@ const EVENT: Duration = Duration::from_secs(10);
 /// The call service's ring timeout in this test.
 const RING_TIMEOUT: Duration = Duration::from_secs(6);
 
-fn id(prefix: &str) -> String {
-    use std::hash::{BuildHasher, RandomState};
-    format!(
-        "{prefix}-{:08x}",
-        RandomState::new().hash_one(Instant::now()) as u32
-    )
-}
+use meetup_tests::unique_id as id;
 
 /// A socket that asked for the calling extension, registered as `user_id`.
 async fn caller(url: &str, user_id: &str) -> SioClient {

@@ -16,14 +16,7 @@ use serde_json::{Value, json};
 
 const EVENT: Duration = Duration::from_secs(10);
 
-fn id(prefix: &str) -> String {
-    format!("{prefix}-{:08x}", rand_u32())
-}
-
-fn rand_u32() -> u32 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(Instant::now()) as u32
-}
+use meetup_tests::unique_id as id;
 
 async fn user(url: &str, user_id: &str) -> SioClient {
     let client = SioClient::connect(url).await.expect("connects");

@@ -18,13 +18,7 @@ const EVENT: Duration = Duration::from_secs(10);
 /// The grace period of these clusters: short, so that expiry is seen quickly.
 const GRACE_MS: u64 = 4000;
 
-fn id(prefix: &str) -> String {
-    use std::hash::{BuildHasher, RandomState};
-    format!(
-        "{prefix}-{:08x}",
-        RandomState::new().hash_one(Instant::now()) as u32
-    )
-}
+use meetup_tests::unique_id as id;
 
 fn grace() -> Vec<(&'static str, String)> {
     vec![("RESUME_GRACE_MS", GRACE_MS.to_string())]

@@ -143,11 +143,7 @@ impl Collector {
     }
 }
 
-fn id(prefix: &str) -> String {
-    use std::hash::{BuildHasher, RandomState};
-    let n = RandomState::new().hash_one(std::time::Instant::now()) as u32;
-    format!("{prefix}-{n:08x}")
-}
+use meetup_tests::unique_id as id;
 
 async fn user(url: &str, user_id: &str) -> SioClient {
     let client = SioClient::connect(url).await.expect("connects");
