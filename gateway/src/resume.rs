@@ -112,6 +112,44 @@ impl MemoryLog {
     }
 }
 
+/// Writes the relays that reached a gone socket (its session not yet away) to
+/// the log, in the order they came, on a task of its own: the dispatcher hands
+/// them over and goes on, so a slow write (up to its 5 s timeout) holds up no
+/// other relay of the gateway.
+#[derive(Debug, Clone)]
+pub struct Keeper {
+    tx: mpsc::Sender<Relay>,
+}
+
+/// Relays waiting to be written before more are refused (a log that far
+/// behind is failing: they would outlive the grace anyway).
+const KEEPER_QUEUE: usize = 4096;
+
+impl Keeper {
+    pub fn spawn(log: std::sync::Arc<MissedRelays>) -> Keeper {
+        let (tx, mut rx) = mpsc::channel::<Relay>(KEEPER_QUEUE);
+        tokio::spawn(async move {
+            while let Some(relay) = rx.recv().await {
+                match log.keep(&relay).await {
+                    Ok(()) => {
+                        crate::metrics::get().relays_kept.inc();
+                    }
+                    Err(error) => tracing::warn!(%error, "relay for a gone socket not kept"),
+                }
+            }
+        });
+        Keeper { tx }
+    }
+
+    /// Queues `relay` for the log.
+    pub fn keep_later(&self, relay: Relay) {
+        if self.tx.try_send(relay).is_err() {
+            crate::metrics::get().bus_error("keep relay");
+            tracing::warn!("relay for a gone socket not kept: the relay log is far behind");
+        }
+    }
+}
+
 /// How often the memory log looks for relays past their age.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 

@@ -23,7 +23,7 @@ use crate::mirror::Mirror;
 use crate::protocol::ServerEvent;
 use crate::protocol::inbound::RelayKind;
 use crate::protocol::outbound::Relayed;
-use crate::resume::MissedRelays;
+use crate::resume::{Keeper, MissedRelays};
 
 /// The room of the sockets that asked for presence deltas in their handshake
 /// (`presence: "delta"`): one `users-list` when they register, then only
@@ -61,6 +61,7 @@ struct Shared {
     auth: Option<Authenticator>,
     history: History,
     missed: Arc<MissedRelays>,
+    keeper: Keeper,
     // A std Mutex is fine: never held across an `.await`.
     local: Mutex<HashMap<String, LocalSession>>,
     presence_up: AtomicBool,
@@ -151,6 +152,7 @@ impl Gateway {
                 ice: parts.ice,
                 auth: parts.auth,
                 history: parts.history,
+                keeper: Keeper::spawn(parts.missed.clone()),
                 missed: parts.missed,
                 local: Mutex::new(HashMap::new()),
                 presence_up: AtomicBool::new(false),
@@ -349,6 +351,12 @@ impl Gateway {
     /// Where relays for away sessions wait.
     pub fn missed(&self) -> &MissedRelays {
         &self.shared.missed
+    }
+
+    /// Writes relays that reached a gone socket to the log, in order, off the
+    /// dispatcher's path.
+    pub fn keeper(&self) -> &Keeper {
+        &self.shared.keeper
     }
 
     /// Gives a relay to one of this gateway's sockets, numbered in its

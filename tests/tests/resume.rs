@@ -400,3 +400,68 @@ async fn a_wrong_token_is_refused_and_a_goodbye_leaves_at_once() {
         left.elapsed()
     );
 }
+
+/// The relay log's JetStream stream (`gateway/src/resume.rs`).
+const MISSED_STREAM: &str = "meetup_missed_relays";
+
+#[tokio::test]
+async fn a_slow_write_to_the_relay_log_does_not_hold_up_the_other_relays_of_the_gateway() {
+    use futures::StreamExt;
+
+    let cluster = cluster().await;
+    let (a_id, b_id, c_id, d_id) = (id("a"), id("b"), id("c"), id("d"));
+    let (call_ab, call_cd) = (id("call-ab"), id("call-cd"));
+    let (a, _) = user(&cluster.url(0), &a_id).await;
+    let (b, _) = user(&cluster.url(1), &b_id).await;
+    let (c, _) = user(&cluster.url(0), &c_id).await;
+    let (d, _) = user(&cluster.url(1), &d_id).await;
+    call(&a, &[(&b, &b_id)], &call_ab).await;
+    call(&c, &[(&d, &d_id)], &call_cd).await;
+
+    // The log stops answering: its stream is gone and something that never
+    // acknowledges takes its writes, so each write waits for its timeout.
+    let nats = async_nats::connect(cluster.nats.url()).await.expect("nats");
+    let js = async_nats::jetstream::new(nats.clone());
+    js.delete_stream(MISSED_STREAM)
+        .await
+        .expect("stream deleted");
+    let mut writes = nats.subscribe("meetup.missed.>").await.expect("subscribed");
+    nats.flush().await.expect("flushed");
+    // The services freeze, so that b's gateway cannot mark b's session away:
+    // a's relays for b keep going to b's gateway, which finds b's socket gone.
+    cluster.presence.process.signal("STOP").expect("stop");
+    cluster.calls.process.signal("STOP").expect("stop");
+    b.drop_transport();
+    let held = async {
+        loop {
+            assert_eq!(relay(&a, &call_ab, &b_id, 1).await["ok"], true);
+            if let Ok(Some(write)) =
+                tokio::time::timeout(Duration::from_millis(200), writes.next()).await
+            {
+                return write;
+            }
+        }
+    };
+    let held = tokio::time::timeout(EVENT, held)
+        .await
+        .expect("b's gateway writes a relay for b to the log");
+
+    // While that write waits, a relay between two other users through the same
+    // gateway arrives at once, not after the write's timeout (5 s).
+    let sent = Instant::now();
+    assert_eq!(relay(&c, &call_cd, &d_id, 7).await["ok"], true);
+    let got = d
+        .wait_for("webrtc-ice-candidate", 0, Duration::from_secs(3), |p| {
+            p["candidate"]["n"] == 7
+        })
+        .await;
+    println!("relay while a log write waits: {:?}", sent.elapsed());
+    cluster.presence.process.signal("CONT").expect("cont");
+    cluster.calls.process.signal("CONT").expect("cont");
+    assert!(
+        got.is_ok(),
+        "d's relay waited for an unrelated log write ({:?})",
+        sent.elapsed()
+    );
+    drop(held);
+}

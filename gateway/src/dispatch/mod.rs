@@ -70,7 +70,7 @@ pub async fn run(
                     on_calls(&gw, Followed::Lost);
                 }
             }
-            Some(message) = relays.next() => deliver_relay(&gw, message).await,
+            Some(message) = relays.next() => deliver_relay(&gw, message),
             Some(message) = pushes.next() => deliver_push(&gw, message),
             () = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
                 users_list.flush_due(&gw).await;

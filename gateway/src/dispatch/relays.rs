@@ -38,7 +38,7 @@ pub(super) fn deliver_push(gw: &Gateway, message: BusMessage) {
 }
 
 /// Delivers a relay that another gateway routed to one of this gateway's sockets.
-pub(super) async fn deliver_relay(gw: &Gateway, message: BusMessage) {
+pub(super) fn deliver_relay(gw: &Gateway, message: BusMessage) {
     let relay = match Relay::decode(message.payload) {
         Ok(relay) => relay,
         Err(error) => {
@@ -55,13 +55,7 @@ pub(super) async fn deliver_relay(gw: &Gateway, message: BusMessage) {
     }
     // The socket went without saying goodbye and its session is not away
     // yet: the relay waits for it in the log, as if it had been sent later.
-    if !gw.mirror().holds_session(&relay.target_session_id) {
-        return;
-    }
-    match gw.missed().keep(&relay).await {
-        Ok(()) => {
-            crate::metrics::get().relays_kept.inc();
-        }
-        Err(error) => tracing::warn!(%error, "relay for a gone socket not kept"),
+    if gw.mirror().holds_session(&relay.target_session_id) {
+        gw.keeper().keep_later(relay);
     }
 }
