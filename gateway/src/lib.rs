@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod mirror;
 pub mod protocol;
 pub mod resume;
+pub mod sessions;
 pub mod socket;
 pub mod state;
 pub mod traces;

@@ -1,9 +1,8 @@
 //! The gateway's shared state: a cheap-to-clone handle given to every socket task,
 //! the bus dispatcher and the HTTP handlers.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use meetup_runtime::Bus;
@@ -24,6 +23,7 @@ use crate::protocol::ServerEvent;
 use crate::protocol::inbound::RelayKind;
 use crate::protocol::outbound::Relayed;
 use crate::resume::{Keeper, MissedRelays};
+use crate::sessions::{LocalSession, LocalSessions};
 
 /// The room of the sockets that asked for presence deltas in their handshake
 /// (`presence: "delta"`): one `users-list` when they register, then only
@@ -62,8 +62,7 @@ struct Shared {
     history: History,
     missed: Arc<MissedRelays>,
     keeper: Keeper,
-    // A std Mutex is fine: never held across an `.await`.
-    local: Mutex<HashMap<String, LocalSession>>,
+    local: LocalSessions,
     presence_up: AtomicBool,
     calls_up: AtomicBool,
 }
@@ -82,42 +81,6 @@ pub struct GatewayParts {
     pub auth: Option<Authenticator>,
     pub history: History,
     pub missed: Arc<MissedRelays>,
-}
-
-/// A registered socket of this gateway: what is needed to register it again
-/// after the presence service restarted.
-#[derive(Debug, Clone)]
-pub struct LocalSession {
-    pub user_id: String,
-    pub username: String,
-    pub joined_at: Option<prost_types::Timestamp>,
-    /// False while its registration is in flight.
-    pub registered: bool,
-    /// The presence revision its registration wrote (0 until registered).
-    pub revision: u64,
-    /// Relays given to the socket so far (or, resumed, to its session).
-    pub relay_seq: u64,
-    /// Whether its relays carry their `seq` (the client speaks resume).
-    pub seq_in_relays: bool,
-    /// While a resumed socket is given the relays kept for its session, newer
-    /// ones wait here, to follow them in order.
-    pub pending: Option<Vec<(RelayKind, String)>>,
-}
-
-impl LocalSession {
-    /// A socket whose registration (or resume) as `user_id` is in flight.
-    pub fn registering(user_id: &str, username: &str, seq_in_relays: bool) -> Self {
-        LocalSession {
-            user_id: user_id.to_owned(),
-            username: username.to_owned(),
-            joined_at: None,
-            registered: false,
-            revision: 0,
-            relay_seq: 0,
-            seq_in_relays,
-            pending: None,
-        }
-    }
 }
 
 /// Per-socket limits and waits.
@@ -154,28 +117,28 @@ impl Gateway {
                 history: parts.history,
                 keeper: Keeper::spawn(parts.missed.clone()),
                 missed: parts.missed,
-                local: Mutex::new(HashMap::new()),
+                local: LocalSessions::default(),
                 presence_up: AtomicBool::new(false),
                 calls_up: AtomicBool::new(false),
             }),
         }
     }
 
-    fn local(&self) -> std::sync::MutexGuard<'_, HashMap<String, LocalSession>> {
-        self.shared.local.lock().unwrap_or_else(|p| p.into_inner())
+    fn local(&self) -> &LocalSessions {
+        &self.shared.local
     }
 
     /// Records a socket's identity (before its registration, so that the
     /// reconciler never takes it for a ghost). Returns the previous record.
     pub fn set_local(&self, session_id: &str, session: LocalSession) -> Option<LocalSession> {
-        self.local().insert(session_id.to_owned(), session)
+        self.local().insert(session_id, session)
     }
 
     /// Gives a registered socket's session a new username; returns the old one.
     pub fn rename_local(&self, session_id: &str, username: &str) -> Option<String> {
-        self.local()
-            .get_mut(session_id)
-            .map(|s| std::mem::replace(&mut s.username, username.to_owned()))
+        self.local().with(session_id, |s| {
+            std::mem::replace(&mut s.username, username.to_owned())
+        })
     }
 
     pub fn forget_local(&self, session_id: &str) -> Option<LocalSession> {
@@ -203,40 +166,35 @@ impl Gateway {
         joined_at: Option<prost_types::Timestamp>,
         revision: u64,
     ) {
-        if let Some(s) = self.local().get_mut(session_id) {
+        self.local().with(session_id, |s| {
             s.registered = true;
             s.joined_at = joined_at;
             s.revision = revision;
-        }
+        });
     }
 
     pub fn local_sessions(&self) -> Vec<(String, LocalSession)> {
-        self.local()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+        self.local().snapshot()
     }
 
     pub fn is_local_session(&self, session_id: &str) -> bool {
-        self.local().contains_key(session_id)
+        self.local().contains(session_id)
     }
 
     /// Numbers the relays of a resumed session on from those its previous
     /// socket was given.
     pub fn continue_relays(&self, session_id: &str, given: u64) {
-        if let Some(s) = self.local().get_mut(session_id) {
-            s.relay_seq = given;
-        }
+        self.local().with(session_id, |s| s.relay_seq = given);
     }
 
     /// How many relays a local session's socket was given.
     pub fn local_relay_seq(&self, session_id: &str) -> Option<u64> {
-        self.local().get(session_id).map(|s| s.relay_seq)
+        self.local().with(session_id, |s| s.relay_seq)
     }
 
     /// The presence revision of a local session's registration (0 while in flight).
     pub fn local_revision(&self, session_id: &str) -> Option<u64> {
-        self.local().get(session_id).map(|s| s.revision)
+        self.local().with(session_id, |s| s.revision)
     }
 
     /// Closes one of this gateway's sockets (its disconnect handler cleans up).
@@ -367,16 +325,15 @@ impl Gateway {
         let Some(socket) = self.socket_of(session_id) else {
             return false;
         };
-        let mut local = self.local();
-        match local.get_mut(session_id) {
-            Some(session) => {
-                if let Some(pending) = session.pending.as_mut() {
-                    pending.push((kind, payload_json.to_owned()));
-                } else {
-                    emit_numbered(&socket, session_id, session, kind, payload_json);
-                }
+        let numbered = self.local().with(session_id, |session| {
+            if let Some(pending) = session.pending.as_mut() {
+                pending.push((kind, payload_json.to_owned()));
+            } else {
+                emit_numbered(&socket, session_id, session, kind, payload_json);
             }
-            None => emit_relay_json(&socket, session_id, kind, payload_json.to_owned()),
+        });
+        if numbered.is_none() {
+            emit_relay_json(&socket, session_id, kind, payload_json.to_owned());
         }
         true
     }
@@ -384,9 +341,8 @@ impl Gateway {
     /// Holds the relays that reach `session_id` from now on until
     /// [`Gateway::end_replay`], so that those kept while it was away go first.
     pub fn begin_replay(&self, session_id: &str) {
-        if let Some(session) = self.local().get_mut(session_id) {
-            session.pending = Some(Vec::new());
-        }
+        self.local()
+            .with(session_id, |session| session.pending = Some(Vec::new()));
     }
 
     /// Gives `session_id` its kept relays, then those held since
@@ -394,18 +350,18 @@ impl Gateway {
     /// Returns how many kept relays it was given.
     pub fn end_replay(&self, session_id: &str, kept: &[(RelayKind, String)]) -> usize {
         let socket = self.socket_of(session_id);
-        let mut local = self.local();
-        let Some(session) = local.get_mut(session_id) else {
-            return 0;
-        };
-        let held = session.pending.take().unwrap_or_default();
-        let Some(socket) = socket else {
-            return 0;
-        };
-        for (kind, payload) in kept.iter().chain(&held) {
-            emit_numbered(&socket, session_id, session, *kind, payload);
-        }
-        kept.len()
+        self.local()
+            .with(session_id, |session| {
+                let held = session.pending.take().unwrap_or_default();
+                let Some(socket) = socket else {
+                    return 0;
+                };
+                for (kind, payload) in kept.iter().chain(&held) {
+                    emit_numbered(&socket, session_id, session, *kind, payload);
+                }
+                kept.len()
+            })
+            .unwrap_or(0)
     }
 
     fn socket_of(&self, session_id: &str) -> Option<SocketRef> {

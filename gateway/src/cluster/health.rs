@@ -10,7 +10,8 @@ use tokio::sync::watch;
 use tonic::Code;
 
 use crate::config::Liveness;
-use crate::state::{Gateway, LocalSession};
+use crate::sessions::LocalSession;
+use crate::state::Gateway;
 
 /// Probes the services and reconciles, every heartbeat, until `stop`.
 pub async fn watch(gw: Gateway, liveness: Liveness, mut stop: watch::Receiver<bool>) {

@@ -14,8 +14,8 @@ use crate::protocol::ack::{AckError, ErrorCode, ok};
 use crate::protocol::inbound::{self, RelayKind};
 use crate::protocol::outbound::public_user;
 use crate::resume;
+use crate::sessions::LocalSession;
 use crate::socket::{Identity, SessionWorker};
-use crate::state::LocalSession;
 
 /// How to take back what a registration changed in the local sessions when
 /// the presence service refused it.
