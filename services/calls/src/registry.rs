@@ -10,14 +10,13 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use meetup_proto::bus::v1::{
     CallChange, CallEnded, CallRecord, CallStarted, EndReason, LeaveReason, ParticipantAway,
     ParticipantJoined, ParticipantLeft, ParticipantResumed, StartedCall, StartedCalls, call_change,
 };
 use meetup_proto::calls::v1::{Attendee, Call, CallUser, Outcome, Participant};
 use meetup_runtime::store::leases::LeaseView;
-use meetup_runtime::store::{self, Bucket, StateStore, keys, retry_on_conflict};
+use meetup_runtime::store::{self, Bucket, Change, StateStore, Versioned, keys};
 use prost::Message;
 
 use crate::error::{CallError, MAX_INVITED, require};
@@ -225,25 +224,25 @@ impl CallRegistry {
         call_id: &str,
         mut decide: impl FnMut(Option<&Current>) -> Result<Decision<T>, CallError>,
     ) -> Result<(T, u64), CallError> {
-        let key = keys::call(call_id);
-        for round in 0..store::MAX_ATTEMPTS {
-            let current = self.read(call_id).await?;
-            let (record, value) = match decide(current.as_ref())? {
-                Decision::Keep(value) => return Ok((value, 0)),
-                Decision::Write(record, value) => (record, value),
-            };
-            let bytes = Bytes::from(record.encode_to_vec());
-            let written = match &current {
-                Some(c) => self.shared.calls.update(&key, bytes, c.revision).await,
-                None => self.shared.calls.create(&key, bytes).await,
-            };
-            match written {
-                Ok(revision) => return Ok((value, revision)),
-                Err(store::StoreError::Conflict) => store::pause_after_conflict(round).await,
-                Err(error) => return Err(error.into()),
-            }
-        }
-        Err(store::contention().into())
+        self.shared
+            .calls
+            .modify(
+                &keys::call(call_id),
+                |read: Option<Versioned<CallRecord>>| {
+                    let current = read.map(|r| Current {
+                        record: r.value,
+                        revision: r.revision,
+                    });
+                    let decided = decide(current.as_ref());
+                    async move {
+                        Ok(match decided? {
+                            Decision::Keep(value) => Change::Keep(value),
+                            Decision::Write(record, value) => Change::Put(*record, value),
+                        })
+                    }
+                },
+            )
+            .await
     }
 
     /// Adds `call_id` to the live calls `user` started, unless they already have
@@ -252,83 +251,69 @@ impl CallRegistry {
     async fn reserve(&self, user: &str, call_id: &str) -> Result<bool, CallError> {
         let key = keys::started_calls(user);
         let max = self.shared.limits.max_calls_per_user;
-        retry_on_conflict(|| async {
-            let entry = self.shared.index.get(&key).await?;
-            let mut started = entry
-                .as_ref()
-                .and_then(|e| e.value.clone())
-                .and_then(|v| StartedCalls::decode(v).ok())
-                .unwrap_or_default();
-            if started.calls.iter().any(|c| c.call_id == call_id) {
-                return Ok(false);
-            }
-            if started.calls.len() >= max {
-                let mut kept = Vec::new();
-                for reserved in std::mem::take(&mut started.calls) {
-                    let keep = match self.read(&reserved.call_id).await? {
-                        Some(current) => current.live().is_some(),
-                        None => reserved
-                            .reserved_at
-                            .and_then(|t| SystemTime::try_from(t).ok())
-                            .and_then(|t| t.elapsed().ok())
-                            .is_none_or(|age| age < RESERVATION_TTL),
-                    };
-                    if keep {
-                        kept.push(reserved);
-                    }
+        let (reserved, _) = self
+            .shared
+            .index
+            .modify(&key, |read: Option<Versioned<StartedCalls>>| async move {
+                let mut started = read.map(|r| r.value).unwrap_or_default();
+                if started.calls.iter().any(|c| c.call_id == call_id) {
+                    return Ok(Change::Keep(false));
                 }
-                started.calls = kept;
-            }
-            if started.calls.len() >= max {
-                return Err(CallError::TooManyCalls {
-                    user_id: user.to_owned(),
-                    max,
+                if started.calls.len() >= max {
+                    let mut kept = Vec::new();
+                    for reserved in std::mem::take(&mut started.calls) {
+                        let keep = match self.read(&reserved.call_id).await? {
+                            Some(current) => current.live().is_some(),
+                            None => reserved
+                                .reserved_at
+                                .and_then(|t| SystemTime::try_from(t).ok())
+                                .and_then(|t| t.elapsed().ok())
+                                .is_none_or(|age| age < RESERVATION_TTL),
+                        };
+                        if keep {
+                            kept.push(reserved);
+                        }
+                    }
+                    started.calls = kept;
+                }
+                if started.calls.len() >= max {
+                    return Err(CallError::TooManyCalls {
+                        user_id: user.to_owned(),
+                        max,
+                    });
+                }
+                started.calls.push(StartedCall {
+                    call_id: call_id.to_owned(),
+                    reserved_at: Some(now()),
                 });
-            }
-            started.calls.push(StartedCall {
-                call_id: call_id.to_owned(),
-                reserved_at: Some(now()),
-            });
-            let bytes = Bytes::from(started.encode_to_vec());
-            match &entry {
-                Some(e) => self.shared.index.update(&key, bytes, e.revision).await?,
-                None => self.shared.index.create(&key, bytes).await?,
-            };
-            Ok(true)
-        })
-        .await
+                Ok(Change::Put(started, true))
+            })
+            .await?;
+        Ok(reserved)
     }
 
     /// Takes `call_id` out of the live calls `user` started (best effort: a
     /// leftover id is dropped by the next [`CallRegistry::reserve`] that needs room).
     async fn release(&self, user: &str, call_id: &str) {
         let key = keys::started_calls(user);
-        let released = retry_on_conflict(|| async {
-            let Some(entry) = self.shared.index.get(&key).await? else {
-                return Ok(());
-            };
-            let mut started = entry
-                .value
-                .clone()
-                .and_then(|v| StartedCalls::decode(v).ok())
-                .unwrap_or_default();
-            let before = started.calls.len();
-            started.calls.retain(|c| c.call_id != call_id);
-            if started.calls.len() == before {
-                return Ok(());
-            }
-            if started.calls.is_empty() {
-                self.shared.index.delete(&key, entry.revision).await
-            } else {
-                let bytes = Bytes::from(started.encode_to_vec());
-                self.shared
-                    .index
-                    .update(&key, bytes, entry.revision)
-                    .await
-                    .map(|_| ())
-            }
-        })
-        .await;
+        let released = self
+            .shared
+            .index
+            .modify(&key, |read: Option<Versioned<StartedCalls>>| async move {
+                let Some(mut started) = read.map(|r| r.value) else {
+                    return Ok::<_, store::StoreError>(Change::Keep(()));
+                };
+                let before = started.calls.len();
+                started.calls.retain(|c| c.call_id != call_id);
+                Ok(if started.calls.len() == before {
+                    Change::Keep(())
+                } else if started.calls.is_empty() {
+                    Change::Delete(())
+                } else {
+                    Change::Put(started, ())
+                })
+            })
+            .await;
         if let Err(error) = released {
             tracing::warn!(user_id = user, call_id, %error, "call not released from the index");
         }
@@ -1081,6 +1066,7 @@ pub fn participant(
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
     use meetup_runtime::store::BucketSettings;
 
     use super::*;

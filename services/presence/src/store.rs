@@ -6,13 +6,12 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use meetup_proto::bus::v1::{
     LeaveReason, PresenceChange, SessionAway, SessionRegistered, SessionResumed,
     SessionUnregistered, UserRecord, presence_change,
 };
 use meetup_proto::presence::v1::{OnlineUser, Session, User};
-use meetup_runtime::store::{self, Bucket, StateStore, keys, retry_on_conflict};
+use meetup_runtime::store::{self, Bucket, Change, StateStore, Versioned, keys};
 use prost::Message;
 
 use crate::error::{PresenceError, require};
@@ -138,21 +137,31 @@ impl PresenceStore {
         }))
     }
 
-    /// Writes `record` over `current` (or creates the key); `Conflict` when the
-    /// key moved meanwhile.
-    async fn write(
+    /// Changes `user_id`'s record by compare-and-set ([`Bucket::modify`]):
+    /// `decide` sees the record as it is; what it decides is written with the
+    /// revision read, or decided again when another writer came first.
+    /// Returns its answer and the revision written (0 when nothing was).
+    async fn modify<T, F, Fut>(
         &self,
         user_id: &str,
-        current: Option<&Current>,
-        record: &UserRecord,
-    ) -> Result<u64, PresenceError> {
-        let key = keys::user(user_id);
-        let value = Bytes::from(record.encode_to_vec());
-        let revision = match current {
-            Some(c) => self.shared.bucket.update(&key, value, c.revision).await?,
-            None => self.shared.bucket.create(&key, value).await?,
-        };
-        Ok(revision)
+        mut decide: F,
+    ) -> Result<(T, u64), PresenceError>
+    where
+        F: FnMut(Option<Current>) -> Fut,
+        Fut: std::future::Future<Output = Result<Change<UserRecord, T>, PresenceError>>,
+    {
+        self.shared
+            .bucket
+            .modify(
+                &keys::user(user_id),
+                |read: Option<Versioned<UserRecord>>| {
+                    decide(read.map(|r| Current {
+                        record: r.value,
+                        revision: r.revision,
+                    }))
+                },
+            )
+            .await
     }
 
     /// Registers `session_id` for `user_id`. Registering a session again refreshes
@@ -170,64 +179,67 @@ impl PresenceStore {
         require("username", username)?;
         require("gateway_id", gateway_id)?;
         require("session_id", session_id)?;
-        let registered = retry_on_conflict(|| async {
-            let current = self.read(user_id).await?;
-            let now = SystemTime::now();
-            let previous = current.as_ref().map(Current::sessions).unwrap_or_default();
-            let first_session = previous.is_empty();
-            if previous.len() >= self.shared.max_sessions_per_user
-                && !previous.iter().any(|s| s.session_id == session_id)
-            {
-                return Err(PresenceError::TooManySessions {
-                    user_id: user_id.to_owned(),
-                    max: self.shared.max_sessions_per_user,
-                });
-            }
-            let joined_at = match current.as_ref().and_then(|c| online(&c.record)) {
-                Some(u) => u.user.as_ref().and_then(|u| u.joined_at),
-                None => None,
-            }
-            .unwrap_or_else(|| now.into());
-            let session = Session {
-                session_id: session_id.to_owned(),
-                gateway_id: gateway_id.to_owned(),
-                registered_at: Some(now.into()),
-                away_until: None,
-                resume_token_hash: resume_token_hash.to_owned(),
-                ..Default::default()
-            };
-            let mut sessions: Vec<Session> = previous
-                .iter()
-                .filter(|s| s.session_id != session_id)
-                .cloned()
-                .collect();
-            sessions.push(session.clone());
-            let user = User {
-                id: user_id.to_owned(),
-                username: username.to_owned(),
-                joined_at: Some(joined_at),
-            };
-            let record = UserRecord {
-                user: Some(OnlineUser {
-                    user: Some(user.clone()),
-                    sessions,
-                }),
-                change: Some(PresenceChange {
-                    change: Some(presence_change::Change::Registered(SessionRegistered {
-                        session: Some(session),
+        let (mut registered, revision) = self
+            .modify(user_id, |current| async move {
+                let now = SystemTime::now();
+                let previous = current.as_ref().map(Current::sessions).unwrap_or_default();
+                let first_session = previous.is_empty();
+                if previous.len() >= self.shared.max_sessions_per_user
+                    && !previous.iter().any(|s| s.session_id == session_id)
+                {
+                    return Err(PresenceError::TooManySessions {
+                        user_id: user_id.to_owned(),
+                        max: self.shared.max_sessions_per_user,
+                    });
+                }
+                let joined_at = match current.as_ref().and_then(|c| online(&c.record)) {
+                    Some(u) => u.user.as_ref().and_then(|u| u.joined_at),
+                    None => None,
+                }
+                .unwrap_or_else(|| now.into());
+                let session = Session {
+                    session_id: session_id.to_owned(),
+                    gateway_id: gateway_id.to_owned(),
+                    registered_at: Some(now.into()),
+                    away_until: None,
+                    resume_token_hash: resume_token_hash.to_owned(),
+                    ..Default::default()
+                };
+                let mut sessions: Vec<Session> = previous
+                    .iter()
+                    .filter(|s| s.session_id != session_id)
+                    .cloned()
+                    .collect();
+                sessions.push(session.clone());
+                let user = User {
+                    id: user_id.to_owned(),
+                    username: username.to_owned(),
+                    joined_at: Some(joined_at),
+                };
+                let record = UserRecord {
+                    user: Some(OnlineUser {
+                        user: Some(user.clone()),
+                        sessions,
+                    }),
+                    change: Some(PresenceChange {
+                        change: Some(presence_change::Change::Registered(SessionRegistered {
+                            session: Some(session),
+                            first_session,
+                        })),
+                    }),
+                    traceparent: traceparent.to_owned(),
+                };
+                Ok(Change::Put(
+                    record,
+                    Registered {
+                        user,
                         first_session,
-                    })),
-                }),
-                traceparent: traceparent.to_owned(),
-            };
-            let revision = self.write(user_id, current.as_ref(), &record).await?;
-            Ok::<_, PresenceError>(Registered {
-                user,
-                first_session,
-                revision,
+                        revision: 0,
+                    },
+                ))
             })
-        })
-        .await?;
+            .await?;
+        registered.revision = revision;
         tracing::info!(
             user_id,
             session_id,
@@ -269,36 +281,39 @@ impl PresenceStore {
                 .await?
                 .ok_or_else(|| PresenceError::SessionNotFound(session_id.to_owned()))?,
         };
-        let gone = retry_on_conflict(|| async {
-            let current = self
-                .read(&user_id)
-                .await?
-                .filter(|c| {
-                    c.sessions().iter().any(|s| {
-                        s.session_id == session_id && !(keep_away && s.away_until.is_some())
+        let user = user_id.as_str();
+        let (mut gone, revision) = self
+            .modify(user, |current| async move {
+                let current = current
+                    .filter(|c| {
+                        c.sessions().iter().any(|s| {
+                            s.session_id == session_id && !(keep_away && s.away_until.is_some())
+                        })
                     })
-                })
-                .ok_or_else(|| PresenceError::SessionNotFound(session_id.to_owned()))?;
-            let mut record = current.record.clone();
-            if let Some(user) = record.user.as_mut() {
-                user.sessions.retain(|s| s.session_id != session_id);
-            }
-            let last_session = online(&record).is_none();
-            record.change = Some(PresenceChange {
-                change: Some(presence_change::Change::Unregistered(SessionUnregistered {
-                    session_id: session_id.to_owned(),
-                    reason: reason as i32,
-                })),
-            });
-            record.traceparent = traceparent.to_owned();
-            let revision = self.write(&user_id, Some(&current), &record).await?;
-            Ok::<_, PresenceError>(Unregistered {
-                user_id: user_id.clone(),
-                last_session,
-                revision,
+                    .ok_or_else(|| PresenceError::SessionNotFound(session_id.to_owned()))?;
+                let mut record = current.record.clone();
+                if let Some(user) = record.user.as_mut() {
+                    user.sessions.retain(|s| s.session_id != session_id);
+                }
+                let last_session = online(&record).is_none();
+                record.change = Some(PresenceChange {
+                    change: Some(presence_change::Change::Unregistered(SessionUnregistered {
+                        session_id: session_id.to_owned(),
+                        reason: reason as i32,
+                    })),
+                });
+                record.traceparent = traceparent.to_owned();
+                Ok(Change::Put(
+                    record,
+                    Unregistered {
+                        user_id: user.to_owned(),
+                        last_session,
+                        revision: 0,
+                    },
+                ))
             })
-        })
-        .await?;
+            .await?;
+        gone.revision = revision;
         if gone.last_session {
             // The empty record already says "offline"; deleting the key only keeps
             // the bucket small. A registration that came in between wins.
@@ -327,33 +342,32 @@ impl PresenceStore {
         require("user_id", user_id)?;
         require("session_id", session_id)?;
         let until = SystemTime::now() + grace;
-        let revision = retry_on_conflict(|| async {
-            let current = self
-                .read(user_id)
-                .await?
-                .filter(|c| c.sessions().iter().any(|s| s.session_id == session_id))
-                .ok_or_else(|| PresenceError::SessionNotFound(session_id.to_owned()))?;
-            let mut record = current.record.clone();
-            let Some(session) = record
-                .user
-                .as_mut()
-                .and_then(|u| u.sessions.iter_mut().find(|s| s.session_id == session_id))
-            else {
-                return Err(PresenceError::SessionNotFound(session_id.to_owned()));
-            };
-            session.away_until = Some(until.into());
-            session.relays_given = relays_given.unwrap_or_default();
-            session.relays_counted = relays_given.is_some();
-            let session = session.clone();
-            record.change = Some(PresenceChange {
-                change: Some(presence_change::Change::Away(SessionAway {
-                    session: Some(session),
-                })),
-            });
-            record.traceparent = traceparent.to_owned();
-            self.write(user_id, Some(&current), &record).await
-        })
-        .await?;
+        let ((), revision) = self
+            .modify(user_id, |current| async move {
+                let current = current
+                    .filter(|c| c.sessions().iter().any(|s| s.session_id == session_id))
+                    .ok_or_else(|| PresenceError::SessionNotFound(session_id.to_owned()))?;
+                let mut record = current.record.clone();
+                let Some(session) = record
+                    .user
+                    .as_mut()
+                    .and_then(|u| u.sessions.iter_mut().find(|s| s.session_id == session_id))
+                else {
+                    return Err(PresenceError::SessionNotFound(session_id.to_owned()));
+                };
+                session.away_until = Some(until.into());
+                session.relays_given = relays_given.unwrap_or_default();
+                session.relays_counted = relays_given.is_some();
+                let session = session.clone();
+                record.change = Some(PresenceChange {
+                    change: Some(presence_change::Change::Away(SessionAway {
+                        session: Some(session),
+                    })),
+                });
+                record.traceparent = traceparent.to_owned();
+                Ok(Change::Put(record, ()))
+            })
+            .await?;
         tracing::info!(user_id, session_id, ?grace, "session away");
         Ok((until, revision))
     }
@@ -373,85 +387,97 @@ impl PresenceStore {
         require("user_id", user_id)?;
         require("session_id", session_id)?;
         require("gateway_id", gateway_id)?;
-        let resumed = retry_on_conflict(|| async {
-            let Some(current) = self.read(user_id).await? else {
-                return Ok(None);
-            };
-            let sessions = current.sessions();
-            // Resumed already by this very request (a retry after an answer
-            // that was lost): the same answer again.
-            if let Some(mine) = sessions.iter().find(|s| s.session_id == session_id) {
-                if mine.resumed_from.is_empty() {
-                    return Ok(None);
+        let (mut resumed, revision) = self
+            .modify(user_id, |current| async move {
+                let Some(current) = current else {
+                    return Ok(Change::Keep(None));
+                };
+                let sessions = current.sessions();
+                // Resumed already by this very request (a retry after an answer
+                // that was lost): the same answer again.
+                if let Some(mine) = sessions.iter().find(|s| s.session_id == session_id) {
+                    if mine.resumed_from.is_empty() {
+                        return Ok(Change::Keep(None));
+                    }
+                    return Ok(Change::Keep(Some(Resumed {
+                        user: current
+                            .record
+                            .user
+                            .as_ref()
+                            .and_then(|u| u.user.clone())
+                            .unwrap_or_default(),
+                        previous: Session {
+                            session_id: mine.resumed_from.clone(),
+                            relays_given: mine.relays_given,
+                            relays_counted: mine.relays_counted,
+                            ..Default::default()
+                        },
+                        revision: current.revision,
+                    })));
                 }
-                return Ok(Some(Resumed {
-                    user: current
-                        .record
-                        .user
-                        .as_ref()
-                        .and_then(|u| u.user.clone())
-                        .unwrap_or_default(),
-                    previous: Session {
-                        session_id: mine.resumed_from.clone(),
-                        relays_given: mine.relays_given,
-                        relays_counted: mine.relays_counted,
-                        ..Default::default()
+                // An away session whose time has (nearly) run out is not taken
+                // over: its calls may already have let it go.
+                let resumable = |s: &Session| {
+                    away_until(s).is_none_or(|t| t > SystemTime::now() + EXPIRY_MARGIN)
+                };
+                let taken = match token_hash {
+                    Some(hash) => sessions.iter().position(|s| {
+                        !s.resume_token_hash.is_empty()
+                            && s.resume_token_hash == hash
+                            && resumable(s)
+                    }),
+                    // No live socket: its one session is away, or on a gateway
+                    // whose lease is gone (a sweep has yet to turn it away).
+                    None => match sessions {
+                        [only] if !resumable(only) => None,
+                        [only] if only.away_until.is_some() => Some(0),
+                        [only] if !self.lease_held(&only.gateway_id).await? => Some(0),
+                        _ => None,
                     },
-                    revision: current.revision,
-                }));
-            }
-            // An away session whose time has (nearly) run out is not taken
-            // over: its calls may already have let it go.
-            let resumable =
-                |s: &Session| away_until(s).is_none_or(|t| t > SystemTime::now() + EXPIRY_MARGIN);
-            let taken = match token_hash {
-                Some(hash) => sessions.iter().position(|s| {
-                    !s.resume_token_hash.is_empty() && s.resume_token_hash == hash && resumable(s)
-                }),
-                // No live socket: its one session is away, or on a gateway
-                // whose lease is gone (a sweep has yet to turn it away).
-                None => match sessions {
-                    [only] if !resumable(only) => None,
-                    [only] if only.away_until.is_some() => Some(0),
-                    [only] if !self.lease_held(&only.gateway_id).await? => Some(0),
-                    _ => None,
-                },
-            };
-            let Some(taken) = taken else {
-                return Ok(None);
-            };
-            let mut record = current.record.clone();
-            let Some(online) = record.user.as_mut() else {
-                return Ok(None);
-            };
-            let previous = online.sessions.remove(taken);
-            let session = Session {
-                session_id: session_id.to_owned(),
-                gateway_id: gateway_id.to_owned(),
-                registered_at: previous.registered_at,
-                away_until: None,
-                resume_token_hash: new_token_hash.to_owned(),
-                relays_given: previous.relays_given,
-                relays_counted: previous.relays_counted,
-                resumed_from: previous.session_id.clone(),
-            };
-            online.sessions.push(session.clone());
-            let user = online.user.clone().unwrap_or_default();
-            record.change = Some(PresenceChange {
-                change: Some(presence_change::Change::Resumed(SessionResumed {
-                    previous_session_id: previous.session_id.clone(),
-                    session: Some(session),
-                })),
-            });
-            record.traceparent = traceparent.to_owned();
-            let revision = self.write(user_id, Some(&current), &record).await?;
-            Ok::<_, PresenceError>(Some(Resumed {
-                user,
-                previous,
-                revision,
-            }))
-        })
-        .await?;
+                };
+                let Some(taken) = taken else {
+                    return Ok(Change::Keep(None));
+                };
+                let mut record = current.record.clone();
+                let Some(online) = record.user.as_mut() else {
+                    return Ok(Change::Keep(None));
+                };
+                let previous = online.sessions.remove(taken);
+                let session = Session {
+                    session_id: session_id.to_owned(),
+                    gateway_id: gateway_id.to_owned(),
+                    registered_at: previous.registered_at,
+                    away_until: None,
+                    resume_token_hash: new_token_hash.to_owned(),
+                    relays_given: previous.relays_given,
+                    relays_counted: previous.relays_counted,
+                    resumed_from: previous.session_id.clone(),
+                };
+                online.sessions.push(session.clone());
+                let user = online.user.clone().unwrap_or_default();
+                record.change = Some(PresenceChange {
+                    change: Some(presence_change::Change::Resumed(SessionResumed {
+                        previous_session_id: previous.session_id.clone(),
+                        session: Some(session),
+                    })),
+                });
+                record.traceparent = traceparent.to_owned();
+                Ok(Change::Put(
+                    record,
+                    Some(Resumed {
+                        user,
+                        previous,
+                        revision: 0,
+                    }),
+                ))
+            })
+            .await?;
+        // A write's revision; a repeated request's answer has its own.
+        if let Some(resumed) = resumed.as_mut()
+            && revision != 0
+        {
+            resumed.revision = revision;
+        }
         if let Some(resumed) = &resumed {
             tracing::info!(
                 user_id,
@@ -687,6 +713,7 @@ fn registered_before(session: &Session, cutoff: Option<SystemTime>) -> bool {
 mod tests {
     use std::time::Duration;
 
+    use bytes::Bytes;
     use futures::StreamExt;
     use meetup_runtime::store::{BucketSettings, Watched};
 

@@ -4,11 +4,9 @@
 //! and its chat share a bucket, one order with the joins and leaves too. The
 //! chat goes when the call ends.
 
-use bytes::Bytes;
 use meetup_proto::bus::v1::CallChat;
 use meetup_proto::calls::v1::{Call, CallUser, ChatMessage, SenderKind};
-use meetup_runtime::store::{self, keys, retry_on_conflict};
-use prost::Message;
+use meetup_runtime::store::{Change, Versioned, keys};
 use rand::Rng;
 
 use super::{CallRegistry, now};
@@ -40,13 +38,6 @@ pub fn check_text(text: &str) -> Result<(), CallError> {
         )));
     }
     Ok(())
-}
-
-fn decode_chat(entry: &store::Entry) -> Option<CallChat> {
-    let value = entry.value.as_ref()?;
-    CallChat::decode(value.clone())
-        .inspect_err(|error| tracing::error!(key = %entry.key, %error, "undecodable chat; reset"))
-        .ok()
 }
 
 /// Keeps the newest `max` messages, and no more than [`MAX_CHAT_BYTES`] of text.
@@ -117,39 +108,33 @@ impl CallRegistry {
         let (from, kind) = Self::author(&call, &sender)?;
         let key = keys::chat(call_id);
         let max = self.shared.limits.chat_history.max(1);
-        let (message, revision) = retry_on_conflict(|| async {
-            let entry = self.shared.calls.get(&key).await?;
-            let mut chat = entry
-                .as_ref()
-                .and_then(decode_chat)
-                .filter(|c| c.call_created_at == call.created_at)
-                .unwrap_or_else(|| CallChat {
-                    call_id: call_id.to_owned(),
-                    call_created_at: call.created_at,
-                    next_seq: 1,
-                    messages: Vec::new(),
-                });
-            let message = ChatMessage {
-                id: random_id(),
-                seq: chat.next_seq,
-                from: Some(from.clone()),
-                kind: kind as i32,
-                text: text.clone(),
-                sent_at: Some(now()),
-            };
-            chat.next_seq += 1;
-            chat.messages.push(message.clone());
-            trim(&mut chat.messages, max);
-            let bytes = Bytes::from(chat.encode_to_vec());
-            let revision = match &entry {
-                Some(e) if e.value.is_some() => {
-                    self.shared.calls.update(&key, bytes, e.revision).await?
-                }
-                _ => self.shared.calls.create(&key, bytes).await?,
-            };
-            Ok::<_, CallError>((message, revision))
-        })
-        .await?;
+        let (message, revision) = self
+            .shared
+            .calls
+            .modify(&key, |read: Option<Versioned<CallChat>>| async {
+                let mut chat = read
+                    .map(|r| r.value)
+                    .filter(|c| c.call_created_at == call.created_at)
+                    .unwrap_or_else(|| CallChat {
+                        call_id: call_id.to_owned(),
+                        call_created_at: call.created_at,
+                        next_seq: 1,
+                        messages: Vec::new(),
+                    });
+                let message = ChatMessage {
+                    id: random_id(),
+                    seq: chat.next_seq,
+                    from: Some(from.clone()),
+                    kind: kind as i32,
+                    text: text.clone(),
+                    sent_at: Some(now()),
+                };
+                chat.next_seq += 1;
+                chat.messages.push(message.clone());
+                trim(&mut chat.messages, max);
+                Ok::<_, CallError>(Change::Put(chat, message))
+            })
+            .await?;
         tracing::debug!(call_id, seq = message.seq, "chat message");
         Ok((message, revision))
     }

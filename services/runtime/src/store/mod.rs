@@ -5,7 +5,7 @@
 //!
 //! Every write names the revision it expects, so two replicas racing on one key
 //! never lose an update: the loser gets [`StoreError::Conflict`], reads again and
-//! retries ([`retry_on_conflict`]). Revisions grow across the whole bucket (they
+//! retries ([`Bucket::modify`]). Revisions grow across the whole bucket (they
 //! are stream sequences in JetStream), so a reader that has seen revision `r` has
 //! seen every change up to `r`.
 
@@ -13,6 +13,7 @@ mod jetstream;
 pub mod keys;
 pub mod leases;
 mod memory;
+mod modify;
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -22,6 +23,7 @@ use futures::Stream;
 
 use crate::bus::Bus;
 pub use memory::MemoryBucket;
+pub use modify::{Change, Versioned};
 
 /// One key's value at one revision; `value` is `None` for a deleted key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -331,24 +333,7 @@ pub fn contention() -> StoreError {
     StoreError::Unavailable("too much contention on one key".into())
 }
 
-/// Runs `attempt` (read, change, write with the expected revision) until it does
-/// not lose a race; a bounded number of times, with a short growing pause.
-pub async fn retry_on_conflict<T, E, F, Fut>(mut attempt: F) -> Result<T, E>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, E>>,
-    E: From<StoreError> + IsConflict,
-{
-    for round in 0..MAX_ATTEMPTS {
-        match attempt().await {
-            Err(e) if e.is_conflict() => pause_after_conflict(round).await,
-            other => return other,
-        }
-    }
-    Err(E::from(contention()))
-}
-
-/// Lets [`retry_on_conflict`] recognise a lost race inside a caller's error type.
+/// Lets [`Bucket::modify`] recognise a lost race inside a caller's error type.
 pub trait IsConflict {
     fn is_conflict(&self) -> bool;
 }
