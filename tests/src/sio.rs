@@ -74,9 +74,19 @@ impl SioClient {
 
     /// Emits an event and waits for its acknowledgement.
     pub async fn emit_ack(&self, event: &str, data: &Value) -> anyhow::Result<Value> {
+        self.emit_ack_within(event, data, ACK_TIMEOUT).await
+    }
+
+    /// [`SioClient::emit_ack`], waiting at most `timeout` for the ack.
+    pub async fn emit_ack_within(
+        &self,
+        event: &str,
+        data: &Value,
+        timeout: Duration,
+    ) -> anyhow::Result<Value> {
         let raw = self
             .conn
-            .emit_ack_raw(event, &data.to_string(), ACK_TIMEOUT)
+            .emit_ack_raw(event, &data.to_string(), timeout)
             .await?;
         Ok(serde_json::from_str(&raw)?)
     }

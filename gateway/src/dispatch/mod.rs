@@ -60,13 +60,15 @@ pub async fn run(
                 on_calls(&gw, item);
                 gw.mirror().publish_progress();
             }
-            () = gw.mirror().presence_stalled() => {
-                if presence.reopen() {
+            // A waiter found a watch behind a write; it is stuck only if it
+            // still is now (a burst is worked through, not read again).
+            still_behind = gw.mirror().presence_stalled() => {
+                if still_behind && presence.reopen() {
                     on_presence(&gw, Followed::Lost, &mut users_list).await;
                 }
             }
-            () = gw.mirror().calls_stalled() => {
-                if calls.reopen() {
+            still_behind = gw.mirror().calls_stalled() => {
+                if still_behind && calls.reopen() {
                     on_calls(&gw, Followed::Lost);
                 }
             }

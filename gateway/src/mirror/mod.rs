@@ -33,9 +33,33 @@ struct Shared {
     /// Bumped after each applied change, once its notifications are out.
     progress: watch::Sender<Progress>,
     /// Told when a write the store acknowledged has not reached the mirror in
-    /// [`STALLED_AFTER`]: that bucket's watch is stuck (see [`Mirror::wait`]).
-    presence_stalled: tokio::sync::Notify,
-    calls_stalled: tokio::sync::Notify,
+    /// [`STALLED_AFTER`]: that bucket's watch may be stuck (see [`Mirror::wait`]).
+    presence_stalled: Stall,
+    calls_stalled: Stall,
+}
+
+/// A waiter's word that one bucket's watch may be stuck: a wake-up for the
+/// dispatcher, and the highest revision a waiter gave up on. By the time the
+/// dispatcher looks, the mirror may have caught up (it was working through a
+/// burst, not stuck): then nothing is opened again.
+#[derive(Debug, Default)]
+struct Stall {
+    notify: tokio::sync::Notify,
+    revision: std::sync::atomic::AtomicU64,
+}
+
+impl Stall {
+    fn report(&self, revision: u64) {
+        self.revision
+            .fetch_max(revision, std::sync::atomic::Ordering::Relaxed);
+        self.notify.notify_one();
+    }
+
+    /// Resolves with the revision reported.
+    async fn reported(&self) -> u64 {
+        self.notify.notified().await;
+        self.revision.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// How long a waiter gives the mirror to show a write the store acknowledged
@@ -194,8 +218,8 @@ impl Default for Mirror {
             shared: Arc::new(Shared {
                 state: RwLock::new(State::default()),
                 progress,
-                presence_stalled: tokio::sync::Notify::new(),
-                calls_stalled: tokio::sync::Notify::new(),
+                presence_stalled: Stall::default(),
+                calls_stalled: Stall::default(),
             }),
         }
     }
@@ -256,7 +280,7 @@ impl Mirror {
     pub async fn wait_presence(&self, revision: u64, limit: Duration) {
         if revision > 0 {
             let stalled = &self.shared.presence_stalled;
-            self.wait(limit, stalled, |p| p.presence_revision >= revision)
+            self.wait(limit, stalled, revision, |p| p.presence_revision)
                 .await;
         }
     }
@@ -265,30 +289,37 @@ impl Mirror {
     pub async fn wait_calls(&self, revision: u64, limit: Duration) {
         if revision > 0 {
             let stalled = &self.shared.calls_stalled;
-            self.wait(limit, stalled, |p| p.calls_revision >= revision)
+            self.wait(limit, stalled, revision, |p| p.calls_revision)
                 .await;
         }
     }
 
-    /// Resolves when a waiter found the presence watch stuck.
-    pub async fn presence_stalled(&self) {
-        self.shared.presence_stalled.notified().await;
+    /// Resolves when a waiter found the presence watch behind a write: true
+    /// when it still is (it is stuck), false when it has caught up since.
+    pub async fn presence_stalled(&self) -> bool {
+        let revision = self.shared.presence_stalled.reported().await;
+        self.read().presence.revision < revision
     }
 
-    /// Resolves when a waiter found the calls watch stuck.
-    pub async fn calls_stalled(&self) {
-        self.shared.calls_stalled.notified().await;
+    /// [`Mirror::presence_stalled`] for the calls watch.
+    pub async fn calls_stalled(&self) -> bool {
+        let revision = self.shared.calls_stalled.reported().await;
+        self.read().calls.revision < revision
     }
 
-    /// Waits for `done`; past [`STALLED_AFTER`] the revision waited for exists
-    /// in the store but the watch has not brought it, so the watch is stuck:
-    /// `stalled` asks the dispatcher to open it again, and the wait goes on.
+    /// Waits until `applied` (the mirror's revision of one bucket) reaches
+    /// `revision`, at most `limit`. Past [`STALLED_AFTER`] the revision waited
+    /// for exists in the store but the watch has not brought it: `stalled`
+    /// asks the dispatcher to open the watch again if it is still behind when
+    /// the dispatcher looks (a stuck watch), and the wait goes on.
     async fn wait(
         &self,
         limit: Duration,
-        stalled: &tokio::sync::Notify,
-        done: impl Fn(&Progress) -> bool,
+        stalled: &Stall,
+        revision: u64,
+        applied: impl Fn(&Progress) -> u64,
     ) {
+        let done = |p: &Progress| applied(p) >= revision;
         let mut rx = self.shared.progress.subscribe();
         let first = STALLED_AFTER.min(limit);
         if tokio::time::timeout(first, rx.wait_for(&done))
@@ -297,8 +328,8 @@ impl Mirror {
         {
             return;
         }
-        tracing::warn!(waited = ?first, "mirror behind an acknowledged write; opening the watch again");
-        stalled.notify_one();
+        tracing::debug!(waited = ?first, revision, "mirror behind an acknowledged write");
+        stalled.report(revision);
         if tokio::time::timeout(limit.saturating_sub(first), rx.wait_for(&done))
             .await
             .is_err()
@@ -920,5 +951,31 @@ mod tests {
         // Deleted with the call.
         assert!(mirror.apply_chat("c", None, 6).is_empty());
         assert!(mirror.chat_before("c", 0).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watch_that_caught_up_since_a_waiter_gave_up_is_not_taken_for_stuck() {
+        let mirror = Mirror::default();
+        let wait = |revision| {
+            let mirror = mirror.clone();
+            tokio::spawn(async move {
+                mirror
+                    .wait_presence(revision, Duration::from_secs(2))
+                    .await
+            })
+        };
+        // The dispatcher is busy with a burst past the waiter's patience...
+        let waiter = wait(5);
+        tokio::time::sleep(STALLED_AFTER + Duration::from_millis(10)).await;
+        // ...then applies the write: by the time it looks, it has caught up.
+        mirror.apply_user("u", Some(online(user("u", 1), Vec::new())), 5);
+        mirror.publish_progress();
+        waiter.await.expect("waited");
+        assert!(!mirror.presence_stalled().await, "caught up: not stuck");
+        // A write that never comes: stuck.
+        let waiter = wait(9);
+        tokio::time::sleep(STALLED_AFTER + Duration::from_millis(10)).await;
+        assert!(mirror.presence_stalled().await, "still behind: stuck");
+        waiter.await.expect("waited");
     }
 }
