@@ -958,11 +958,9 @@ mod tests {
         let mirror = Mirror::default();
         let wait = |revision| {
             let mirror = mirror.clone();
-            tokio::spawn(async move {
-                mirror
-                    .wait_presence(revision, Duration::from_secs(2))
-                    .await
-            })
+            tokio::spawn(
+                async move { mirror.wait_presence(revision, Duration::from_secs(2)).await },
+            )
         };
         // The dispatcher is busy with a burst past the waiter's patience...
         let waiter = wait(5);
