@@ -273,13 +273,14 @@ impl Gateway {
     /// meanwhile, or when the event belongs to the calling extension and the
     /// socket did not ask for it. True when it went out.
     pub fn send(&self, session_id: &str, event: &ServerEvent) -> bool {
-        let Some(socket) = self.socket_of(session_id) else {
-            return false;
-        };
-        if event.calling_only() && !in_room(&socket, CALLING_ROOM) {
-            return false;
-        }
-        emit_on(&socket, session_id, event)
+        self.recipient(session_id, event)
+            .is_some_and(|socket| emit_on(&socket, session_id, event))
+    }
+
+    /// The socket of `session_id` when it is here and takes `event`.
+    fn recipient(&self, session_id: &str, event: &ServerEvent) -> Option<SocketRef> {
+        self.socket_of(session_id)
+            .filter(|socket| !event.calling_only() || in_room(socket, CALLING_ROOM))
     }
 
     /// [`Gateway::send`] to several local sockets, the payload serialized once.
@@ -296,13 +297,9 @@ impl Gateway {
             }
         };
         for session_id in sessions {
-            let Some(socket) = self.socket_of(session_id) else {
-                continue;
-            };
-            if event.calling_only() && !in_room(&socket, CALLING_ROOM) {
-                continue;
+            if let Some(socket) = self.recipient(session_id, event) {
+                emit_named(&socket, session_id, event.name(), &*raw);
             }
-            emit_named(&socket, session_id, event.name(), &*raw);
         }
     }
 
