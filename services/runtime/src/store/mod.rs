@@ -249,6 +249,15 @@ impl Bucket {
         })))
     }
 
+    /// How many entries scans ([`Bucket::scan`], [`Bucket::keys`]) have read
+    /// from an in-memory bucket; `None` for JetStream, which does not count.
+    pub fn scanned(&self) -> Option<u64> {
+        match self {
+            Bucket::Memory(b) => Some(b.scanned()),
+            Bucket::JetStream(_) => None,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Bucket::Memory(_) => "in-memory",
