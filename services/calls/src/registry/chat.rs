@@ -9,7 +9,8 @@ use meetup_proto::calls::v1::{Call, CallUser, ChatMessage, SenderKind};
 use meetup_runtime::store::{Change, Versioned, keys};
 use rand::Rng;
 
-use super::{CallRegistry, now};
+use super::invites::system_user;
+use super::shared::{CallRegistry, now};
 use crate::error::{CallError, require};
 
 /// Longest chat message, in characters (Unicode code points).
@@ -87,7 +88,7 @@ impl CallRegistry {
                     SenderKind::Bot,
                 ))
             }
-            Sender::System => Ok((super::invites::system_user(), SenderKind::System)),
+            Sender::System => Ok((system_user(), SenderKind::System)),
         }
     }
 
@@ -107,10 +108,9 @@ impl CallRegistry {
         let call = self.get(call_id).await?;
         let (from, kind) = Self::author(&call, &sender)?;
         let key = keys::chat(call_id);
-        let max = self.shared.limits.chat_history.max(1);
+        let max = self.limits().chat_history.max(1);
         let (message, revision) = self
-            .shared
-            .calls
+            .calls()
             .modify(&key, |read: Option<Versioned<CallChat>>| async {
                 let mut chat = read
                     .map(|r| r.value)
@@ -142,14 +142,14 @@ impl CallRegistry {
     /// Deletes the chat of a call that ended (best effort: a leftover is reset
     /// by the next message of a call with the same id, and deleted by a sweep).
     pub(super) async fn drop_chat(&self, call_id: &str) {
-        if let Err(error) = self.shared.calls.remove(&keys::chat(call_id)).await {
+        if let Err(error) = self.calls().remove(&keys::chat(call_id)).await {
             tracing::debug!(call_id, %error, "chat not deleted");
         }
     }
 
     /// Deletes the chats whose call is no longer live (one sweep's part).
     pub(super) async fn sweep_chats(&self) -> Result<(), CallError> {
-        for entry in self.shared.calls.scan(keys::CHAT_PREFIX).await? {
+        for entry in self.calls().scan(keys::CHAT_PREFIX).await? {
             let Some(call_id) = keys::chat_call_id_of(&entry.key) else {
                 continue;
             };
@@ -161,7 +161,7 @@ impl CallRegistry {
                 continue;
             }
             // A conflict: a message came meanwhile, for a new call of that id.
-            let _ = self.shared.calls.delete(&entry.key, entry.revision).await;
+            let _ = self.calls().delete(&entry.key, entry.revision).await;
         }
         Ok(())
     }
@@ -169,7 +169,12 @@ impl CallRegistry {
 
 #[cfg(test)]
 mod tests {
+    use meetup_runtime::store::keys;
+    use prost::Message;
+
     use super::*;
+    use crate::registry::CallLimits;
+    use crate::registry::testing::{p, registry};
 
     fn message(text: &str) -> ChatMessage {
         ChatMessage {
@@ -197,5 +202,62 @@ mod tests {
         trim(&mut messages, 50);
         assert_eq!(messages.len(), 2, "the oldest goes when the bytes overflow");
         assert_eq!(messages[1].text, "last");
+    }
+
+    #[tokio::test]
+    async fn chat_messages_are_ordered_bounded_and_go_with_the_call() {
+        use meetup_proto::bus::v1::CallChat;
+        let limits = CallLimits {
+            chat_history: 3,
+            ..CallLimits::default()
+        };
+        let (r, state) = registry(limits);
+        r.start("c1", p("a", "sa"), false, vec![], "")
+            .await
+            .expect("start");
+        assert!(matches!(
+            r.send_message("c1", Sender::Session("sx".into()), "hi".into())
+                .await,
+            Err(CallError::NotParticipant { .. })
+        ));
+        assert!(matches!(
+            r.send_message("nope", Sender::System, "hi".into()).await,
+            Err(CallError::CallNotFound(_))
+        ));
+        let mut last = 0;
+        for n in 1..=5 {
+            let (message, revision) = r
+                .send_message("c1", Sender::Session("sa".into()), format!("m{n}"))
+                .await
+                .expect("send");
+            assert_eq!(message.seq, n);
+            assert!(revision > last);
+            last = revision;
+        }
+        let (bot, _) = r
+            .send_message("c1", Sender::Bot("notes".into()), "summary".into())
+            .await
+            .expect("bot");
+        assert_eq!(bot.from.expect("from").id, "bot:notes");
+        let chat = state
+            .calls
+            .get(&keys::chat("c1"))
+            .await
+            .expect("get")
+            .and_then(|e| e.value)
+            .map(|v| CallChat::decode(v).expect("chat"))
+            .expect("a chat");
+        let texts: Vec<&str> = chat.messages.iter().map(|m| m.text.as_str()).collect();
+        assert_eq!(texts, ["m4", "m5", "summary"], "the newest three");
+        r.leave("c1", "sa", "").await.expect("leave");
+        assert!(
+            state
+                .calls
+                .get(&keys::chat("c1"))
+                .await
+                .expect("get")
+                .is_none(),
+            "the chat went with the call"
+        );
     }
 }

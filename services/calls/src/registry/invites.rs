@@ -12,7 +12,7 @@ use meetup_proto::calls::v1::{Attendee, Call, CallUser, Invite, InviteState, Out
 use meetup_runtime::store::keys;
 use prost::Message;
 
-use super::{CallRegistry, Current, Decision, change, now, user_id};
+use super::shared::{CallRegistry, Current, Decision, change, now, user_id};
 use crate::error::{CallError, MAX_INVITED, require};
 
 /// Most invitations one call records.
@@ -162,7 +162,7 @@ impl CallRegistry {
         } else {
             a.outcome = Outcome::Ringing as i32;
             let at = SystemTime::try_from(at).unwrap_or_else(|_| SystemTime::now());
-            a.ring_until = Some((at + self.shared.limits.ring_timeout).into());
+            a.ring_until = Some((at + self.limits().ring_timeout).into());
         }
     }
 
@@ -173,7 +173,7 @@ impl CallRegistry {
         user_ids: &[String],
     ) -> Result<HashSet<String>, CallError> {
         let reads = user_ids.iter().map(|id| async move {
-            let entry = self.shared.presence.get(&keys::user(id)).await?;
+            let entry = self.presence().get(&keys::user(id)).await?;
             let online = entry
                 .and_then(|e| e.value)
                 .and_then(|v| UserRecord::decode(v).ok())
@@ -478,5 +478,94 @@ impl CallRegistry {
     /// The invitations of a live call.
     pub async fn invites(&self, call_id: &str) -> Result<Vec<Invite>, CallError> {
         Ok(invites_of(&self.get(call_id).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::registry::CallLimits;
+    use crate::registry::testing::{online, outcome_of, p, registry};
+
+    #[tokio::test]
+    async fn invitations_ring_until_answered_declined_cancelled_or_missed() {
+        use meetup_proto::calls::v1::InviteState;
+        let limits = CallLimits {
+            ring_timeout: Duration::from_millis(200),
+            ..CallLimits::default()
+        };
+        let (r, state) = registry(limits);
+        online(&state, &["b", "c", "d", "e"]).await;
+        let (call, _) = r
+            .start(
+                "c1",
+                p("a", "sa"),
+                false,
+                vec!["b".into(), "c".into(), "z".into()],
+                "",
+            )
+            .await
+            .expect("start");
+        assert_eq!(
+            outcome_of(&call, "z"),
+            Outcome::Missed,
+            "offline: missed at once"
+        );
+        assert_eq!(unavailable_at_start(&call), ["z"]);
+        // b declines; declining twice is refused.
+        let (call, _) = r.decline("c1", "b", "").await.expect("decline");
+        assert_eq!(outcome_of(&call, "b"), Outcome::Declined);
+        assert!(matches!(
+            r.decline("c1", "b", "").await,
+            Err(CallError::NotInvited { .. })
+        ));
+        // A participant rings d and e into the running call; a stranger cannot.
+        r.join("c1", p("d", "sd"), "").await.expect("d walks in");
+        assert!(matches!(
+            r.invite("c1", vec!["e".into()], "nobody", None, "").await,
+            Err(CallError::NotParticipant { .. })
+        ));
+        let invited = r
+            .invite(
+                "c1",
+                vec!["e".into(), "b".into(), "a".into()],
+                "sd",
+                None,
+                "",
+            )
+            .await
+            .expect("invite");
+        assert_eq!(
+            invited.ringing,
+            ["e", "b"],
+            "b rings again; a is in the call"
+        );
+        assert!(invited.revision > 0);
+        // d cancels its own invitations: e and b, not c (a's).
+        let (cancelled, _) = r.cancel("c1", "sd", "", "").await.expect("cancel");
+        assert_eq!(cancelled, ["b", "e"]);
+        // c is left ringing until the timeout.
+        let invites = r.invites("c1").await.expect("invites");
+        let state_of = |user: &str| {
+            invites
+                .iter()
+                .find(|i| i.user.as_ref().is_some_and(|u| u.id == user))
+                .map(|i| i.state)
+        };
+        assert_eq!(state_of("c"), Some(InviteState::Ringing as i32));
+        assert_eq!(state_of("b"), Some(InviteState::Cancelled as i32));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        r.expire_away().await.expect("expire");
+        let call = r.get("c1").await.expect("live");
+        assert_eq!(outcome_of(&call, "c"), Outcome::Missed);
+        // a rings b again, then leaves: a's invitations are cancelled.
+        r.invite("c1", vec!["b".into()], "sa", None, "")
+            .await
+            .expect("ring b");
+        r.leave("c1", "sa", "").await.expect("a leaves");
+        let call = r.get("c1").await.expect("live with d");
+        assert_eq!(outcome_of(&call, "b"), Outcome::Cancelled);
     }
 }
