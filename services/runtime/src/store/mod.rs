@@ -9,6 +9,7 @@
 //! are stream sequences in JetStream), so a reader that has seen revision `r` has
 //! seen every change up to `r`.
 
+pub mod due;
 mod jetstream;
 pub mod keys;
 pub mod leases;
