@@ -12,10 +12,13 @@
 //! per concern, each using `shared` through its `pub(super)` items only:
 //! `lifecycle` (start, join, leave, end), `started` (the calls a user
 //! started), `invites`, `away` (away, resume, expiry), `sweep` (dead gateways,
-//! old records), `chat`, and `reads` (get, list, counts, follow).
+//! old records), `chat`, and `reads` (get, list, counts, follow); `index`
+//! is what this replica keeps of the calls bucket, fed by its watch, so
+//! that those passes and lookups read only what is due.
 
 mod away;
 mod chat;
+mod index;
 mod invites;
 mod lifecycle;
 mod reads;

@@ -128,13 +128,9 @@ impl CallRegistry {
         if !call_ids.is_empty() {
             return Ok(call_ids);
         }
-        Ok(self
-            .live_calls()
-            .await?
-            .into_iter()
-            .filter(|c| c.participants.iter().any(|p| p.session_id == session_id))
-            .map(|c| c.id)
-            .collect())
+        // Each is read again by the change that picks the session in it.
+        self.lookup(|index| index.calls_of_session(session_id))
+            .await
     }
 
     /// Turns a session away in its calls until `grace` from now: it stays a
@@ -224,7 +220,11 @@ impl CallRegistry {
                 .is_some_and(|t| t <= now)
         };
         let mut removed = 0;
-        for call in self.live_calls().await? {
+        for call_id in self.lookup(|index| index.expiring(now)).await? {
+            // The index may be behind: the record says what is due.
+            let Some(call) = self.read(&call_id).await?.and_then(|c| c.live().cloned()) else {
+                continue;
+            };
             if invites::rings_out(&call, now) {
                 self.expire_rings(&call.id, now).await?;
             }

@@ -147,10 +147,12 @@ impl CallRegistry {
         }
     }
 
-    /// Deletes the chats whose call is no longer live (one sweep's part).
-    pub(super) async fn sweep_chats(&self) -> Result<(), CallError> {
-        for entry in self.calls().scan(keys::CHAT_PREFIX).await? {
-            let Some(call_id) = keys::chat_call_id_of(&entry.key) else {
+    /// Deletes the chats of `calls` (the index's chats without a live call)
+    /// whose call is indeed no longer live (one sweep's part).
+    pub(super) async fn sweep_chats(&self, calls: Vec<String>) -> Result<(), CallError> {
+        for call_id in calls {
+            // The index may be behind: the chat and its call say.
+            let Some(entry) = self.calls().get(&keys::chat(&call_id)).await? else {
                 continue;
             };
             if self

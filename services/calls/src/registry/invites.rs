@@ -198,10 +198,14 @@ impl CallRegistry {
         call_id: &str,
     ) -> Result<HashSet<String>, CallError> {
         let mut busy = HashSet::new();
-        for call in self.live_calls().await? {
-            if call.id == call_id {
+        let elsewhere = self
+            .lookup(|index| index.calls_of_users(user_ids, call_id))
+            .await?;
+        for other in elsewhere {
+            // The index may be behind: the record says who is in the call.
+            let Some(call) = self.read(&other).await?.and_then(|c| c.live().cloned()) else {
                 continue;
-            }
+            };
             for p in &call.participants {
                 let id = user_id(p);
                 if user_ids.iter().any(|u| u == id) {

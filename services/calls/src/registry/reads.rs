@@ -43,10 +43,6 @@ impl CallRegistry {
     }
 
     pub async fn counts(&self) -> Result<Counts, CallError> {
-        let calls = self.live_calls().await?;
-        Ok(Counts {
-            active_calls: calls.len() as u32,
-            participants: calls.iter().map(|c| c.participants.len() as u32).sum(),
-        })
+        self.lookup(|index| index.counts()).await
     }
 }

@@ -8,10 +8,16 @@ use std::time::{Duration, SystemTime};
 
 use meetup_proto::bus::v1::{CallChange, CallRecord, call_change};
 use meetup_proto::calls::v1::{Call, Participant};
+use meetup_runtime::store::due::Followed;
 use meetup_runtime::store::{self, Bucket, Change, StateStore, Versioned, keys};
 use prost::Message;
 
+use super::index::CallsIndex;
 use crate::error::CallError;
+
+/// How long a lookup waits for this replica's index to catch up with the
+/// bucket before it reads the bucket itself.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(1);
 
 /// Cheap-to-clone handle on the calls bucket.
 #[derive(Clone, Debug)]
@@ -22,7 +28,9 @@ pub struct CallRegistry {
 #[derive(Debug)]
 struct Shared {
     calls: Bucket,
-    index: Bucket,
+    /// What this replica knows of the calls bucket, from its watch.
+    seen: Followed<CallsIndex>,
+    started: Bucket,
     leases: Bucket,
     /// Read (never written) to tell which invitees are online.
     presence: Bucket,
@@ -110,7 +118,8 @@ impl CallRegistry {
         CallRegistry {
             shared: Arc::new(Shared {
                 calls: state.calls.clone(),
-                index: state.call_index.clone(),
+                seen: Followed::start(state.calls.clone()),
+                started: state.call_index.clone(),
                 leases: state.gateways.clone(),
                 presence: state.presence.clone(),
                 limits,
@@ -125,7 +134,7 @@ impl CallRegistry {
 
     /// The bucket of the calls each user started.
     pub(super) fn started_calls(&self) -> &Bucket {
-        &self.shared.index
+        &self.shared.started
     }
 
     /// The gateways' leases.
@@ -161,25 +170,55 @@ impl CallRegistry {
         call_id: &str,
         mut decide: impl FnMut(Option<&Current>) -> Result<Decision<T>, CallError>,
     ) -> Result<(T, u64), CallError> {
-        self.shared
+        let key = keys::call(call_id);
+        let mut written = None;
+        let (answer, revision) = self
+            .shared
             .calls
-            .modify(
-                &keys::call(call_id),
-                |read: Option<Versioned<CallRecord>>| {
-                    let current = read.map(|r| Current {
-                        record: r.value,
-                        revision: r.revision,
-                    });
-                    let decided = decide(current.as_ref());
-                    async move {
-                        Ok(match decided? {
-                            Decision::Keep(value) => Change::Keep(value),
-                            Decision::Write(record, value) => Change::Put(*record, value),
-                        })
-                    }
-                },
-            )
-            .await
+            .modify(&key, |read: Option<Versioned<CallRecord>>| {
+                let current = read.map(|r| Current {
+                    record: r.value,
+                    revision: r.revision,
+                });
+                let decided = decide(current.as_ref());
+                written = match &decided {
+                    Ok(Decision::Write(record, _)) => Some(record.encode_to_vec()),
+                    _ => None,
+                };
+                async move {
+                    Ok::<_, CallError>(match decided? {
+                        Decision::Keep(value) => Change::Keep(value),
+                        Decision::Write(record, value) => Change::Put(*record, value),
+                    })
+                }
+            })
+            .await?;
+        // This replica's index knows its own change at once, before the
+        // watch brings it back: a lookup right after it finds it.
+        if let Some(record) = written.filter(|_| revision > 0) {
+            self.shared.seen.observe(&store::Entry {
+                key,
+                value: Some(record.into()),
+                revision,
+            });
+        }
+        Ok((answer, revision))
+    }
+
+    /// Asks `query` of this replica's index of the calls bucket, once it has
+    /// followed every write the bucket had; when it cannot within
+    /// [`CATCH_UP_WAIT`] (starting, resyncing, far behind), of an index made
+    /// of one full read. Either way what it names is a hint to re-read.
+    pub(super) async fn lookup<R>(&self, query: impl Fn(&CallsIndex) -> R) -> Result<R, CallError> {
+        let seen = &self.shared.seen;
+        if seen.caught_up(CATCH_UP_WAIT).await
+            && let Some(answer) = seen.read(&query)
+        {
+            return Ok(answer);
+        }
+        tracing::debug!("calls index not caught up; reading the bucket");
+        let entries = self.shared.calls.scan("").await?;
+        Ok(query(&CallsIndex::of(&entries)))
     }
 
     /// Every call record, read in one scan.

@@ -9,7 +9,7 @@ use meetup_proto::calls::v1::Participant;
 use meetup_runtime::store::keys;
 use meetup_runtime::store::leases::LeaseView;
 
-use super::shared::{CallRegistry, Current};
+use super::shared::CallRegistry;
 use crate::error::{CallError, require};
 
 /// How long an ended call's record stays in the bucket.
@@ -34,7 +34,14 @@ impl CallRegistry {
         };
         let mut removed = 0;
         let mut last = 0;
-        for call in self.live_calls().await? {
+        let on_gateway = self
+            .lookup(|index| index.calls_on_gateway(gateway_id))
+            .await?;
+        for call_id in on_gateway {
+            // The index may be behind: the record says who is in the call.
+            let Some(call) = self.read(&call_id).await?.and_then(|c| c.live().cloned()) else {
+                continue;
+            };
             let count = call.participants.iter().filter(|p| doomed(p)).count() as u32;
             if count == 0 {
                 continue;
@@ -53,14 +60,24 @@ impl CallRegistry {
     /// One sweep: takes the sessions of gateways whose lease is gone out of their
     /// calls, and deletes the records of calls ended longer than `retention` ago.
     pub async fn sweep(&self, view: &mut LeaseView, retention: Duration) -> Result<u32, CallError> {
-        let records = self.records().await?;
-        let mentioned: std::collections::BTreeSet<&str> = records
-            .iter()
-            .filter_map(Current::live)
-            .flat_map(|c| c.participants.iter().map(|p| p.gateway_id.as_str()))
-            .collect();
+        let expired = SystemTime::now()
+            .checked_sub(retention)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let (mentioned, ended, orphan_chats) = self
+            .lookup(|index| {
+                (
+                    index.gateways(),
+                    index.ended_before(expired),
+                    index.orphan_chats(),
+                )
+            })
+            .await?;
         let dead = view
-            .dead_gateways(self.leases(), mentioned, Duration::ZERO)
+            .dead_gateways(
+                self.leases(),
+                mentioned.iter().map(String::as_str),
+                Duration::ZERO,
+            )
             .await?;
         let mut removed = 0;
         let grace = self.limits().resume_grace;
@@ -87,13 +104,14 @@ impl CallRegistry {
                         .is_none_or(|t| t < cutoff)
             };
             let mut count = 0;
-            for call in records.iter().filter_map(Current::live) {
-                if !call.participants.iter().any(doomed) {
-                    continue;
-                }
+            let on_gateway = self
+                .lookup(|index| index.calls_on_gateway(&gateway.gateway_id))
+                .await?;
+            for call_id in on_gateway {
+                // The index may be behind: the change picks from the record.
                 count += self
                     .update_participants(
-                        &call.id,
+                        &call_id,
                         doomed,
                         |p| p.away_until = Some(until),
                         |_, after| {
@@ -110,22 +128,23 @@ impl CallRegistry {
                 tracing::warn!(gateway_id = %gateway.gateway_id, calls = count, "gateway lease gone; its sessions are away in their calls");
             }
         }
-        self.sweep_chats().await?;
-        let expired = SystemTime::now() - retention;
-        for current in &records {
+        self.sweep_chats(orphan_chats).await?;
+        for call_id in ended {
+            // The index may be behind: the record says when the call ended.
+            let Some(current) = self.read(&call_id).await? else {
+                continue;
+            };
             let ended = current
                 .record
                 .call
                 .as_ref()
                 .and_then(|c| c.ended_at)
                 .and_then(|t| SystemTime::try_from(t).ok());
-            if let (Some(ended), Some(call)) = (ended, &current.record.call)
-                && ended < expired
-            {
+            if ended.is_some_and(|ended| ended < expired) {
                 // A conflict means the id was reused meanwhile: keep it.
                 let _ = self
                     .calls()
-                    .delete(&keys::call(&call.id), current.revision)
+                    .delete(&keys::call(&call_id), current.revision)
                     .await;
             }
         }
