@@ -451,3 +451,69 @@ async fn each_failure_has_its_precise_code() {
         .into_inner();
     assert_eq!((counts.active_calls, counts.participants), (1, 1));
 }
+
+/// Each replica answers a session's calls and the counts from its own index,
+/// fed by its watch of JetStream: right after another replica's writes, it
+/// has caught up with them (issue 23).
+#[tokio::test]
+async fn a_replica_finds_at_once_what_another_replica_wrote() {
+    let nats = NatsServer::start().await.expect("nats-server");
+    let no_sweep = [("SWEEP_INTERVAL_MS", "0".to_owned())];
+    let one = ServiceProcess::start_env("calls", Some(&nats.url()), &no_sweep)
+        .await
+        .expect("replica 1");
+    let two = ServiceProcess::start_env("calls", Some(&nats.url()), &no_sweep)
+        .await
+        .expect("replica 2");
+    one.wait_healthy(SERVICE).await.expect("healthy");
+    two.wait_healthy(SERVICE).await.expect("healthy");
+    let (mut a, mut b) = (client(&one).await, client(&two).await);
+    for round in 0..10 {
+        let (call, session) = (format!("seen-{round}"), format!("ss-{round}"));
+        a.start_call(start(
+            &call,
+            participant("host", &format!("h-{round}"), "gw"),
+            &[],
+        ))
+        .await
+        .expect("starts");
+        a.join_call(join(&call, participant("guest", &session, "gw")))
+            .await
+            .expect("joins");
+        let counts = b
+            .get_counts(GetCountsRequest {})
+            .await
+            .expect("counts")
+            .into_inner();
+        assert_eq!(
+            (counts.active_calls, counts.participants),
+            (1, 2),
+            "round {round}"
+        );
+        let removed = b
+            .remove_session(RemoveSessionRequest {
+                session_id: session.clone(),
+                call_ids: vec![],
+                keep_away: false,
+            })
+            .await
+            .expect("removes")
+            .into_inner();
+        assert_eq!(
+            removed.call_ids,
+            std::slice::from_ref(&call),
+            "round {round}"
+        );
+        b.end_call(EndCallRequest {
+            call_id: call.clone(),
+        })
+        .await
+        .expect("ends");
+        let counts = a
+            .get_counts(GetCountsRequest {})
+            .await
+            .expect("counts")
+            .into_inner();
+        assert_eq!(counts.active_calls, 0, "round {round}");
+    }
+}

@@ -262,6 +262,9 @@ impl<V: View> Followed<V> {
     /// this process's writers, who [`Followed::observe`] their writes: being
     /// current is enough. False when the view did not get there in time.
     pub async fn caught_up(&self, within: Duration) -> bool {
+        if self.shared.follow.is_none() {
+            return false;
+        }
         let inner = &self.shared.inner;
         let waited = tokio::time::timeout(within, async {
             let head = match head(&inner.bucket).await {
