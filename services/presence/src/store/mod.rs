@@ -11,7 +11,7 @@
 //! - `expiry`: remove the away sessions whose time ran out;
 //! - `gateways`: a gateway's sessions going, the sweep of dead gateways;
 //! - `reading`: get, list, counts;
-//! - `follow`: the users' keys followed from a position.
+//! - `follow`: the bucket followed as `WatchPresence` events.
 
 mod away;
 mod expiry;

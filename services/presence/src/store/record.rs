@@ -1,10 +1,10 @@
 //! What a user's record in the presence bucket says: decoding it, whether the
 //! user is online, and the times on its sessions. Pure functions, shared by
-//! every concern of the store.
+//! every concern of the store and by the follow of the bucket.
 
 use std::time::SystemTime;
 
-use meetup_proto::bus::v1::UserRecord;
+use meetup_proto::bus::v1::{UserRecord, presence_change};
 use meetup_proto::presence::v1::{OnlineUser, Session};
 use meetup_runtime::store;
 use prost::Message;
@@ -43,6 +43,21 @@ pub(super) fn decode(entry: &store::Entry) -> Option<UserRecord> {
 /// says "offline" until its key is deleted.
 pub(super) fn online(record: &UserRecord) -> Option<&OnlineUser> {
     record.user.as_ref().filter(|u| !u.sessions.is_empty())
+}
+
+/// The name of the change that wrote `record` ("" when it says none).
+pub(super) fn change_name(record: &UserRecord) -> &'static str {
+    record
+        .change
+        .as_ref()
+        .and_then(|c| c.change.as_ref())
+        .map(|c| match c {
+            presence_change::Change::Registered(_) => "registered",
+            presence_change::Change::Unregistered(_) => "unregistered",
+            presence_change::Change::Away(_) => "away",
+            presence_change::Change::Resumed(_) => "resumed",
+        })
+        .unwrap_or_default()
 }
 
 /// When an away session's time runs out (`None`: it is not away).
