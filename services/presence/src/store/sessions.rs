@@ -188,6 +188,8 @@ impl PresenceStore {
         Ok(gone)
     }
 
+    /// The user holding `session_id`, for a caller that does not know it: a
+    /// scan of the whole bucket.
     async fn owner_of(&self, session_id: &str) -> Result<Option<String>, PresenceError> {
         Ok(self.all().await?.into_iter().find_map(|u| {
             u.sessions
