@@ -1,6 +1,7 @@
 //! The presence service's errors and their one mapping to gRPC status codes and
 //! machine-readable reasons (`meetup-reason`).
 
+use meetup_runtime::BusError;
 use meetup_runtime::reason::{self, Reason};
 use meetup_runtime::store::{IsConflict, StoreError};
 use tonic::Code;
@@ -17,6 +18,9 @@ pub enum PresenceError {
     TooManySessions { user_id: String, max: usize },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// An application event could not be handed to the bus.
+    #[error(transparent)]
+    Bus(#[from] BusError),
 }
 
 impl IsConflict for PresenceError {
@@ -40,6 +44,10 @@ impl From<PresenceError> for tonic::Status {
             }
             PresenceError::Store(_) => {
                 tracing::warn!(%error, "state store failed");
+                (Code::Unavailable, Reason::Unavailable)
+            }
+            PresenceError::Bus(_) => {
+                tracing::warn!(%error, "bus failed");
                 (Code::Unavailable, Reason::Unavailable)
             }
         };

@@ -2,6 +2,11 @@
 //! which gateways. The state is one key per user in the presence bucket of the
 //! shared store; this service is stateless, so any number of replicas serve it,
 //! and each one sweeps the sessions of gateways whose lease has expired.
+//!
+//! Where to look: `store` is the state (split by concern: sessions, away,
+//! expiry, gateways, reading, follow); `service` is the gRPC API over it;
+//! `push` carries application events to a user's sockets; the jobs that run
+//! beside the API (`sweep`, `expire_away`, `gauges`) are below.
 
 #![forbid(unsafe_code)]
 

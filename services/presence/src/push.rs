@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use meetup_proto::bus::v1::Push;
+use meetup_proto::presence::v1::OnlineUser;
 use meetup_runtime::{Bus, subjects};
 use prost::Message;
 
@@ -54,42 +55,46 @@ pub async fn send_to_user(
     require("user_id", user_id)?;
     check_app_event(event, json)?;
     let user = store.get(user_id).await?;
-    let mut by_gateway: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for session in user.sessions.iter().filter(|s| s.away_until.is_none()) {
-        by_gateway
-            .entry(session.gateway_id.as_str())
-            .or_default()
-            .push(session.session_id.clone());
-    }
-    if by_gateway.is_empty() {
+    let pushes = pushes_by_gateway(&user, event, json);
+    if pushes.is_empty() {
         return Err(PresenceError::UserNotFound(user_id.to_owned()));
     }
     let mut sent = 0;
-    for (gateway_id, session_ids) in by_gateway {
-        let count = session_ids.len() as u32;
-        let push = Push {
-            session_ids,
-            event: event.to_owned(),
-            payload_json: json.to_owned(),
-        };
+    for (gateway_id, push) in pushes {
+        let count = push.session_ids.len() as u32;
         bus.publish(
             subjects::gateway_push(gateway_id),
             Bytes::from(push.encode_to_vec()),
         )
-        .await
-        .map_err(|error| {
-            PresenceError::Store(meetup_runtime::store::StoreError::Unavailable(
-                error.to_string(),
-            ))
-        })?;
+        .await?;
         sent += count;
     }
     tracing::info!(user_id, event, sessions = sent, "application event pushed");
     Ok(sent)
 }
 
+/// The bus messages that carry `event` to the live sessions of `user`, by
+/// the gateway that holds them (an away session has no socket to reach).
+fn pushes_by_gateway<'a>(user: &'a OnlineUser, event: &str, json: &str) -> BTreeMap<&'a str, Push> {
+    let mut pushes: BTreeMap<&str, Push> = BTreeMap::new();
+    for session in user.sessions.iter().filter(|s| s.away_until.is_none()) {
+        pushes
+            .entry(session.gateway_id.as_str())
+            .or_insert_with(|| Push {
+                session_ids: Vec::new(),
+                event: event.to_owned(),
+                payload_json: json.to_owned(),
+            })
+            .session_ids
+            .push(session.session_id.clone());
+    }
+    pushes
+}
+
 #[cfg(test)]
 mod tests {
+    use meetup_proto::presence::v1::Session;
+
     use super::*;
 
     #[test]
@@ -103,5 +108,35 @@ mod tests {
         assert!(check_app_event(&long, "{}").is_err());
         assert!(check_app_event("app:x", "{not json").is_err());
         assert!(check_app_event("app:x", "").is_err());
+    }
+
+    #[test]
+    fn an_event_goes_once_to_each_gateway_with_live_sessions() {
+        let session = |id: &str, gateway: &str, away: bool| Session {
+            session_id: id.to_owned(),
+            gateway_id: gateway.to_owned(),
+            away_until: away.then(|| std::time::SystemTime::now().into()),
+            ..Session::default()
+        };
+        let user = OnlineUser {
+            user: None,
+            sessions: vec![
+                session("s1", "gw1", false),
+                session("s2", "gw2", false),
+                session("s3", "gw1", false),
+                session("s4", "gw3", true),
+            ],
+        };
+        let pushes = pushes_by_gateway(&user, "app:x", "{}");
+        let to: Vec<(&str, Vec<&str>)> = pushes
+            .iter()
+            .map(|(gw, p)| (*gw, p.session_ids.iter().map(String::as_str).collect()))
+            .collect();
+        assert_eq!(to, [("gw1", vec!["s1", "s3"]), ("gw2", vec!["s2"])]);
+        assert!(
+            pushes
+                .values()
+                .all(|p| p.event == "app:x" && p.payload_json == "{}")
+        );
     }
 }

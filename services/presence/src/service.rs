@@ -1,29 +1,23 @@
 //! The `meetup.presence.v1.PresenceService` gRPC API over the [`PresenceStore`].
 
-use meetup_proto::bus::v1::LeaveReason;
+use std::pin::Pin;
 use std::time::Duration;
 
+use futures::{Stream, StreamExt};
+use meetup_proto::bus::v1::LeaveReason;
+use meetup_proto::presence::v1::presence_service_server::PresenceService;
 use meetup_proto::presence::v1::{
     GetCountsRequest, GetCountsResponse, GetUserRequest, GetUserResponse, ListUsersRequest,
-    ListUsersResponse, RegisterSessionRequest, RegisterSessionResponse, ResumeSessionRequest,
-    ResumeSessionResponse, SetSessionAwayRequest, SetSessionAwayResponse, UnregisterGatewayRequest,
+    ListUsersResponse, PresenceEvent, RegisterSessionRequest, RegisterSessionResponse,
+    ResumeSessionRequest, ResumeSessionResponse, SendToUserRequest, SendToUserResponse,
+    SetSessionAwayRequest, SetSessionAwayResponse, UnregisterGatewayRequest,
     UnregisterGatewayResponse, UnregisterSessionRequest, UnregisterSessionResponse,
-    presence_service_server::PresenceService,
-};
-use std::pin::Pin;
-
-use futures::{Stream, StreamExt};
-use meetup_proto::bus::v1::{UserRecord, presence_change};
-use meetup_proto::presence::v1::{
-    PresenceEvent, SendToUserRequest, SendToUserResponse, WatchPresenceRequest, presence_event,
+    WatchPresenceRequest,
 };
 use meetup_runtime::Bus;
 use meetup_runtime::grpc::traceparent;
-use meetup_runtime::store::{Present, Tracked, keys};
-use prost::Message;
 use tonic::{Request, Response, Status};
 
-use crate::error::PresenceError;
 use crate::store::PresenceStore;
 
 #[derive(Clone, Debug)]
@@ -39,67 +33,6 @@ impl PresenceGrpc {
 }
 
 type PresenceEvents = Pin<Box<dyn Stream<Item = Result<PresenceEvent, Status>> + Send>>;
-
-/// One followed entry of the presence bucket as an event (`None`: not for
-/// followers, or an end already told).
-fn presence_event(tracked: Tracked, present: &mut Present) -> Option<PresenceEvent> {
-    use presence_event::Kind;
-    let (entry, snapshot) = match tracked {
-        Tracked::Current => {
-            present.admit(&Tracked::Current, true);
-            return Some(PresenceEvent {
-                kind: Kind::Current as i32,
-                ..PresenceEvent::default()
-            });
-        }
-        Tracked::Snapshot(entry) => (entry, true),
-        Tracked::Changed(entry) => (entry, false),
-    };
-    let user_id = keys::user_id_of(&entry.key)?;
-    let record = entry
-        .value
-        .as_ref()
-        .and_then(|v| UserRecord::decode(v.clone()).ok());
-    let user = record
-        .as_ref()
-        .and_then(|r| r.user.clone())
-        .filter(|u| !u.sessions.is_empty());
-    let change = record
-        .as_ref()
-        .and_then(|r| r.change.as_ref())
-        .and_then(|c| c.change.as_ref())
-        .map(|c| match c {
-            presence_change::Change::Registered(_) => "registered",
-            presence_change::Change::Unregistered(_) => "unregistered",
-            presence_change::Change::Away(_) => "away",
-            presence_change::Change::Resumed(_) => "resumed",
-        })
-        .unwrap_or_default();
-    if snapshot && user.is_none() {
-        return None;
-    }
-    let tracked = if snapshot {
-        Tracked::Snapshot(entry.clone())
-    } else {
-        Tracked::Changed(entry.clone())
-    };
-    if !present.admit(&tracked, user.is_some()) {
-        return None;
-    }
-    let kind = match (snapshot, user.is_some()) {
-        (true, false) => return None,
-        (true, true) => Kind::Snapshot,
-        (false, true) => Kind::Changed,
-        (false, false) => Kind::Offline,
-    };
-    Some(PresenceEvent {
-        kind: kind as i32,
-        position: entry.revision,
-        user_id,
-        user,
-        change: if snapshot { "" } else { change }.to_owned(),
-    })
-}
 
 #[tonic::async_trait]
 impl PresenceService for PresenceGrpc {
@@ -263,17 +196,11 @@ impl PresenceService for PresenceGrpc {
         &self,
         request: Request<WatchPresenceRequest>,
     ) -> Result<Response<Self::WatchPresenceStream>, Status> {
-        let tracked = self
+        let events = self
             .store
-            .follow_after(request.get_ref().after_position)
-            .await?;
-        let mut present = Present::default();
-        let events = tracked.filter_map(move |item| {
-            futures::future::ready(match item {
-                Ok(tracked) => presence_event(tracked, &mut present).map(Ok),
-                Err(error) => Some(Err(Status::from(PresenceError::from(error)))),
-            })
-        });
+            .watch(request.get_ref().after_position)
+            .await?
+            .map(|event| event.map_err(Status::from));
         Ok(Response::new(Box::pin(events)))
     }
 }
