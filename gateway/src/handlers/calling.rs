@@ -11,7 +11,6 @@ use meetup_proto::calls::v1::{
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use crate::backends::retry_once;
 use crate::mirror::iso_time;
 use crate::protocol::ServerEvent;
 use crate::protocol::ack::{AckError, ok};
@@ -65,7 +64,8 @@ impl SessionWorker {
             call_id: cmd.call_id.clone(),
             user_id: me.user_id,
         };
-        // Not retried: a decline that went through is no longer ringing.
+        // Not IDEMPOTENT in calls.proto, so not sent again when its replica
+        // went away: a decline that went through is no longer ringing.
         let response = self
             .gw
             .calls()
@@ -88,14 +88,13 @@ impl SessionWorker {
             session_id: self.session_id.clone(),
             invited_by_user_id: String::new(),
         };
-        let calls = self.gw.calls();
-        let response = retry_once(|| {
-            let (mut client, request) = (calls.clone(), request.clone());
-            async move { client.cancel_invites(request).await }
-        })
-        .await
-        .map_err(|status| AckError::from_status(&status, "cancel call"))?
-        .into_inner();
+        let response = self
+            .gw
+            .calls()
+            .cancel_invites(request)
+            .await
+            .map_err(|status| AckError::from_status(&status, "cancel call"))?
+            .into_inner();
         self.gw
             .mirror()
             .wait_calls(response.revision, self.gw.limits().announce_wait)
@@ -114,14 +113,13 @@ impl SessionWorker {
             session_id: self.session_id.clone(),
             r#as: None,
         };
-        let calls = self.gw.calls();
-        let response = retry_once(|| {
-            let (mut client, request) = (calls.clone(), request.clone());
-            async move { client.invite_to_call(request).await }
-        })
-        .await
-        .map_err(|status| AckError::from_status(&status, "invite to call"))?
-        .into_inner();
+        let response = self
+            .gw
+            .calls()
+            .invite_to_call(request)
+            .await
+            .map_err(|status| AckError::from_status(&status, "invite to call"))?
+            .into_inner();
         self.gw
             .mirror()
             .wait_calls(response.revision, self.gw.limits().announce_wait)
@@ -149,7 +147,8 @@ impl SessionWorker {
                 self.session_id.clone(),
             )),
         };
-        // Not retried: a message that went through would be posted twice.
+        // Not IDEMPOTENT in calls.proto, so not sent again when its replica
+        // went away: a message that went through would be posted twice.
         let response = self
             .gw
             .calls()

@@ -4,11 +4,11 @@
 use meetup_proto::calls::v1::{
     GetCallRequest, JoinCallRequest, LeaveCallRequest, StartCallRequest,
 };
+use meetup_runtime::grpc::retry::replica_went_away;
 use meetup_runtime::reason::{self, Reason};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use crate::backends::{replica_went_away, retry_once};
 use crate::protocol::ServerEvent;
 use crate::protocol::ack::{AckError, ErrorCode, ok};
 use crate::protocol::inbound;
@@ -31,6 +31,9 @@ impl SessionWorker {
                 let response = response.into_inner();
                 (response.revision, response.unavailable_user_ids)
             }
+            // StartCall is not IDEMPOTENT in calls.proto (a second attempt that
+            // went through answers call-exists), so the client's retry layer
+            // leaves it to this handler, which can tell its own call.
             Err(status) if replica_went_away(&status) => {
                 // Once more on another replica. Should the first attempt have gone
                 // through after all, the call exists with this very socket as its
@@ -88,13 +91,7 @@ impl SessionWorker {
             call_id: cmd.call_id.clone(),
             participant: Some(self.participant(&me)),
         };
-        let calls = self.gw.calls();
-        let response = match retry_once(|| {
-            let (mut client, request) = (calls.clone(), request.clone());
-            async move { client.join_call(request).await }
-        })
-        .await
-        {
+        let response = match self.gw.calls().join_call(request).await {
             Ok(response) => response.into_inner(),
             Err(status) => {
                 let error = AckError::from_status(&status, "join call");
@@ -131,14 +128,13 @@ impl SessionWorker {
             call_id: cmd.call_id.clone(),
             session_id: self.session_id.clone(),
         };
-        let calls = self.gw.calls();
-        let response = retry_once(|| {
-            let (mut client, request) = (calls.clone(), request.clone());
-            async move { client.leave_call(request).await }
-        })
-        .await
-        .map_err(|status| AckError::from_status(&status, "leave call"))?
-        .into_inner();
+        let response = self
+            .gw
+            .calls()
+            .leave_call(request)
+            .await
+            .map_err(|status| AckError::from_status(&status, "leave call"))?
+            .into_inner();
         self.gw
             .mirror()
             .wait_calls(response.revision, self.gw.limits().announce_wait)

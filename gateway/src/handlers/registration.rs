@@ -7,7 +7,6 @@ use meetup_proto::presence::v1::{RegisterSessionRequest, ResumeSessionRequest};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use crate::backends::retry_once;
 use crate::metrics;
 use crate::protocol::ServerEvent;
 use crate::protocol::ack::{AckError, ErrorCode, ok};
@@ -85,12 +84,7 @@ impl SessionWorker {
                 token_hash
             },
         };
-        let presence = self.gw.presence();
-        let result = retry_once(|| {
-            let (mut client, request) = (presence.clone(), request.clone());
-            async move { client.register_session(request).await }
-        })
-        .await;
+        let result = self.gw.presence().register_session(request).await;
         if result.is_err() {
             match undo {
                 Undo::Rename(Some(username)) => {
@@ -152,13 +146,9 @@ impl SessionWorker {
             gateway_id: self.gw.id().to_owned(),
             resume_token_hash: token_hash,
         };
-        // Safe to repeat: a second attempt finds its own work done.
-        let presence = self.gw.presence();
-        let result = retry_once(|| {
-            let (mut client, request) = (presence.clone(), request.clone());
-            async move { client.resume_session(request).await }
-        })
-        .await;
+        // Safe to repeat (IDEMPOTENT in presence.proto, so sent again when its
+        // replica went away): a second attempt finds its own work done.
+        let result = self.gw.presence().resume_session(request).await;
         let response = match result {
             Ok(response) if response.get_ref().resumed => response.into_inner(),
             other => {
@@ -190,13 +180,8 @@ impl SessionWorker {
             gateway_id: self.gw.id().to_owned(),
             call_ids: self.gw.mirror().calls_of_session(&previous.session_id),
         };
-        let calls = self.gw.calls();
-        let in_calls = retry_once(|| {
-            let (mut client, request) = (calls.clone(), request.clone());
-            async move { client.resume_session(request).await }
-        })
-        .await;
         let expected_calls = request.call_ids.len();
+        let in_calls = self.gw.calls().resume_session(request).await;
         let (calls_revision, calls_kept) = match in_calls {
             Ok(response) => {
                 let response = response.into_inner();
