@@ -9,11 +9,10 @@ use meetup_proto::calls::v1::{
     send_call_message_request,
 };
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
 
 use crate::mirror::iso_time;
 use crate::protocol::ServerEvent;
-use crate::protocol::ack::{AckError, ok};
+use crate::protocol::ack::{Ack, AckError};
 use crate::protocol::inbound;
 use crate::protocol::outbound::ChatMessageOut;
 use crate::socket::SessionWorker;
@@ -57,7 +56,7 @@ impl SessionWorker {
         });
     }
 
-    pub(crate) async fn decline_call(&mut self, payload: &RawValue) -> Result<Value, AckError> {
+    pub(crate) async fn decline_call(&mut self, payload: &RawValue) -> Result<Ack, AckError> {
         let me = self.identity()?.clone();
         let cmd = inbound::call_ref(payload)?;
         let request = DeclineInviteRequest {
@@ -77,10 +76,12 @@ impl SessionWorker {
             .mirror()
             .wait_calls(response.revision, self.gw.limits().announce_wait)
             .await;
-        Ok(ok(json!({ "callId": cmd.call_id })))
+        Ok(Ack::Call {
+            call_id: cmd.call_id,
+        })
     }
 
-    pub(crate) async fn cancel_call(&mut self, payload: &RawValue) -> Result<Value, AckError> {
+    pub(crate) async fn cancel_call(&mut self, payload: &RawValue) -> Result<Ack, AckError> {
         self.identity()?;
         let cmd = inbound::call_ref(payload)?;
         let request = CancelInvitesRequest {
@@ -99,12 +100,13 @@ impl SessionWorker {
             .mirror()
             .wait_calls(response.revision, self.gw.limits().announce_wait)
             .await;
-        Ok(ok(
-            json!({ "callId": cmd.call_id, "cancelled": response.cancelled_user_ids }),
-        ))
+        Ok(Ack::Cancelled {
+            call_id: cmd.call_id,
+            cancelled: response.cancelled_user_ids,
+        })
     }
 
-    pub(crate) async fn invite_to_call(&mut self, payload: &RawValue) -> Result<Value, AckError> {
+    pub(crate) async fn invite_to_call(&mut self, payload: &RawValue) -> Result<Ack, AckError> {
         self.identity()?;
         let cmd = inbound::invite_to_call(payload)?;
         let request = InviteToCallRequest {
@@ -129,15 +131,15 @@ impl SessionWorker {
             &response.unavailable_user_ids,
             &response.busy_user_ids,
         );
-        Ok(ok(json!({
-            "callId": cmd.call_id,
-            "invited": response.invited_user_ids,
-            "busy": response.busy_user_ids,
-            "unavailable": response.unavailable_user_ids,
-        })))
+        Ok(Ack::Invited {
+            call_id: cmd.call_id,
+            invited: response.invited_user_ids,
+            busy: response.busy_user_ids,
+            unavailable: response.unavailable_user_ids,
+        })
     }
 
-    pub(crate) async fn call_message(&mut self, payload: &RawValue) -> Result<Value, AckError> {
+    pub(crate) async fn call_message(&mut self, payload: &RawValue) -> Result<Ack, AckError> {
         self.identity()?;
         let cmd = inbound::call_message(payload)?;
         let request = SendCallMessageRequest {
@@ -161,10 +163,10 @@ impl SessionWorker {
             .wait_calls(response.revision, self.gw.limits().announce_wait)
             .await;
         let message = response.message.unwrap_or_default();
-        Ok(ok(json!({
-            "callId": cmd.call_id,
-            "id": message.id,
-            "sentAt": iso_time(message.sent_at),
-        })))
+        Ok(Ack::MessageSent {
+            call_id: cmd.call_id,
+            id: message.id,
+            sent_at: iso_time(message.sent_at),
+        })
     }
 }

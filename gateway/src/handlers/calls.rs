@@ -6,17 +6,17 @@ use meetup_proto::calls::v1::{
 };
 use meetup_runtime::grpc::retry::replica_went_away;
 use meetup_runtime::reason::{self, Reason};
+use serde_json::json;
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
 
 use crate::protocol::ServerEvent;
-use crate::protocol::ack::{AckError, ErrorCode, ok};
+use crate::protocol::ack::{Ack, AckError, ErrorCode};
 use crate::protocol::inbound;
 use crate::protocol::outbound::public_participants;
 use crate::socket::SessionWorker;
 
 impl SessionWorker {
-    pub(crate) async fn start_call(&mut self, payload: &RawValue) -> Result<Value, AckError> {
+    pub(crate) async fn start_call(&mut self, payload: &RawValue) -> Result<Ack, AckError> {
         let me = self.identity()?.clone();
         let cmd = inbound::start_call(payload)?;
         let request = StartCallRequest {
@@ -81,10 +81,12 @@ impl SessionWorker {
             let busy = self.gw.mirror().in_other_calls(&ringing, &cmd.id);
             self.tell_unreachable(&cmd.id, &unavailable, &busy);
         }
-        Ok(ok(json!(started)))
+        Ok(Ack::Call {
+            call_id: started.call_id,
+        })
     }
 
-    pub(crate) async fn join_call(&mut self, payload: &RawValue) -> Result<Value, AckError> {
+    pub(crate) async fn join_call(&mut self, payload: &RawValue) -> Result<Ack, AckError> {
         let me = self.identity()?.clone();
         let cmd = inbound::join_call(payload)?;
         let request = JoinCallRequest {
@@ -112,16 +114,18 @@ impl SessionWorker {
             .as_ref()
             .map(public_participants)
             .unwrap_or_else(|| json!([]));
-        let body = json!({ "callId": cmd.call_id, "participants": participants });
         self.send(&ServerEvent::CallParticipants {
             call_id: cmd.call_id.clone(),
-            participants,
+            participants: participants.clone(),
         });
         self.emit_chat_history(&cmd.call_id, response.revision);
-        Ok(ok(body))
+        Ok(Ack::Joined {
+            call_id: cmd.call_id,
+            participants,
+        })
     }
 
-    pub(crate) async fn leave_call(&mut self, payload: &RawValue) -> Result<Value, AckError> {
+    pub(crate) async fn leave_call(&mut self, payload: &RawValue) -> Result<Ack, AckError> {
         self.identity()?;
         let cmd = inbound::leave_call(payload)?;
         let request = LeaveCallRequest {
@@ -140,6 +144,9 @@ impl SessionWorker {
             .wait_calls(response.revision, self.gw.limits().announce_wait)
             .await;
         self.send(&ServerEvent::CallLeft(ServerEvent::call_ref(&cmd.call_id)));
-        Ok(ok(json!({ "callId": cmd.call_id, "left": response.left })))
+        Ok(Ack::Left {
+            call_id: cmd.call_id,
+            left: response.left,
+        })
     }
 }

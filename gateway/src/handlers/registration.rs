@@ -5,11 +5,10 @@
 use meetup_proto::calls::v1::ResumeSessionRequest as ResumeCallsRequest;
 use meetup_proto::presence::v1::{RegisterSessionRequest, ResumeSessionRequest};
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
 
 use crate::metrics;
 use crate::protocol::ServerEvent;
-use crate::protocol::ack::{AckError, ErrorCode, ok};
+use crate::protocol::ack::{Ack, AckError, ErrorCode, Resumable};
 use crate::protocol::inbound::{self, RelayKind};
 use crate::protocol::outbound::public_user;
 use crate::resume;
@@ -26,7 +25,7 @@ enum Undo {
 }
 
 impl SessionWorker {
-    pub(crate) async fn user_joined(&mut self, payload: &RawValue) -> Result<Value, AckError> {
+    pub(crate) async fn user_joined(&mut self, payload: &RawValue) -> Result<Ack, AckError> {
         let mut cmd = inbound::user_joined(payload)?;
         if let Some(claims) = &self.claims {
             if claims.sub != cmd.id {
@@ -114,22 +113,21 @@ impl SessionWorker {
         // Extension: the ICE servers this user should use, TURN credentials included.
         self.send(&ServerEvent::IceServers(self.gw.ice().for_user(&user.id)));
         crate::history::send_missed_calls(&self.gw, &self.session_id, &user.id).await;
-        if grace.is_zero() {
-            return Ok(ok(json!({ "user": public_user(&user) })));
-        }
-        Ok(ok(json!({
-            "user": public_user(&user),
-            "resumeToken": token,
-            "resumed": false,
-            "recovered": false,
-        })))
+        Ok(Ack::Registered {
+            user: public_user(&user),
+            resume: (!grace.is_zero()).then_some(Resumable {
+                resume_token: token,
+                resumed: false,
+                recovered: false,
+            }),
+        })
     }
 
     /// Takes over the away session `cmd` names (by its resume token, or the
     /// user's only session when it is away), on this socket: presence, then
     /// its calls, then the relays kept for it. `None` when there is no such
     /// session (nothing changed).
-    async fn resume(&mut self, cmd: &inbound::UserJoined) -> Result<Option<Value>, AckError> {
+    async fn resume(&mut self, cmd: &inbound::UserJoined) -> Result<Option<Ack>, AckError> {
         let (token, token_hash) = resume::new_token();
         let previous_local = self.gw.set_local(
             &self.session_id,
@@ -258,12 +256,14 @@ impl SessionWorker {
             recovered,
             "session resumed"
         );
-        Ok(Some(ok(json!({
-            "user": public_user(&user),
-            "resumeToken": token,
-            "resumed": true,
-            "recovered": recovered,
-        }))))
+        Ok(Some(Ack::Registered {
+            user: public_user(&user),
+            resume: Some(Resumable {
+                resume_token: token,
+                resumed: true,
+                recovered,
+            }),
+        }))
     }
 }
 

@@ -5,10 +5,9 @@ use meetup_proto::bus::v1 as busv1;
 use meetup_runtime::subjects;
 use prost::Message;
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
 
 use crate::metrics;
-use crate::protocol::ack::{AckError, ErrorCode, ok};
+use crate::protocol::ack::{Ack, AckError, ErrorCode};
 use crate::protocol::inbound::{self, RelayKind};
 use crate::socket::SessionWorker;
 
@@ -18,7 +17,7 @@ impl SessionWorker {
         &mut self,
         kind: RelayKind,
         payload: &RawValue,
-    ) -> Result<Value, AckError> {
+    ) -> Result<Ack, AckError> {
         let me = self.identity()?;
         let relay = inbound::relay(kind, payload)?;
         let route =
@@ -88,6 +87,6 @@ impl SessionWorker {
                     )
                 })?;
         }
-        Ok(ok(json!({})))
+        Ok(Ack::Relayed {})
     }
 }

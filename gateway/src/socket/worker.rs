@@ -3,7 +3,6 @@
 //! every queued event. The handlers themselves live in `crate::handlers`.
 
 use meetup_proto::calls::v1::{CallUser, Participant};
-use serde_json::Value;
 use socketioxide::handler::Value as PacketValue;
 use socketioxide::socket::DisconnectReason;
 use tokio::sync::mpsc;
@@ -12,7 +11,7 @@ use super::queue::Queued;
 use crate::edge::auth::Claims;
 use crate::metrics;
 use crate::protocol::ServerEvent;
-use crate::protocol::ack::AckError;
+use crate::protocol::ack::{Ack, AckError};
 use crate::protocol::inbound::{self, ClientEvent, RelayKind};
 use crate::state::Gateway;
 
@@ -65,7 +64,7 @@ impl SessionWorker {
                             ) {
                                 metrics::get().relay_handled(received.elapsed());
                             }
-                            body
+                            body.body()
                         }
                         Err(error) => {
                             tracing::debug!(session_id = %self.session_id, event = event.name(), code = %error.code, "event refused");
@@ -87,11 +86,7 @@ impl SessionWorker {
         metrics::get().connections.dec();
     }
 
-    async fn handle(
-        &mut self,
-        event: ClientEvent,
-        packet: &PacketValue,
-    ) -> Result<Value, AckError> {
+    async fn handle(&mut self, event: ClientEvent, packet: &PacketValue) -> Result<Ack, AckError> {
         let text = match packet {
             PacketValue::Str(text, None) => text.as_str(),
             _ => return Err(AckError::invalid("binary payloads are not accepted")),
