@@ -12,36 +12,38 @@ use serde_json::value::RawValue;
 
 use crate::mirror::iso_time;
 use crate::protocol::ServerEvent;
-use crate::protocol::ack::{Ack, AckError};
+use crate::protocol::ack::{Ack, AckError, Answer, Handled};
 use crate::protocol::inbound;
 use crate::protocol::outbound::ChatMessageOut;
 use crate::socket::SessionWorker;
 
 impl SessionWorker {
-    /// Tells this socket, if it asked for the calling extension, which of the
-    /// users it just invited to `call_id` are offline (`user-unavailable`)
-    /// and which are in another call (`user-busy`).
-    pub(crate) fn tell_unreachable(&self, call_id: &str, unavailable: &[String], busy: &[String]) {
+    /// What tells this socket, if it asked for the calling extension, which
+    /// of the users it just invited to `call_id` are offline
+    /// (`user-unavailable`) and which are in another call (`user-busy`).
+    pub(crate) fn unreachable(
+        &self,
+        call_id: &str,
+        unavailable: &[String],
+        busy: &[String],
+    ) -> Vec<ServerEvent> {
         if !self.gw.speaks_calling(&self.session_id) {
-            return;
+            return Vec::new();
         }
-        for user_id in unavailable {
-            self.send(&ServerEvent::UserUnavailable(ServerEvent::call_user(
-                call_id, user_id,
-            )));
-        }
-        for user_id in busy {
-            self.send(&ServerEvent::UserBusy(ServerEvent::call_user(
-                call_id, user_id,
-            )));
-        }
+        let unavailable = unavailable
+            .iter()
+            .map(|user_id| ServerEvent::UserUnavailable(ServerEvent::call_user(call_id, user_id)));
+        let busy = busy
+            .iter()
+            .map(|user_id| ServerEvent::UserBusy(ServerEvent::call_user(call_id, user_id)));
+        unavailable.chain(busy).collect()
     }
 
     /// `call-messages` for a socket that joined `call_id` at `revision` (0:
     /// any time), if it asked for the calling extension.
-    pub(crate) fn emit_chat_history(&self, call_id: &str, revision: u64) {
+    pub(crate) fn chat_history(&self, call_id: &str, revision: u64) -> Option<ServerEvent> {
         if !self.gw.speaks_calling(&self.session_id) {
-            return;
+            return None;
         }
         let messages = self
             .gw
@@ -50,13 +52,13 @@ impl SessionWorker {
             .iter()
             .map(|m| ChatMessageOut::new(call_id, m))
             .collect();
-        self.send(&ServerEvent::CallMessages {
+        Some(ServerEvent::CallMessages {
             call_id: call_id.to_owned(),
             messages,
-        });
+        })
     }
 
-    pub(crate) async fn decline_call(&mut self, payload: &RawValue) -> Result<Ack, AckError> {
+    pub(crate) async fn decline_call(&mut self, payload: &RawValue) -> Handled {
         let me = self.identity()?.clone();
         let cmd = inbound::call_ref(payload)?;
         let request = DeclineInviteRequest {
@@ -78,10 +80,11 @@ impl SessionWorker {
             .await;
         Ok(Ack::Call {
             call_id: cmd.call_id,
-        })
+        }
+        .into())
     }
 
-    pub(crate) async fn cancel_call(&mut self, payload: &RawValue) -> Result<Ack, AckError> {
+    pub(crate) async fn cancel_call(&mut self, payload: &RawValue) -> Handled {
         self.identity()?;
         let cmd = inbound::call_ref(payload)?;
         let request = CancelInvitesRequest {
@@ -103,10 +106,11 @@ impl SessionWorker {
         Ok(Ack::Cancelled {
             call_id: cmd.call_id,
             cancelled: response.cancelled_user_ids,
-        })
+        }
+        .into())
     }
 
-    pub(crate) async fn invite_to_call(&mut self, payload: &RawValue) -> Result<Ack, AckError> {
+    pub(crate) async fn invite_to_call(&mut self, payload: &RawValue) -> Handled {
         self.identity()?;
         let cmd = inbound::invite_to_call(payload)?;
         let request = InviteToCallRequest {
@@ -126,20 +130,23 @@ impl SessionWorker {
             .mirror()
             .wait_calls(response.revision, self.gw.limits().announce_wait)
             .await;
-        self.tell_unreachable(
+        let events = self.unreachable(
             &cmd.call_id,
             &response.unavailable_user_ids,
             &response.busy_user_ids,
         );
-        Ok(Ack::Invited {
-            call_id: cmd.call_id,
-            invited: response.invited_user_ids,
-            busy: response.busy_user_ids,
-            unavailable: response.unavailable_user_ids,
-        })
+        Ok(Answer::after(
+            events,
+            Ack::Invited {
+                call_id: cmd.call_id,
+                invited: response.invited_user_ids,
+                busy: response.busy_user_ids,
+                unavailable: response.unavailable_user_ids,
+            },
+        ))
     }
 
-    pub(crate) async fn call_message(&mut self, payload: &RawValue) -> Result<Ack, AckError> {
+    pub(crate) async fn call_message(&mut self, payload: &RawValue) -> Handled {
         self.identity()?;
         let cmd = inbound::call_message(payload)?;
         let request = SendCallMessageRequest {
@@ -167,6 +174,7 @@ impl SessionWorker {
             call_id: cmd.call_id,
             id: message.id,
             sent_at: iso_time(message.sent_at),
-        })
+        }
+        .into())
     }
 }

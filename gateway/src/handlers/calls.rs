@@ -10,13 +10,13 @@ use serde_json::json;
 use serde_json::value::RawValue;
 
 use crate::protocol::ServerEvent;
-use crate::protocol::ack::{Ack, AckError, ErrorCode};
+use crate::protocol::ack::{Ack, AckError, Answer, ErrorCode, Handled, Refusal};
 use crate::protocol::inbound;
 use crate::protocol::outbound::public_participants;
 use crate::socket::SessionWorker;
 
 impl SessionWorker {
-    pub(crate) async fn start_call(&mut self, payload: &RawValue) -> Result<Ack, AckError> {
+    pub(crate) async fn start_call(&mut self, payload: &RawValue) -> Handled {
         let me = self.identity()?.clone();
         let cmd = inbound::start_call(payload)?;
         let request = StartCallRequest {
@@ -56,21 +56,23 @@ impl SessionWorker {
                             .and_then(|c| c.participants.into_iter().next())
                             .is_some_and(|p| p.session_id == self.session_id);
                         if !mine {
-                            return Err(AckError::from_status(&status, "start call"));
+                            return Err(AckError::from_status(&status, "start call").into());
                         }
                         (0, Vec::new())
                     }
-                    Err(status) => return Err(AckError::from_status(&status, "start call")),
+                    Err(status) => {
+                        return Err(AckError::from_status(&status, "start call").into());
+                    }
                 }
             }
-            Err(status) => return Err(AckError::from_status(&status, "start call")),
+            Err(status) => return Err(AckError::from_status(&status, "start call").into()),
         };
         self.gw
             .mirror()
             .wait_calls(revision, self.gw.limits().announce_wait)
             .await;
         let started = ServerEvent::call_ref(&cmd.id);
-        self.send(&ServerEvent::CallStarted(started.clone()));
+        let mut events = vec![ServerEvent::CallStarted(started.clone())];
         if self.gw.speaks_calling(&self.session_id) {
             let ringing: Vec<String> = invited
                 .into_iter()
@@ -79,14 +81,17 @@ impl SessionWorker {
             // Busy from the mirror: asking the service would cost every
             // start-call a read of every live call.
             let busy = self.gw.mirror().in_other_calls(&ringing, &cmd.id);
-            self.tell_unreachable(&cmd.id, &unavailable, &busy);
+            events.extend(self.unreachable(&cmd.id, &unavailable, &busy));
         }
-        Ok(Ack::Call {
-            call_id: started.call_id,
-        })
+        Ok(Answer::after(
+            events,
+            Ack::Call {
+                call_id: started.call_id,
+            },
+        ))
     }
 
-    pub(crate) async fn join_call(&mut self, payload: &RawValue) -> Result<Ack, AckError> {
+    pub(crate) async fn join_call(&mut self, payload: &RawValue) -> Handled {
         let me = self.identity()?.clone();
         let cmd = inbound::join_call(payload)?;
         let request = JoinCallRequest {
@@ -97,12 +102,14 @@ impl SessionWorker {
             Ok(response) => response.into_inner(),
             Err(status) => {
                 let error = AckError::from_status(&status, "join call");
-                if error.code == ErrorCode::CallNotFound {
-                    self.send(&ServerEvent::CallNotFound(ServerEvent::call_ref(
+                let events = if error.code == ErrorCode::CallNotFound {
+                    vec![ServerEvent::CallNotFound(ServerEvent::call_ref(
                         &cmd.call_id,
-                    )));
-                }
-                return Err(error);
+                    ))]
+                } else {
+                    Vec::new()
+                };
+                return Err(Refusal { events, error });
             }
         };
         self.gw
@@ -114,18 +121,23 @@ impl SessionWorker {
             .as_ref()
             .map(public_participants)
             .unwrap_or_else(|| json!([]));
-        self.send(&ServerEvent::CallParticipants {
+        let participants_now = ServerEvent::CallParticipants {
             call_id: cmd.call_id.clone(),
             participants: participants.clone(),
-        });
-        self.emit_chat_history(&cmd.call_id, response.revision);
-        Ok(Ack::Joined {
-            call_id: cmd.call_id,
-            participants,
-        })
+        };
+        let events = std::iter::once(participants_now)
+            .chain(self.chat_history(&cmd.call_id, response.revision))
+            .collect();
+        Ok(Answer::after(
+            events,
+            Ack::Joined {
+                call_id: cmd.call_id,
+                participants,
+            },
+        ))
     }
 
-    pub(crate) async fn leave_call(&mut self, payload: &RawValue) -> Result<Ack, AckError> {
+    pub(crate) async fn leave_call(&mut self, payload: &RawValue) -> Handled {
         self.identity()?;
         let cmd = inbound::leave_call(payload)?;
         let request = LeaveCallRequest {
@@ -143,10 +155,12 @@ impl SessionWorker {
             .mirror()
             .wait_calls(response.revision, self.gw.limits().announce_wait)
             .await;
-        self.send(&ServerEvent::CallLeft(ServerEvent::call_ref(&cmd.call_id)));
-        Ok(Ack::Left {
-            call_id: cmd.call_id,
-            left: response.left,
-        })
+        Ok(Answer::after(
+            vec![ServerEvent::CallLeft(ServerEvent::call_ref(&cmd.call_id))],
+            Ack::Left {
+                call_id: cmd.call_id,
+                left: response.left,
+            },
+        ))
     }
 }

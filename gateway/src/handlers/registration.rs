@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 
 use crate::metrics;
 use crate::protocol::ServerEvent;
-use crate::protocol::ack::{Ack, AckError, ErrorCode, Resumable};
+use crate::protocol::ack::{Ack, AckError, Answer, ErrorCode, Handled, Resumable};
 use crate::protocol::inbound::{self, RelayKind};
 use crate::protocol::outbound::public_user;
 use crate::resume;
@@ -25,14 +25,15 @@ enum Undo {
 }
 
 impl SessionWorker {
-    pub(crate) async fn user_joined(&mut self, payload: &RawValue) -> Result<Ack, AckError> {
+    pub(crate) async fn user_joined(&mut self, payload: &RawValue) -> Handled {
         let mut cmd = inbound::user_joined(payload)?;
         if let Some(claims) = &self.claims {
             if claims.sub != cmd.id {
                 return Err(AckError::new(
                     ErrorCode::Forbidden,
                     "your token lets you register only as its own user id",
-                ));
+                )
+                .into());
             }
             if let Some(username) = &claims.username {
                 cmd.username = username.clone();
@@ -44,7 +45,8 @@ impl SessionWorker {
             return Err(AckError::new(
                 ErrorCode::AlreadyRegistered,
                 "this socket is registered as another user; reconnect to change identity",
-            ));
+            )
+            .into());
         }
         let grace = self.gw.limits().resume_grace;
         // Only a socket that is not registered yet takes a session over; a
@@ -52,14 +54,15 @@ impl SessionWorker {
         // a new page, not the one that went away).
         let may_take_over = cmd.resume_token.is_some() || !cmd.speaks_resume;
         if !grace.is_zero() && self.identity.is_none() && may_take_over {
-            if let Some(ack) = self.resume(&cmd).await? {
-                return Ok(ack);
+            if let Some(answer) = self.resume(&cmd).await? {
+                return Ok(answer);
             }
             if cmd.resume_token.is_some() {
                 return Err(AckError::new(
                     ErrorCode::ResumeRefused,
                     "no session of this user holds that resume token (it expired, was resumed already, or is not this user's); register without it",
-                ));
+                )
+                .into());
             }
         }
         let (token, token_hash) = resume::new_token();
@@ -110,6 +113,10 @@ impl SessionWorker {
             .mirror()
             .wait_presence(response.revision, self.gw.limits().announce_wait)
             .await;
+        // Sent here, not returned with the ack: the missed calls are marked
+        // seen only once this socket took them, and before the ack (a client
+        // that registers again at once must not be told them twice); the ICE
+        // servers go first, as they always have.
         // Extension: the ICE servers this user should use, TURN credentials included.
         self.send(&ServerEvent::IceServers(self.gw.ice().for_user(&user.id)));
         crate::history::send_missed_calls(&self.gw, &self.session_id, &user.id).await;
@@ -120,14 +127,16 @@ impl SessionWorker {
                 resumed: false,
                 recovered: false,
             }),
-        })
+        }
+        .into())
     }
 
     /// Takes over the away session `cmd` names (by its resume token, or the
     /// user's only session when it is away), on this socket: presence, then
     /// its calls, then the relays kept for it. `None` when there is no such
-    /// session (nothing changed).
-    async fn resume(&mut self, cmd: &inbound::UserJoined) -> Result<Option<Ack>, AckError> {
+    /// session (nothing changed). The events are what a registration would
+    /// have shown the socket, sent before the ack.
+    async fn resume(&mut self, cmd: &inbound::UserJoined) -> Result<Option<Answer>, AckError> {
         let (token, token_hash) = resume::new_token();
         let previous_local = self.gw.set_local(
             &self.session_id,
@@ -242,11 +251,13 @@ impl SessionWorker {
             .await;
         // What a registration would have shown this socket; nobody else hears
         // of a resume but the peers in its calls (`user-reconnected`).
-        self.send(&ServerEvent::UsersList(mirror.users_list()));
-        self.send(&ServerEvent::IceServers(self.gw.ice().for_user(&user.id)));
+        let mut events = vec![
+            ServerEvent::UsersList(mirror.users_list()),
+            ServerEvent::IceServers(self.gw.ice().for_user(&user.id)),
+        ];
         // The chat went on while the socket was away.
         for call_id in mirror.calls_of_session(&self.session_id) {
-            self.emit_chat_history(&call_id, 0);
+            events.extend(self.chat_history(&call_id, 0));
         }
         tracing::info!(
             session_id = %self.session_id,
@@ -256,14 +267,17 @@ impl SessionWorker {
             recovered,
             "session resumed"
         );
-        Ok(Some(Ack::Registered {
-            user: public_user(&user),
-            resume: Some(Resumable {
-                resume_token: token,
-                resumed: true,
-                recovered,
-            }),
-        }))
+        Ok(Some(Answer::after(
+            events,
+            Ack::Registered {
+                user: public_user(&user),
+                resume: Some(Resumable {
+                    resume_token: token,
+                    resumed: true,
+                    recovered,
+                }),
+            },
+        )))
     }
 }
 

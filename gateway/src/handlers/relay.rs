@@ -7,17 +7,13 @@ use prost::Message;
 use serde_json::value::RawValue;
 
 use crate::metrics;
-use crate::protocol::ack::{Ack, AckError, ErrorCode};
+use crate::protocol::ack::{Ack, AckError, ErrorCode, Handled};
 use crate::protocol::inbound::{self, RelayKind};
 use crate::socket::SessionWorker;
 
 impl SessionWorker {
     /// Relays never wait on a service: the mirror decides, the bus carries.
-    pub(crate) async fn relay(
-        &mut self,
-        kind: RelayKind,
-        payload: &RawValue,
-    ) -> Result<Ack, AckError> {
+    pub(crate) async fn relay(&mut self, kind: RelayKind, payload: &RawValue) -> Handled {
         let me = self.identity()?;
         let relay = inbound::relay(kind, payload)?;
         let route =
@@ -34,9 +30,10 @@ impl SessionWorker {
                     return Err(AckError::new(
                         ErrorCode::Unavailable,
                         "the call state is being read again; try again",
-                    ));
+                    )
+                    .into());
                 }
-                Err(error) => return Err(error),
+                Err(error) => return Err(error.into()),
             };
         let out = inbound::relay_out(&relay, &me.user_id);
         let message = busv1::Relay {
@@ -69,7 +66,8 @@ impl SessionWorker {
                 return Err(AckError::new(
                     ErrorCode::Unavailable,
                     "the message bus is unavailable; try again",
-                ));
+                )
+                .into());
             }
             self.gw
                 .bus()
@@ -87,6 +85,6 @@ impl SessionWorker {
                     )
                 })?;
         }
-        Ok(Ack::Relayed {})
+        Ok(Ack::Relayed {}.into())
     }
 }

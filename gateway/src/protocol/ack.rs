@@ -5,6 +5,8 @@
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::ServerEvent;
+
 /// A client-visible failure: `{ ok: false, error: { code, message } }`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
@@ -200,6 +202,48 @@ pub enum Ack {
     /// A relay went out, or was kept for its reconnecting target.
     Relayed {},
 }
+
+/// What a handler answers to one client event: the events this socket is
+/// sent first, in order, then the ack. The socket's worker sends both, so
+/// that order is decided in one place.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub events: Vec<ServerEvent>,
+    pub ack: Ack,
+}
+
+impl Answer {
+    /// `ack` after `events`.
+    pub fn after(events: Vec<ServerEvent>, ack: Ack) -> Self {
+        Answer { events, ack }
+    }
+}
+
+impl From<Ack> for Answer {
+    fn from(ack: Ack) -> Self {
+        Answer::after(Vec::new(), ack)
+    }
+}
+
+/// A refused client event: the events this socket is sent first (a
+/// `join-call` of an unknown call is told `call-not-found`), then the error.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub events: Vec<ServerEvent>,
+    pub error: AckError,
+}
+
+impl From<AckError> for Refusal {
+    fn from(error: AckError) -> Self {
+        Refusal {
+            events: Vec::new(),
+            error,
+        }
+    }
+}
+
+/// What a handler of a client event returns.
+pub type Handled = Result<Answer, Refusal>;
 
 /// What a registered socket needs to resume its session later.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
