@@ -16,6 +16,7 @@ use futures::future::{Either, ErrInto};
 use meetup_proto::calls::v1::call_service_client::CallServiceClient;
 use meetup_proto::presence::v1::presence_service_client::PresenceServiceClient;
 use meetup_runtime::Bus;
+use meetup_runtime::grpc::retry::Retry;
 use meetup_runtime::grpc::{AttachBearer, InProcess, in_process};
 use meetup_runtime::store::{BucketSettings, StateStore};
 use tokio::net::TcpListener;
@@ -30,10 +31,11 @@ use tonic::transport::{Channel, Endpoint};
 use crate::config::Config;
 
 /// gRPC clients that carry `INTERNAL_API_TOKEN` when one is set.
-/// Each call is traced (`TraceGrpcClient`).
+/// Each call is traced (`TraceGrpcClient`), and sent again when that is safe
+/// (`Retry`: refused connections, and replicas gone for methods safe to repeat).
 pub type PresenceClient = PresenceServiceClient<InterceptedService<Traced, AttachBearer>>;
 pub type CallsClient = CallServiceClient<InterceptedService<Traced, AttachBearer>>;
-type Traced = meetup_runtime::tracing_context::TraceGrpcClient<Transport>;
+type Traced = meetup_runtime::tracing_context::TraceGrpcClient<Retry<Transport>>;
 
 /// How the gateway reaches a service: the channel balanced over its replicas,
 /// or the service of this process, called directly through the same layers
@@ -150,10 +152,12 @@ impl Backends {
         };
         let bearer = AttachBearer::new(config.internal_api_token.clone())?;
         // Snapshots of a large cluster exceed tonic's 4 MB default.
-        let presence =
-            PresenceServiceClient::with_interceptor(Traced::new(presence), bearer.clone())
-                .max_decoding_message_size(MAX_SNAPSHOT_BYTES);
-        let calls = CallServiceClient::with_interceptor(Traced::new(calls), bearer)
+        let presence = PresenceServiceClient::with_interceptor(
+            Traced::new(Retry::new(presence)),
+            bearer.clone(),
+        )
+        .max_decoding_message_size(MAX_SNAPSHOT_BYTES);
+        let calls = CallServiceClient::with_interceptor(Traced::new(Retry::new(calls)), bearer)
             .max_decoding_message_size(MAX_SNAPSHOT_BYTES);
         Ok(Backends {
             presence,
@@ -288,78 +292,6 @@ async fn balanced(
     Ok(channel)
 }
 
-/// How many times a call whose connection could not be made is sent again.
-const REFUSED_RETRIES: u32 = 6;
-
-/// Runs a service call, and once more when it failed because the replica that
-/// took it went away (a connection error before any answer). Callers use it
-/// only for calls that are safe to repeat.
-///
-/// A call whose connection was refused never left this process, so it is sent
-/// again, a few times, whatever it is: the balancer keeps picking a replica
-/// that stopped (its connection is retried lazily, only when picked) until it
-/// notices, and during a rolling restart that turned such calls into
-/// `unavailable` acks while the other replica was serving.
-pub async fn retry_once<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, tonic::Status>>,
-{
-    let (mut refused, mut retried) = (0, false);
-    loop {
-        match call().await {
-            Err(status) if never_sent(&status) && refused < REFUSED_RETRIES => {
-                refused += 1;
-                tokio::time::sleep(Duration::from_millis(5 * u64::from(refused))).await;
-            }
-            Err(status) if !retried && replica_went_away(&status) => {
-                tracing::info!(
-                    error = status.message(),
-                    "service call failed with its replica; trying another"
-                );
-                retried = true;
-            }
-            other => return other,
-        }
-    }
-}
-
-/// True when the call could not even connect (nothing was sent).
-fn never_sent(status: &tonic::Status) -> bool {
-    if status.code() != tonic::Code::Unavailable {
-        return false;
-    }
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    while let Some(error) = cause {
-        if let Some(io) = error.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::ConnectionRefused
-        {
-            return true;
-        }
-        cause = error.source();
-    }
-    // tonic's connector's own wording, when the cause is not kept.
-    status.message() == "tcp connect error"
-}
-
-/// True for a failure that left no answer from the service (its replica died or
-/// could not be reached), as opposed to an answer that refused the call.
-///
-/// A replica that stops gracefully ends its HTTP/2 connection with GOAWAY; a
-/// call that crossed it on the wire is reset with the HTTP/2 reason NO_ERROR,
-/// which tonic reports as `Internal` "h2 protocol error: ...". That is the
-/// connection going away, not the service answering: a rolling restart showed
-/// such calls as `internal` acks while the other replica was serving.
-pub fn replica_went_away(status: &tonic::Status) -> bool {
-    let transport_reset =
-        status.code() == tonic::Code::Internal && status.message().starts_with("h2 protocol error");
-    (matches!(
-        status.code(),
-        tonic::Code::Unavailable | tonic::Code::Unknown
-    ) || transport_reset)
-        && !meetup_runtime::reason::carries_one(status)
-}
-
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -370,23 +302,6 @@ mod tests {
     use tonic_health::pb::health_client::HealthClient;
 
     use super::*;
-
-    #[test]
-    fn a_connection_reset_by_a_stopping_replica_counts_as_gone() {
-        assert!(replica_went_away(&tonic::Status::unavailable(
-            "tcp connect error"
-        )));
-        assert!(replica_went_away(&tonic::Status::internal(
-            "h2 protocol error: http2 error"
-        )));
-        // The service's own answers are not retried elsewhere.
-        assert!(!replica_went_away(&tonic::Status::internal(
-            "database exploded"
-        )));
-        assert!(!replica_went_away(&tonic::Status::not_found(
-            "no such call"
-        )));
-    }
 
     fn free_port() -> u16 {
         std::net::TcpListener::bind("127.0.0.1:0")

@@ -20,7 +20,7 @@ use meetup_runtime::store::{Bucket, StateStore, Watched};
 
 use crate::config::Config;
 use crate::protocol::ServerEvent;
-use crate::protocol::ack::{AckError, ErrorCode, ok};
+use crate::protocol::ack::{Ack, AckError, ErrorCode};
 use crate::protocol::inbound::HistoryQuery;
 use crate::state::Gateway;
 
@@ -249,12 +249,15 @@ pub async fn get_call_history(
     history: &History,
     user_id: &str,
     query: HistoryQuery,
-) -> Result<Value, AckError> {
+) -> Result<Ack, AckError> {
     let page = history
         .page(user_id, query.limit, query.before.as_deref())
         .await?;
     let calls: Vec<Value> = page.calls.iter().map(|c| call_json(c, user_id)).collect();
-    Ok(ok(json!({ "calls": calls, "next": page.next })))
+    Ok(Ack::History {
+        calls,
+        next: page.next,
+    })
 }
 
 /// After a successful `user-joined`: sends `missed-calls` when the user missed

@@ -9,41 +9,41 @@ use meetup_proto::calls::v1::{
     send_call_message_request,
 };
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
 
-use crate::backends::retry_once;
 use crate::mirror::iso_time;
 use crate::protocol::ServerEvent;
-use crate::protocol::ack::{AckError, ok};
+use crate::protocol::ack::{Ack, AckError, Answer, Handled};
 use crate::protocol::inbound;
 use crate::protocol::outbound::ChatMessageOut;
 use crate::socket::SessionWorker;
 
 impl SessionWorker {
-    /// Tells this socket, if it asked for the calling extension, which of the
-    /// users it just invited to `call_id` are offline (`user-unavailable`)
-    /// and which are in another call (`user-busy`).
-    pub(crate) fn tell_unreachable(&self, call_id: &str, unavailable: &[String], busy: &[String]) {
+    /// What tells this socket, if it asked for the calling extension, which
+    /// of the users it just invited to `call_id` are offline
+    /// (`user-unavailable`) and which are in another call (`user-busy`).
+    pub(crate) fn unreachable(
+        &self,
+        call_id: &str,
+        unavailable: &[String],
+        busy: &[String],
+    ) -> Vec<ServerEvent> {
         if !self.gw.speaks_calling(&self.session_id) {
-            return;
+            return Vec::new();
         }
-        for user_id in unavailable {
-            self.send(&ServerEvent::UserUnavailable(ServerEvent::call_user(
-                call_id, user_id,
-            )));
-        }
-        for user_id in busy {
-            self.send(&ServerEvent::UserBusy(ServerEvent::call_user(
-                call_id, user_id,
-            )));
-        }
+        let unavailable = unavailable
+            .iter()
+            .map(|user_id| ServerEvent::UserUnavailable(ServerEvent::call_user(call_id, user_id)));
+        let busy = busy
+            .iter()
+            .map(|user_id| ServerEvent::UserBusy(ServerEvent::call_user(call_id, user_id)));
+        unavailable.chain(busy).collect()
     }
 
     /// `call-messages` for a socket that joined `call_id` at `revision` (0:
     /// any time), if it asked for the calling extension.
-    pub(crate) fn emit_chat_history(&self, call_id: &str, revision: u64) {
+    pub(crate) fn chat_history(&self, call_id: &str, revision: u64) -> Option<ServerEvent> {
         if !self.gw.speaks_calling(&self.session_id) {
-            return;
+            return None;
         }
         let messages = self
             .gw
@@ -52,20 +52,21 @@ impl SessionWorker {
             .iter()
             .map(|m| ChatMessageOut::new(call_id, m))
             .collect();
-        self.send(&ServerEvent::CallMessages {
+        Some(ServerEvent::CallMessages {
             call_id: call_id.to_owned(),
             messages,
-        });
+        })
     }
 
-    pub(crate) async fn decline_call(&mut self, payload: &RawValue) -> Result<Value, AckError> {
+    pub(crate) async fn decline_call(&mut self, payload: &RawValue) -> Handled {
         let me = self.identity()?.clone();
         let cmd = inbound::call_ref(payload)?;
         let request = DeclineInviteRequest {
             call_id: cmd.call_id.clone(),
             user_id: me.user_id,
         };
-        // Not retried: a decline that went through is no longer ringing.
+        // Not IDEMPOTENT in calls.proto, so not sent again when its replica
+        // went away: a decline that went through is no longer ringing.
         let response = self
             .gw
             .calls()
@@ -77,10 +78,13 @@ impl SessionWorker {
             .mirror()
             .wait_calls(response.revision, self.gw.limits().announce_wait)
             .await;
-        Ok(ok(json!({ "callId": cmd.call_id })))
+        Ok(Ack::Call {
+            call_id: cmd.call_id,
+        }
+        .into())
     }
 
-    pub(crate) async fn cancel_call(&mut self, payload: &RawValue) -> Result<Value, AckError> {
+    pub(crate) async fn cancel_call(&mut self, payload: &RawValue) -> Handled {
         self.identity()?;
         let cmd = inbound::call_ref(payload)?;
         let request = CancelInvitesRequest {
@@ -88,24 +92,25 @@ impl SessionWorker {
             session_id: self.session_id.clone(),
             invited_by_user_id: String::new(),
         };
-        let calls = self.gw.calls();
-        let response = retry_once(|| {
-            let (mut client, request) = (calls.clone(), request.clone());
-            async move { client.cancel_invites(request).await }
-        })
-        .await
-        .map_err(|status| AckError::from_status(&status, "cancel call"))?
-        .into_inner();
+        let response = self
+            .gw
+            .calls()
+            .cancel_invites(request)
+            .await
+            .map_err(|status| AckError::from_status(&status, "cancel call"))?
+            .into_inner();
         self.gw
             .mirror()
             .wait_calls(response.revision, self.gw.limits().announce_wait)
             .await;
-        Ok(ok(
-            json!({ "callId": cmd.call_id, "cancelled": response.cancelled_user_ids }),
-        ))
+        Ok(Ack::Cancelled {
+            call_id: cmd.call_id,
+            cancelled: response.cancelled_user_ids,
+        }
+        .into())
     }
 
-    pub(crate) async fn invite_to_call(&mut self, payload: &RawValue) -> Result<Value, AckError> {
+    pub(crate) async fn invite_to_call(&mut self, payload: &RawValue) -> Handled {
         self.identity()?;
         let cmd = inbound::invite_to_call(payload)?;
         let request = InviteToCallRequest {
@@ -114,32 +119,34 @@ impl SessionWorker {
             session_id: self.session_id.clone(),
             r#as: None,
         };
-        let calls = self.gw.calls();
-        let response = retry_once(|| {
-            let (mut client, request) = (calls.clone(), request.clone());
-            async move { client.invite_to_call(request).await }
-        })
-        .await
-        .map_err(|status| AckError::from_status(&status, "invite to call"))?
-        .into_inner();
+        let response = self
+            .gw
+            .calls()
+            .invite_to_call(request)
+            .await
+            .map_err(|status| AckError::from_status(&status, "invite to call"))?
+            .into_inner();
         self.gw
             .mirror()
             .wait_calls(response.revision, self.gw.limits().announce_wait)
             .await;
-        self.tell_unreachable(
+        let events = self.unreachable(
             &cmd.call_id,
             &response.unavailable_user_ids,
             &response.busy_user_ids,
         );
-        Ok(ok(json!({
-            "callId": cmd.call_id,
-            "invited": response.invited_user_ids,
-            "busy": response.busy_user_ids,
-            "unavailable": response.unavailable_user_ids,
-        })))
+        Ok(Answer::after(
+            events,
+            Ack::Invited {
+                call_id: cmd.call_id,
+                invited: response.invited_user_ids,
+                busy: response.busy_user_ids,
+                unavailable: response.unavailable_user_ids,
+            },
+        ))
     }
 
-    pub(crate) async fn call_message(&mut self, payload: &RawValue) -> Result<Value, AckError> {
+    pub(crate) async fn call_message(&mut self, payload: &RawValue) -> Handled {
         self.identity()?;
         let cmd = inbound::call_message(payload)?;
         let request = SendCallMessageRequest {
@@ -149,7 +156,8 @@ impl SessionWorker {
                 self.session_id.clone(),
             )),
         };
-        // Not retried: a message that went through would be posted twice.
+        // Not IDEMPOTENT in calls.proto, so not sent again when its replica
+        // went away: a message that went through would be posted twice.
         let response = self
             .gw
             .calls()
@@ -162,10 +170,11 @@ impl SessionWorker {
             .wait_calls(response.revision, self.gw.limits().announce_wait)
             .await;
         let message = response.message.unwrap_or_default();
-        Ok(ok(json!({
-            "callId": cmd.call_id,
-            "id": message.id,
-            "sentAt": iso_time(message.sent_at),
-        })))
+        Ok(Ack::MessageSent {
+            call_id: cmd.call_id,
+            id: message.id,
+            sent_at: iso_time(message.sent_at),
+        }
+        .into())
     }
 }

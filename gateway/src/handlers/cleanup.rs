@@ -11,7 +11,6 @@ use meetup_proto::presence::v1::{
 use socketioxide::socket::DisconnectReason;
 use tonic::Code;
 
-use crate::backends::retry_once;
 use crate::metrics;
 use crate::socket::SessionWorker;
 
@@ -44,12 +43,7 @@ pub(crate) async fn set_away(
         call_ids: gw.mirror().calls_of_session(session_id),
         grace_ms,
     };
-    let calls = gw.calls();
-    let in_calls = retry_once(|| {
-        let (mut client, request) = (calls.clone(), request.clone());
-        async move { client.set_session_away(request).await }
-    })
-    .await;
+    let in_calls = gw.calls().set_session_away(request).await;
     let revision = match in_calls {
         Ok(response) => response.into_inner().revision,
         Err(status) => {
@@ -64,12 +58,7 @@ pub(crate) async fn set_away(
         grace_ms,
         relays_given,
     };
-    let presence = gw.presence();
-    let in_presence = retry_once(|| {
-        let (mut client, request) = (presence.clone(), request.clone());
-        async move { client.set_session_away(request).await }
-    })
-    .await;
+    let in_presence = gw.presence().set_session_away(request).await;
     let presence_revision = match in_presence {
         Ok(response) => response.into_inner().revision,
         Err(status) => {
@@ -146,13 +135,7 @@ impl SessionWorker {
             call_ids: self.gw.mirror().calls_of_session(&session_id),
             keep_away: false,
         };
-        let calls = self.gw.calls();
-        match retry_once(|| {
-            let (mut client, request) = (calls.clone(), request.clone());
-            async move { client.remove_session(request).await }
-        })
-        .await
-        {
+        match self.gw.calls().remove_session(request).await {
             Ok(response) => {
                 self.gw
                     .mirror()
@@ -172,13 +155,7 @@ impl SessionWorker {
             user_id: me.user_id.clone(),
             keep_away: false,
         };
-        let presence = self.gw.presence();
-        match retry_once(|| {
-            let (mut client, request) = (presence.clone(), request.clone());
-            async move { client.unregister_session(request).await }
-        })
-        .await
-        {
+        match self.gw.presence().unregister_session(request).await {
             Ok(_) => {}
             Err(status) if status.code() == Code::NotFound => {}
             Err(status) => {

@@ -5,12 +5,10 @@
 use meetup_proto::calls::v1::ResumeSessionRequest as ResumeCallsRequest;
 use meetup_proto::presence::v1::{RegisterSessionRequest, ResumeSessionRequest};
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
 
-use crate::backends::retry_once;
 use crate::metrics;
 use crate::protocol::ServerEvent;
-use crate::protocol::ack::{AckError, ErrorCode, ok};
+use crate::protocol::ack::{Ack, AckError, Answer, ErrorCode, Handled, Resumable};
 use crate::protocol::inbound::{self, RelayKind};
 use crate::protocol::outbound::public_user;
 use crate::resume;
@@ -27,14 +25,15 @@ enum Undo {
 }
 
 impl SessionWorker {
-    pub(crate) async fn user_joined(&mut self, payload: &RawValue) -> Result<Value, AckError> {
+    pub(crate) async fn user_joined(&mut self, payload: &RawValue) -> Handled {
         let mut cmd = inbound::user_joined(payload)?;
         if let Some(claims) = &self.claims {
             if claims.sub != cmd.id {
                 return Err(AckError::new(
                     ErrorCode::Forbidden,
                     "your token lets you register only as its own user id",
-                ));
+                )
+                .into());
             }
             if let Some(username) = &claims.username {
                 cmd.username = username.clone();
@@ -46,7 +45,8 @@ impl SessionWorker {
             return Err(AckError::new(
                 ErrorCode::AlreadyRegistered,
                 "this socket is registered as another user; reconnect to change identity",
-            ));
+            )
+            .into());
         }
         let grace = self.gw.limits().resume_grace;
         // Only a socket that is not registered yet takes a session over; a
@@ -54,14 +54,15 @@ impl SessionWorker {
         // a new page, not the one that went away).
         let may_take_over = cmd.resume_token.is_some() || !cmd.speaks_resume;
         if !grace.is_zero() && self.identity.is_none() && may_take_over {
-            if let Some(ack) = self.resume(&cmd).await? {
-                return Ok(ack);
+            if let Some(answer) = self.resume(&cmd).await? {
+                return Ok(answer);
             }
             if cmd.resume_token.is_some() {
                 return Err(AckError::new(
                     ErrorCode::ResumeRefused,
                     "no session of this user holds that resume token (it expired, was resumed already, or is not this user's); register without it",
-                ));
+                )
+                .into());
             }
         }
         let (token, token_hash) = resume::new_token();
@@ -85,12 +86,7 @@ impl SessionWorker {
                 token_hash
             },
         };
-        let presence = self.gw.presence();
-        let result = retry_once(|| {
-            let (mut client, request) = (presence.clone(), request.clone());
-            async move { client.register_session(request).await }
-        })
-        .await;
+        let result = self.gw.presence().register_session(request).await;
         if result.is_err() {
             match undo {
                 Undo::Rename(Some(username)) => {
@@ -117,25 +113,30 @@ impl SessionWorker {
             .mirror()
             .wait_presence(response.revision, self.gw.limits().announce_wait)
             .await;
+        // Sent here, not returned with the ack: the missed calls are marked
+        // seen only once this socket took them, and before the ack (a client
+        // that registers again at once must not be told them twice); the ICE
+        // servers go first, as they always have.
         // Extension: the ICE servers this user should use, TURN credentials included.
         self.send(&ServerEvent::IceServers(self.gw.ice().for_user(&user.id)));
         crate::history::send_missed_calls(&self.gw, &self.session_id, &user.id).await;
-        if grace.is_zero() {
-            return Ok(ok(json!({ "user": public_user(&user) })));
+        Ok(Ack::Registered {
+            user: public_user(&user),
+            resume: (!grace.is_zero()).then_some(Resumable {
+                resume_token: token,
+                resumed: false,
+                recovered: false,
+            }),
         }
-        Ok(ok(json!({
-            "user": public_user(&user),
-            "resumeToken": token,
-            "resumed": false,
-            "recovered": false,
-        })))
+        .into())
     }
 
     /// Takes over the away session `cmd` names (by its resume token, or the
     /// user's only session when it is away), on this socket: presence, then
     /// its calls, then the relays kept for it. `None` when there is no such
-    /// session (nothing changed).
-    async fn resume(&mut self, cmd: &inbound::UserJoined) -> Result<Option<Value>, AckError> {
+    /// session (nothing changed). The events are what a registration would
+    /// have shown the socket, sent before the ack.
+    async fn resume(&mut self, cmd: &inbound::UserJoined) -> Result<Option<Answer>, AckError> {
         let (token, token_hash) = resume::new_token();
         let previous_local = self.gw.set_local(
             &self.session_id,
@@ -152,13 +153,9 @@ impl SessionWorker {
             gateway_id: self.gw.id().to_owned(),
             resume_token_hash: token_hash,
         };
-        // Safe to repeat: a second attempt finds its own work done.
-        let presence = self.gw.presence();
-        let result = retry_once(|| {
-            let (mut client, request) = (presence.clone(), request.clone());
-            async move { client.resume_session(request).await }
-        })
-        .await;
+        // Safe to repeat (IDEMPOTENT in presence.proto, so sent again when its
+        // replica went away): a second attempt finds its own work done.
+        let result = self.gw.presence().resume_session(request).await;
         let response = match result {
             Ok(response) if response.get_ref().resumed => response.into_inner(),
             other => {
@@ -190,13 +187,8 @@ impl SessionWorker {
             gateway_id: self.gw.id().to_owned(),
             call_ids: self.gw.mirror().calls_of_session(&previous.session_id),
         };
-        let calls = self.gw.calls();
-        let in_calls = retry_once(|| {
-            let (mut client, request) = (calls.clone(), request.clone());
-            async move { client.resume_session(request).await }
-        })
-        .await;
         let expected_calls = request.call_ids.len();
+        let in_calls = self.gw.calls().resume_session(request).await;
         let (calls_revision, calls_kept) = match in_calls {
             Ok(response) => {
                 let response = response.into_inner();
@@ -259,11 +251,13 @@ impl SessionWorker {
             .await;
         // What a registration would have shown this socket; nobody else hears
         // of a resume but the peers in its calls (`user-reconnected`).
-        self.send(&ServerEvent::UsersList(mirror.users_list()));
-        self.send(&ServerEvent::IceServers(self.gw.ice().for_user(&user.id)));
+        let mut events = vec![
+            ServerEvent::UsersList(mirror.users_list()),
+            ServerEvent::IceServers(self.gw.ice().for_user(&user.id)),
+        ];
         // The chat went on while the socket was away.
         for call_id in mirror.calls_of_session(&self.session_id) {
-            self.emit_chat_history(&call_id, 0);
+            events.extend(self.chat_history(&call_id, 0));
         }
         tracing::info!(
             session_id = %self.session_id,
@@ -273,12 +267,17 @@ impl SessionWorker {
             recovered,
             "session resumed"
         );
-        Ok(Some(ok(json!({
-            "user": public_user(&user),
-            "resumeToken": token,
-            "resumed": true,
-            "recovered": recovered,
-        }))))
+        Ok(Some(Answer::after(
+            events,
+            Ack::Registered {
+                user: public_user(&user),
+                resume: Some(Resumable {
+                    resume_token: token,
+                    resumed: true,
+                    recovered,
+                }),
+            },
+        )))
     }
 }
 

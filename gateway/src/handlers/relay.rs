@@ -5,20 +5,15 @@ use meetup_proto::bus::v1 as busv1;
 use meetup_runtime::subjects;
 use prost::Message;
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
 
 use crate::metrics;
-use crate::protocol::ack::{AckError, ErrorCode, ok};
+use crate::protocol::ack::{Ack, AckError, ErrorCode, Handled};
 use crate::protocol::inbound::{self, RelayKind};
 use crate::socket::SessionWorker;
 
 impl SessionWorker {
     /// Relays never wait on a service: the mirror decides, the bus carries.
-    pub(crate) async fn relay(
-        &mut self,
-        kind: RelayKind,
-        payload: &RawValue,
-    ) -> Result<Value, AckError> {
+    pub(crate) async fn relay(&mut self, kind: RelayKind, payload: &RawValue) -> Handled {
         let me = self.identity()?;
         let relay = inbound::relay(kind, payload)?;
         let route =
@@ -35,9 +30,10 @@ impl SessionWorker {
                     return Err(AckError::new(
                         ErrorCode::Unavailable,
                         "the call state is being read again; try again",
-                    ));
+                    )
+                    .into());
                 }
-                Err(error) => return Err(error),
+                Err(error) => return Err(error.into()),
             };
         let out = inbound::relay_out(&relay, &me.user_id);
         let message = busv1::Relay {
@@ -70,7 +66,8 @@ impl SessionWorker {
                 return Err(AckError::new(
                     ErrorCode::Unavailable,
                     "the message bus is unavailable; try again",
-                ));
+                )
+                .into());
             }
             self.gw
                 .bus()
@@ -88,6 +85,6 @@ impl SessionWorker {
                     )
                 })?;
         }
-        Ok(ok(json!({})))
+        Ok(Ack::Relayed {}.into())
     }
 }

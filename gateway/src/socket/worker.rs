@@ -3,7 +3,6 @@
 //! every queued event. The handlers themselves live in `crate::handlers`.
 
 use meetup_proto::calls::v1::{CallUser, Participant};
-use serde_json::Value;
 use socketioxide::handler::Value as PacketValue;
 use socketioxide::socket::DisconnectReason;
 use tokio::sync::mpsc;
@@ -12,7 +11,7 @@ use super::queue::Queued;
 use crate::edge::auth::Claims;
 use crate::metrics;
 use crate::protocol::ServerEvent;
-use crate::protocol::ack::AckError;
+use crate::protocol::ack::{AckError, Answer, Handled, Refusal};
 use crate::protocol::inbound::{self, ClientEvent, RelayKind};
 use crate::state::Gateway;
 
@@ -49,13 +48,13 @@ impl SessionWorker {
                     // Boxed: the handlers' futures (gRPC calls inside) are large, and
                     // an idle socket's task should not carry their size around.
                     let span = crate::traces::socket_event(event.name(), &self.session_id);
-                    let body = match Box::pin(tracing::Instrument::instrument(
+                    let (events, body) = match Box::pin(tracing::Instrument::instrument(
                         self.handle(event, &packet),
                         span,
                     ))
                     .await
                     {
-                        Ok(body) => {
+                        Ok(Answer { events, ack }) => {
                             metrics::get().event_in(event.name(), "ok");
                             if matches!(
                                 event,
@@ -65,14 +64,19 @@ impl SessionWorker {
                             ) {
                                 metrics::get().relay_handled(received.elapsed());
                             }
-                            body
+                            (events, ack.body())
                         }
-                        Err(error) => {
+                        Err(Refusal { events, error }) => {
                             tracing::debug!(session_id = %self.session_id, event = event.name(), code = %error.code, "event refused");
                             metrics::get().event_in(event.name(), error.code.as_str());
-                            error.body()
+                            (events, error.body())
                         }
                     };
+                    // The one place an event's answer goes out: the events
+                    // the handler returned, in order, then the ack.
+                    for out in &events {
+                        self.send(out);
+                    }
                     if let Err(error) = ack.send(&body) {
                         tracing::debug!(session_id = %self.session_id, %error, "ack not sent");
                     }
@@ -87,14 +91,10 @@ impl SessionWorker {
         metrics::get().connections.dec();
     }
 
-    async fn handle(
-        &mut self,
-        event: ClientEvent,
-        packet: &PacketValue,
-    ) -> Result<Value, AckError> {
+    async fn handle(&mut self, event: ClientEvent, packet: &PacketValue) -> Handled {
         let text = match packet {
             PacketValue::Str(text, None) => text.as_str(),
-            _ => return Err(AckError::invalid("binary payloads are not accepted")),
+            _ => return Err(AckError::invalid("binary payloads are not accepted").into()),
         };
         let payload = inbound::event_payload(text, self.gw.limits().max_payload_bytes)?;
         match event {
@@ -112,7 +112,11 @@ impl SessionWorker {
             ClientEvent::GetCallHistory => {
                 let me = self.identity()?;
                 let query = inbound::get_call_history(&payload)?;
-                crate::history::get_call_history(self.gw.history(), &me.user_id, query).await
+                Ok(
+                    crate::history::get_call_history(self.gw.history(), &me.user_id, query)
+                        .await?
+                        .into(),
+                )
             }
         }
     }

@@ -22,6 +22,8 @@ use tower::util::BoxCloneSyncService;
 use crate::metrics::GrpcMetricsLayer;
 use crate::tracing_context::TraceGrpcServerLayer;
 
+pub mod retry;
+
 /// The layers every call to a gRPC API of this process goes through, whether it
 /// came over the network ([`serve`]) or from this process ([`in_process`]):
 /// metrics by method and status, then the caller's trace context.
