@@ -229,6 +229,80 @@ async fn two_replicas_share_one_state_and_its_limits() {
     }
 }
 
+/// Each replica answers the lookups of a session's owner, a gateway's
+/// sessions and the counts from an index it keeps from the bucket's watch:
+/// right after another replica's write, it has caught up with it.
+#[tokio::test]
+async fn a_replica_answers_at_once_from_its_index_what_another_wrote() {
+    let nats = NatsServer::start().await.expect("nats-server");
+    let no_sweep = [("SWEEP_INTERVAL_MS", "0".to_owned())];
+    let one = ServiceProcess::start_env("presence", Some(&nats.url()), &no_sweep)
+        .await
+        .expect("replica 1");
+    let two = ServiceProcess::start_env("presence", Some(&nats.url()), &no_sweep)
+        .await
+        .expect("replica 2");
+    one.wait_healthy(SERVICE).await.expect("healthy");
+    two.wait_healthy(SERVICE).await.expect("healthy");
+    let (mut a, mut b) = (client(&one).await, client(&two).await);
+    let counts = |c: &mut PresenceServiceClient<Channel>| {
+        let mut c = c.clone();
+        async move {
+            let n = c
+                .get_counts(GetCountsRequest {})
+                .await
+                .expect("counts")
+                .into_inner();
+            (n.online_users, n.sessions, n.gateways)
+        }
+    };
+    for round in 0..10u32 {
+        let user = format!("idx-u{round}");
+        a.register_session(register(&user, "N", "idx-gw", &format!("{user}-s1")))
+            .await
+            .expect("registers");
+        a.register_session(register(&user, "N", "idx-gw2", &format!("{user}-s2")))
+            .await
+            .expect("registers");
+        assert_eq!(
+            counts(&mut b).await,
+            (round + 1, round + 2, 2),
+            "round {round}"
+        );
+        // The owner, asked of the other replica without the user's id.
+        let gone = b
+            .unregister_session(UnregisterSessionRequest {
+                session_id: format!("{user}-s2"),
+                ..Default::default()
+            })
+            .await
+            .expect("its owner found")
+            .into_inner();
+        assert_eq!(
+            (gone.user_id.as_str(), gone.last_session),
+            (user.as_str(), false)
+        );
+        assert_eq!(
+            counts(&mut a).await,
+            (round + 1, round + 1, 1),
+            "round {round}"
+        );
+    }
+    // A gateway going, asked of the other replica: every session of it.
+    let gone = a
+        .unregister_gateway(UnregisterGatewayRequest {
+            gateway_id: "idx-gw".into(),
+        })
+        .await
+        .expect("unregisters")
+        .into_inner();
+    assert_eq!(
+        (gone.sessions_removed, gone.users_gone_offline.len()),
+        (10, 10)
+    );
+    assert_eq!(counts(&mut b).await, (0, 0, 0));
+}
+
 #[tokio::test]
 async fn each_failure_has_its_precise_code() {
     let service = ServiceProcess::start("presence", None)

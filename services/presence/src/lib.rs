@@ -4,7 +4,9 @@
 //! and each one sweeps the sessions of gateways whose lease has expired.
 //!
 //! Where to look: `store` is the state (split by concern: sessions, away,
-//! expiry, gateways, reading, follow); `service` is the gRPC API over it;
+//! expiry, gateways, reading, follow; and the index of the bucket each replica
+//! keeps from its watch, which the expiry, the sweep and the counts ask);
+//! `service` is the gRPC API over it;
 //! `push` carries application events to a user's sockets; the jobs that run
 //! beside the API (`sweep`, `expire_away`, `gauges`) are below.
 

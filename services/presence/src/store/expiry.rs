@@ -1,13 +1,13 @@
-//! Away sessions whose time ran out go. Finding which are due is one function,
-//! [`PresenceStore::due_away`]: a scan of the whole bucket today, so that an
-//! index of due times can take its place without the rest changing.
+//! Away sessions whose time ran out go: this replica's index names the users
+//! who have one ([`PresenceStore::due_away`]), and each user's record, read
+//! again, says which sessions.
 
 use std::time::{Duration, SystemTime};
 
 use meetup_proto::bus::v1::LeaveReason;
 
 use super::PresenceStore;
-use super::record::{away_until, sessions_where};
+use super::record::away_until;
 use crate::error::PresenceError;
 
 impl PresenceStore {
@@ -18,15 +18,6 @@ impl PresenceStore {
         let deadline = SystemTime::now() - margin;
         let mut removed = 0;
         for (user_id, session_id) in self.due_away(deadline).await? {
-            // Resumed meanwhile: the session id is gone, or no longer away.
-            let still_away = self.read(&user_id).await?.is_some_and(|c| {
-                c.sessions().iter().any(|s| {
-                    s.session_id == session_id && away_until(s).is_some_and(|t| t <= deadline)
-                })
-            });
-            if !still_away {
-                continue;
-            }
             match self
                 .unregister(&session_id, Some(&user_id), LeaveReason::Disconnected, "")
                 .await
@@ -43,11 +34,11 @@ impl PresenceStore {
     }
 
     /// `(user id, session id)` of the away sessions whose time ran out by
-    /// `deadline`, as the bucket's whole scan shows them (each is checked
-    /// again before it goes).
+    /// `deadline`: the index names the users, and their records, read again,
+    /// the sessions (one resumed meanwhile has a new id, or is no longer away).
     async fn due_away(&self, deadline: SystemTime) -> Result<Vec<(String, String)>, PresenceError> {
-        Ok(sessions_where(&self.all().await?, |s| {
-            away_until(s).is_some_and(|t| t <= deadline)
-        }))
+        let users = self.lookup(|index| index.away_by(deadline)).await?;
+        self.sessions_now(users, |s| away_until(s).is_some_and(|t| t <= deadline))
+            .await
     }
 }

@@ -1,15 +1,16 @@
 //! Gateways going: one leaving on purpose takes its sessions with it, and the
 //! sweep finds the gateways whose lease is gone and removes their sessions
-//! (or turns them away for the resume grace).
+//! (or turns them away for the resume grace). Which gateways online users are
+//! on, and which users are on one, this replica's index says.
 
-use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
 use meetup_proto::bus::v1::LeaveReason;
+use meetup_proto::presence::v1::Session;
 use meetup_runtime::store::leases::LeaseView;
 
 use super::PresenceStore;
-use super::record::{registered_before, sessions_where};
+use super::record::registered_before;
 use crate::error::{PresenceError, require};
 
 impl PresenceStore {
@@ -22,9 +23,9 @@ impl PresenceStore {
         cutoff: Option<SystemTime>,
     ) -> Result<(u32, Vec<String>), PresenceError> {
         require("gateway_id", gateway_id)?;
-        let doomed = sessions_where(&self.all().await?, |s| {
-            s.gateway_id == gateway_id && registered_before(s, cutoff)
-        });
+        let doomed = self
+            .sessions_on(gateway_id, |s| registered_before(s, cutoff))
+            .await?;
         let mut removed = 0;
         let mut offline = Vec::new();
         for (user_id, session_id) in doomed {
@@ -52,12 +53,10 @@ impl PresenceStore {
         view: &mut LeaseView,
         confirm: Duration,
     ) -> Result<u32, PresenceError> {
-        let users = self.all().await?;
-        let mentioned: BTreeSet<&str> = users
-            .iter()
-            .flat_map(|u| u.sessions.iter().map(|s| s.gateway_id.as_str()))
-            .collect();
-        let dead = self.dead_gateways(view, mentioned, confirm).await?;
+        let mentioned = self.lookup(|index| index.gateways()).await?;
+        let dead = self
+            .dead_gateways(view, mentioned.iter().map(String::as_str), confirm)
+            .await?;
         let grace = self.resume_grace();
         let mut removed = 0;
         for gateway in dead {
@@ -73,11 +72,11 @@ impl PresenceStore {
             }
             // Its clients may come back through another gateway: their sessions
             // turn away, and go only if nobody resumes them in time.
-            let doomed = sessions_where(&users, |s| {
-                s.gateway_id == gateway.gateway_id
-                    && s.away_until.is_none()
-                    && registered_before(s, Some(gateway.cutoff))
-            });
+            let doomed = self
+                .sessions_on(&gateway.gateway_id, |s| {
+                    s.away_until.is_none() && registered_before(s, Some(gateway.cutoff))
+                })
+                .await?;
             let count = doomed.len();
             for (user_id, session_id) in doomed {
                 match self.set_away(&user_id, &session_id, grace, None, "").await {
@@ -90,6 +89,18 @@ impl PresenceStore {
             }
         }
         Ok(removed)
+    }
+
+    /// `(user id, session id)` of the sessions on `gateway_id` that `pick`
+    /// selects, as the records of the users the index has on it say.
+    async fn sessions_on(
+        &self,
+        gateway_id: &str,
+        pick: impl Fn(&Session) -> bool,
+    ) -> Result<Vec<(String, String)>, PresenceError> {
+        let users = self.lookup(|index| index.users_on(gateway_id)).await?;
+        self.sessions_now(users, |s| s.gateway_id == gateway_id && pick(s))
+            .await
     }
 }
 

@@ -1,8 +1,6 @@
 //! Reading who is online: one user, everyone in the order they came online,
 //! and the counts behind the gauges.
 
-use std::collections::HashSet;
-
 use meetup_proto::presence::v1::OnlineUser;
 
 use super::PresenceStore;
@@ -41,17 +39,9 @@ impl PresenceStore {
             .ok_or_else(|| PresenceError::UserNotFound(user_id.to_owned()))
     }
 
+    /// As this replica's index counts them.
     pub async fn counts(&self) -> Result<Counts, PresenceError> {
-        let users = self.all().await?;
-        let gateways: HashSet<&str> = users
-            .iter()
-            .flat_map(|u| u.sessions.iter().map(|s| s.gateway_id.as_str()))
-            .collect();
-        Ok(Counts {
-            online_users: users.len() as u32,
-            sessions: users.iter().map(|u| u.sessions.len() as u32).sum(),
-            gateways: gateways.len() as u32,
-        })
+        self.lookup(|index| index.counts()).await
     }
 }
 

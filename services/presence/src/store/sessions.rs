@@ -118,7 +118,7 @@ impl PresenceStore {
     }
 
     /// Removes one session. `user_id` names its user when the caller knows it;
-    /// else every user is scanned for it.
+    /// else this replica's index is asked.
     pub async fn unregister(
         &self,
         session_id: &str,
@@ -188,16 +188,10 @@ impl PresenceStore {
         Ok(gone)
     }
 
-    /// The user holding `session_id`, for a caller that does not know it: a
-    /// scan of the whole bucket.
+    /// The user holding `session_id`, for a caller that does not know it, as
+    /// this replica's index says (the removal reads the record again).
     async fn owner_of(&self, session_id: &str) -> Result<Option<String>, PresenceError> {
-        Ok(self.all().await?.into_iter().find_map(|u| {
-            u.sessions
-                .iter()
-                .any(|s| s.session_id == session_id)
-                .then(|| u.user.map(|u| u.id))
-                .flatten()
-        }))
+        self.lookup(|index| index.owner_of(session_id)).await
     }
 }
 

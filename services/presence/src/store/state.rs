@@ -1,18 +1,26 @@
 //! The handle on the presence bucket and the one way into it that every
 //! concern of the store goes through: a user's record read, or changed by
-//! compare-and-set; the whole-bucket scan; the gateways' leases. The handle's
-//! state is private to this module; the concerns see only these methods.
+//! compare-and-set; this replica's index of the bucket asked; the
+//! whole-bucket scan; the gateways' leases. The handle's state is private to
+//! this module; the concerns see only these methods.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use meetup_proto::bus::v1::UserRecord;
-use meetup_proto::presence::v1::OnlineUser;
+use meetup_proto::presence::v1::{OnlineUser, Session};
+use meetup_runtime::store::due::Followed;
 use meetup_runtime::store::leases::{DeadGateway, LeaseView};
 use meetup_runtime::store::{self, Bucket, Change, StateStore, Versioned, keys};
+use prost::Message;
 
-use super::record::{Current, decode, online};
+use super::index::PresenceIndex;
+use super::record::{Current, decode, online, sessions_where};
 use crate::error::PresenceError;
+
+/// How long a lookup waits for this replica's index to catch up with the
+/// bucket before it reads the bucket itself.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(1);
 
 /// Cheap-to-clone handle on the presence bucket.
 #[derive(Clone, Debug)]
@@ -23,6 +31,8 @@ pub struct PresenceStore {
 #[derive(Clone, Debug)]
 struct Shared {
     bucket: Bucket,
+    /// What this replica knows of the presence bucket, from its watch.
+    seen: Followed<PresenceIndex>,
     leases: Bucket,
     max_sessions_per_user: usize,
     /// How long the sessions of a dead gateway stay away before they go
@@ -36,6 +46,7 @@ impl PresenceStore {
         PresenceStore {
             shared: Arc::new(Shared {
                 bucket: state.presence.clone(),
+                seen: Followed::start(state.presence.clone()),
                 leases: state.gateways.clone(),
                 max_sessions_per_user: max_sessions_per_user.max(1),
                 resume_grace: Duration::ZERO,
@@ -74,6 +85,27 @@ impl PresenceStore {
         }))
     }
 
+    /// `(user id, session id)` of the sessions of `user_ids` that `pick`
+    /// selects, as their records are now (the index named the users; it may
+    /// be behind, the records are not).
+    pub(super) async fn sessions_now(
+        &self,
+        user_ids: Vec<String>,
+        pick: impl Fn(&Session) -> bool,
+    ) -> Result<Vec<(String, String)>, PresenceError> {
+        let mut users = Vec::new();
+        for user_id in user_ids {
+            if let Some(user) = self
+                .read(&user_id)
+                .await?
+                .and_then(|c| online(&c.record).cloned())
+            {
+                users.push(user);
+            }
+        }
+        Ok(sessions_where(&users, pick))
+    }
+
     /// Changes `user_id`'s record by compare-and-set ([`Bucket::modify`]):
     /// `decide` sees the record as it is; what it decides is written with the
     /// revision read, or decided again when another writer came first.
@@ -87,18 +119,56 @@ impl PresenceStore {
         F: FnMut(Option<Current>) -> Fut,
         Fut: std::future::Future<Output = Result<Change<UserRecord, T>, PresenceError>>,
     {
-        self.shared
+        let key = keys::user(user_id);
+        // The record of the round's write, if it decided one. A std Mutex is
+        // fine: never held across an `.await` (it is one for the futures of
+        // a request to stay `Send`).
+        let written = Mutex::new(None);
+        let (answer, revision) = self
+            .shared
             .bucket
-            .modify(
-                &keys::user(user_id),
-                |read: Option<Versioned<UserRecord>>| {
-                    decide(read.map(|r| Current {
-                        record: r.value,
-                        revision: r.revision,
-                    }))
-                },
-            )
-            .await
+            .modify(&key, |read: Option<Versioned<UserRecord>>| {
+                let decided = decide(read.map(|r| Current {
+                    record: r.value,
+                    revision: r.revision,
+                }));
+                let written = &written;
+                async move {
+                    let change = decided.await?;
+                    *written.lock().unwrap_or_else(|p| p.into_inner()) = match &change {
+                        Change::Put(record, _) => Some(record.encode_to_vec()),
+                        _ => None,
+                    };
+                    Ok::<_, PresenceError>(change)
+                }
+            })
+            .await?;
+        // This replica's index knows its own change at once, before the
+        // watch brings it back: a lookup right after it finds it.
+        let written = written.into_inner().unwrap_or_else(|p| p.into_inner());
+        if let Some(record) = written.filter(|_| revision > 0) {
+            self.shared.seen.observe(&store::Entry {
+                key,
+                value: Some(record.into()),
+                revision,
+            });
+        }
+        Ok((answer, revision))
+    }
+
+    /// Asks `query` of this replica's index of the presence bucket, once it
+    /// has followed every write the bucket had; when it cannot within
+    /// [`CATCH_UP_WAIT`] (starting, resyncing, far behind), of an index made
+    /// of one full read. Either way what it names is a hint to re-read.
+    pub(super) async fn lookup<R>(
+        &self,
+        query: impl Fn(&PresenceIndex) -> R,
+    ) -> Result<R, PresenceError> {
+        Ok(self
+            .shared
+            .seen
+            .ask(CATCH_UP_WAIT, keys::USER_PREFIX, query)
+            .await?)
     }
 
     /// Deletes the key of a user who went offline with the write at
@@ -115,7 +185,7 @@ impl PresenceStore {
     }
 
     /// Every online user with its sessions, in no particular order: a scan of
-    /// the whole bucket.
+    /// the whole bucket (for the list, which returns them all anyway).
     pub(super) async fn all(&self) -> Result<Vec<OnlineUser>, PresenceError> {
         let entries = self.shared.bucket.scan(keys::USER_PREFIX).await?;
         Ok(entries

@@ -283,6 +283,29 @@ impl<V: View> Followed<V> {
         .await;
         waited.unwrap_or(false)
     }
+    /// Asks `query` of the view once it has caught up (waiting at most
+    /// `within`, see [`Followed::caught_up`]); when it has not, of a view
+    /// built from one full read of the keys starting with `prefix`, so that
+    /// nothing the watch has yet to bring is missed. Either way the answer is
+    /// a hint: whoever acts on it reads the record again.
+    pub async fn ask<R>(
+        &self,
+        within: Duration,
+        prefix: &str,
+        query: impl Fn(&V) -> R,
+    ) -> Result<R, StoreError> {
+        if self.caught_up(within).await
+            && let Some(answer) = self.read(&query)
+        {
+            return Ok(answer);
+        }
+        tracing::debug!("view not caught up; reading the bucket");
+        let mut view = V::default();
+        for entry in self.shared.inner.bucket.scan(prefix).await? {
+            view.apply(&entry);
+        }
+        Ok(query(&view))
+    }
 }
 
 fn lock<V>(inner: &Inner<V>) -> std::sync::MutexGuard<'_, State<V>> {
@@ -430,6 +453,35 @@ mod tests {
             Some(r2),
             "the watch's older entry of mine was skipped"
         );
+    }
+
+    #[test]
+    fn asking_a_view_that_does_not_follow_reads_the_bucket() {
+        let memory = MemoryBucket::new(None);
+        memory.put("a", v()).expect("put");
+        memory.put("b", v()).expect("put");
+        // Started outside a runtime: nothing follows, the view is never current.
+        let view: Followed<Keys> = Followed::start(Bucket::Memory(memory.clone()));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let keys = runtime
+            .block_on(view.ask(Duration::from_secs(5), "", |k| k.0.len()))
+            .expect("read");
+        assert_eq!((keys, memory.scanned()), (2, 2), "from one full read");
+    }
+
+    #[tokio::test]
+    async fn asking_a_view_that_caught_up_reads_nothing() {
+        let memory = MemoryBucket::new(None);
+        memory.put("a", v()).expect("put");
+        let view: Followed<Keys> = Followed::start(Bucket::Memory(memory.clone()));
+        let keys = view
+            .ask(Duration::from_secs(5), "", |k| k.0.len())
+            .await
+            .expect("read");
+        assert_eq!((keys, memory.scanned()), (1, 0), "from the view");
     }
 
     #[tokio::test]
