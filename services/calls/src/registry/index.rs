@@ -102,15 +102,6 @@ impl View for CallsIndex {
 }
 
 impl CallsIndex {
-    /// An index of `entries` (one full read of the bucket).
-    pub(super) fn of(entries: &[Entry]) -> Self {
-        let mut index = CallsIndex::default();
-        for entry in entries {
-            index.apply(entry);
-        }
-        index
-    }
-
     fn set_call(&mut self, call_id: String, call: Option<Call>) {
         if let Some(old) = self.calls.remove(&call_id) {
             take(&mut self.by_session, &old.sessions, &call_id);

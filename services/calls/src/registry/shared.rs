@@ -210,15 +210,8 @@ impl CallRegistry {
     /// [`CATCH_UP_WAIT`] (starting, resyncing, far behind), of an index made
     /// of one full read. Either way what it names is a hint to re-read.
     pub(super) async fn lookup<R>(&self, query: impl Fn(&CallsIndex) -> R) -> Result<R, CallError> {
-        let seen = &self.shared.seen;
-        if seen.caught_up(CATCH_UP_WAIT).await
-            && let Some(answer) = seen.read(&query)
-        {
-            return Ok(answer);
-        }
-        tracing::debug!("calls index not caught up; reading the bucket");
-        let entries = self.shared.calls.scan("").await?;
-        Ok(query(&CallsIndex::of(&entries)))
+        // Every key of the bucket: the index files chats (`m.`) as well as calls.
+        Ok(self.shared.seen.ask(CATCH_UP_WAIT, "", query).await?)
     }
 
     /// Every call record, read in one scan.
