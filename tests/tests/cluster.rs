@@ -500,7 +500,13 @@ async fn a_socket_whose_session_the_state_lost_is_closed() {
     b.wait_closed(EVENT).await.expect("b's socket is closed");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!a.is_closed(), "a's socket was closed too");
+    let since = a.mark();
     let b = user(&cluster.url(1), &b_id).await;
+    // b's ack says its own gateway has the registration; a's gateway counts it
+    // once its mirror has it too, which a hearing b come back shows.
+    a.wait_for("user-joined", since, EVENT, |u| u["id"] == b_id.as_str())
+        .await
+        .expect("a hears b is back");
     let c = counts(&cluster, 0).await;
     assert_eq!(c["onlineUsers"].as_u64(), Some(2), "{c}");
     drop(b);
