@@ -71,10 +71,10 @@ pub async fn run(
         .max_buffer_size(config.socket_buffer)
         .ws_read_buffer_size(config.ws_read_buffer_bytes)
         .build_layer();
-    let missed = resume::MissedRelays::open(
+    let missed = meetup_runtime::relay_log::RelayLog::for_bus(
         &backends.bus,
         config.resume_buffer,
-        config.resume_grace(),
+        resume::kept_for(config.resume_grace()),
         config.jetstream_replicas,
     )
     .await?;
