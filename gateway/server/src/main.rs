@@ -25,7 +25,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = meetup_gateway::run(config, listener, shutdown::signal()).await;
+    let result = meetup_server::run(config, listener, shutdown::signal()).await;
     telemetry.shutdown().await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
