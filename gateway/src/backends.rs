@@ -1,7 +1,7 @@
 //! The backends the gateway is handed by its composition root (`meetup-server`):
 //! the presence, call and history services, each reached through a
 //! [`Transport`], and the bus, the state store the gateway watches and the relay
-//! log of away sessions, each local or remote (`meetup_runtime`).
+//! log of away sessions, each local or remote (`meetup_platform`).
 //!
 //! A remote service is a set of replicas (`PRESENCE_URL`, `CALLS_URL`: several
 //! addresses, or a name with several addresses, balanced with fail-over;
@@ -16,13 +16,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures::TryFutureExt;
 use futures::future::{Either, ErrInto};
+use meetup_platform::Bus;
+use meetup_platform::grpc::{AttachBearer, InProcess};
+use meetup_platform::relay_log::RelayLog;
+use meetup_platform::store::StateStore;
 use meetup_proto::calls::v1::call_service_client::CallServiceClient;
 use meetup_proto::history::v1::history_service_client::HistoryServiceClient;
 use meetup_proto::presence::v1::presence_service_client::PresenceServiceClient;
-use meetup_runtime::Bus;
-use meetup_runtime::grpc::{AttachBearer, InProcess};
-use meetup_runtime::relay_log::RelayLog;
-use meetup_runtime::store::StateStore;
 use tonic::body::Body;
 use tonic::codegen::{StdError, http};
 use tonic::service::interceptor::InterceptedService;
@@ -36,7 +36,7 @@ use crate::config::Config;
 pub type PresenceClient = PresenceServiceClient<InterceptedService<Traced, AttachBearer>>;
 pub type CallsClient = CallServiceClient<InterceptedService<Traced, AttachBearer>>;
 pub type HistoryClient = HistoryServiceClient<InterceptedService<Traced, AttachBearer>>;
-type Traced = meetup_runtime::tracing_context::TraceGrpcClient<Transport>;
+type Traced = meetup_platform::tracing_context::TraceGrpcClient<Transport>;
 
 /// How the gateway reaches a service: the service of this process, called
 /// directly through the same layers and interceptor as over the network, with
@@ -308,7 +308,7 @@ pub fn replica_went_away(status: &tonic::Status) -> bool {
         status.code(),
         tonic::Code::Unavailable | tonic::Code::Unknown
     ) || transport_reset)
-        && !meetup_runtime::reason::carries_one(status)
+        && !meetup_platform::reason::carries_one(status)
 }
 
 #[cfg(test)]

@@ -40,10 +40,10 @@ pub mod traces;
 use std::future::Future;
 use std::time::Duration;
 
+use meetup_platform::store::keys;
+use meetup_platform::subjects;
 use meetup_proto::calls::v1::RemoveGatewayRequest;
 use meetup_proto::presence::v1::UnregisterGatewayRequest;
-use meetup_runtime::store::keys;
-use meetup_runtime::subjects;
 use socketioxide::SocketIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -103,7 +103,7 @@ pub async fn run(
     });
     {
         let mirror = gw.mirror().clone();
-        meetup_runtime::metrics::on_scrape(move || {
+        meetup_platform::metrics::on_scrape(move || {
             let (users, calls) = mirror.counts();
             metrics::get().online_users.set(users as i64);
             metrics::get().live_calls.set(calls as i64);

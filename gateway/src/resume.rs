@@ -4,7 +4,7 @@
 //! A resume token is 128 random bits given to the client in the ack of its
 //! `user-joined`; the state keeps only its SHA-256, so a token read from the
 //! presence API is of no use. Relays addressed to an away session go to the
-//! relay log (`meetup_runtime::relay_log`: a JetStream stream with a short max
+//! relay log (`meetup_platform::relay_log`: a JetStream stream with a short max
 //! age in a cluster, in this process in the embedded mode), which the gateway
 //! that resumes the session reads once and purges.
 
@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
+use meetup_platform::relay_log::RelayLog;
 use meetup_proto::bus::v1::Relay;
-use meetup_runtime::relay_log::RelayLog;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use meetup_runtime::Bus;
-use meetup_runtime::relay_log::RelayLog;
-use meetup_runtime::store::StateStore;
+use meetup_platform::Bus;
+use meetup_platform::relay_log::RelayLog;
+use meetup_platform::store::StateStore;
 use serde::Serialize;
 use socketioxide::SocketIo;
 use socketioxide::adapter::LocalAdapter;

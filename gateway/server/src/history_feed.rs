@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use meetup_history::{CallSnapshot, HistoryStore};
-use meetup_runtime::store::{Bucket, Watched};
+use meetup_platform::store::{Bucket, Watched};
 
 /// Changes the history takes from the watch at most at once.
 const INGEST_BATCH: usize = 512;

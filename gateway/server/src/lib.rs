@@ -24,9 +24,9 @@ use std::time::Duration;
 
 use meetup_gateway::backends;
 use meetup_gateway::{Backends, Config, Transports};
-use meetup_runtime::Bus;
-use meetup_runtime::relay_log::RelayLog;
-use meetup_runtime::store::{BucketSettings, StateStore};
+use meetup_platform::Bus;
+use meetup_platform::relay_log::RelayLog;
+use meetup_platform::store::{BucketSettings, StateStore};
 use tokio::net::TcpListener;
 
 use crate::local::LocalServices;
@@ -112,21 +112,21 @@ impl System {
 fn warn_if_local_apis_exposed(config: &Config) {
     let token = config.internal_api_token.as_deref();
     if config.presence_url.is_none() {
-        meetup_runtime::grpc::warn_if_exposed("presence", config.presence_listen, token);
+        meetup_platform::grpc::warn_if_exposed("presence", config.presence_listen, token);
     }
     if config.calls_url.is_none() {
-        meetup_runtime::grpc::warn_if_exposed("calls", config.calls_listen, token);
+        meetup_platform::grpc::warn_if_exposed("calls", config.calls_listen, token);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use clap::Parser;
+    use meetup_platform::grpc::AttachBearer;
     use meetup_proto::calls::v1::GetCallRequest;
     use meetup_proto::history::v1::ListUserCallsRequest;
     use meetup_proto::presence::v1::RegisterSessionRequest;
     use meetup_proto::presence::v1::presence_service_client::PresenceServiceClient;
-    use meetup_runtime::grpc::AttachBearer;
     use tonic::transport::Endpoint;
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_check_response::ServingStatus;
@@ -166,7 +166,7 @@ mod tests {
 
     /// What the gateway's ack mapping looks at.
     fn seen(status: &tonic::Status) -> (tonic::Code, String, Option<String>) {
-        let reason = meetup_runtime::reason::of(status).map(|r| r.as_str().to_owned());
+        let reason = meetup_platform::reason::of(status).map(|r| r.as_str().to_owned());
         (status.code(), status.message().to_owned(), reason)
     }
 

@@ -10,9 +10,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use meetup_gateway::{Config, Transport};
 use meetup_history::HistoryStore;
-use meetup_runtime::Bus;
-use meetup_runtime::grpc::in_process;
-use meetup_runtime::store::StateStore;
+use meetup_platform::Bus;
+use meetup_platform::grpc::in_process;
+use meetup_platform::store::StateStore;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -63,11 +63,11 @@ impl LocalServices {
         )));
         self.tasks.push(tokio::spawn(meetup_presence::expire_away(
             presence.clone(),
-            meetup_runtime::service::EXPIRE_EVERY,
+            meetup_platform::service::EXPIRE_EVERY,
             self.stopped(),
         )));
         let api = meetup_presence::api(presence, bus.clone(), config.internal_api_token.clone());
-        let server = meetup_runtime::grpc::serve(listener, api.clone(), self.stopped());
+        let server = meetup_platform::grpc::serve(listener, api.clone(), self.stopped());
         self.tasks.push(tokio::spawn(serve("presence", server)));
         Ok(Transport::Local(in_process(api, config.rpc_timeout())))
     }
@@ -96,11 +96,11 @@ impl LocalServices {
         )));
         self.tasks.push(tokio::spawn(meetup_calls::expire_away(
             registry.clone(),
-            meetup_runtime::service::EXPIRE_EVERY,
+            meetup_platform::service::EXPIRE_EVERY,
             self.stopped(),
         )));
         let api = meetup_calls::api(registry, config.internal_api_token.clone());
-        let server = meetup_runtime::grpc::serve(listener, api.clone(), self.stopped());
+        let server = meetup_platform::grpc::serve(listener, api.clone(), self.stopped());
         self.tasks.push(tokio::spawn(serve("calls", server)));
         Ok(Transport::Local(in_process(api, config.rpc_timeout())))
     }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use meetup_gateway::Config;
-use meetup_runtime::{shutdown, telemetry};
+use meetup_platform::{shutdown, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {

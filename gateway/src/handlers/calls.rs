@@ -1,10 +1,10 @@
 //! `start-call`, `join-call` and `leave-call`: changes on the call service,
 //! answered once this gateway's mirror has told its sockets.
 
+use meetup_platform::reason::{self, Reason};
 use meetup_proto::calls::v1::{
     GetCallRequest, JoinCallRequest, LeaveCallRequest, StartCallRequest,
 };
-use meetup_runtime::reason::{self, Reason};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 

@@ -10,13 +10,13 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use meetup_platform::store::leases::LeaseView;
+use meetup_platform::store::{self, Bucket, Change, StateStore, Versioned, keys};
 use meetup_proto::bus::v1::{
     CallChange, CallEnded, CallRecord, CallStarted, EndReason, LeaveReason, ParticipantAway,
     ParticipantJoined, ParticipantLeft, ParticipantResumed, StartedCall, StartedCalls, call_change,
 };
 use meetup_proto::calls::v1::{Attendee, Call, CallUser, Outcome, Participant};
-use meetup_runtime::store::leases::LeaseView;
-use meetup_runtime::store::{self, Bucket, Change, StateStore, Versioned, keys};
 use prost::Message;
 
 use crate::error::{CallError, MAX_INVITED, require};
@@ -931,11 +931,11 @@ impl CallRegistry {
     }
 
     /// Follows the calls bucket's call keys from `after` (see
-    /// [`meetup_runtime::store::Bucket::follow_after`]).
+    /// [`meetup_platform::store::Bucket::follow_after`]).
     pub async fn follow_after(
         &self,
         after: u64,
-    ) -> Result<meetup_runtime::store::TrackedStream, CallError> {
+    ) -> Result<meetup_platform::store::TrackedStream, CallError> {
         Ok(self
             .shared
             .calls
@@ -1067,7 +1067,7 @@ pub fn participant(
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
-    use meetup_runtime::store::BucketSettings;
+    use meetup_platform::store::BucketSettings;
 
     use super::*;
 

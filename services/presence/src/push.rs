@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use meetup_platform::{Bus, subjects};
 use meetup_proto::bus::v1::Push;
-use meetup_runtime::{Bus, subjects};
 use prost::Message;
 
 use crate::error::{PresenceError, require};
@@ -78,7 +78,7 @@ pub async fn send_to_user(
         )
         .await
         .map_err(|error| {
-            PresenceError::Store(meetup_runtime::store::StoreError::Unavailable(
+            PresenceError::Store(meetup_platform::store::StoreError::Unavailable(
                 error.to_string(),
             ))
         })?;

@@ -13,13 +13,13 @@ use meetup_proto::presence::v1::{
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
+use meetup_platform::Bus;
+use meetup_platform::grpc::traceparent;
+use meetup_platform::store::{Present, Tracked, keys};
 use meetup_proto::bus::v1::{UserRecord, presence_change};
 use meetup_proto::presence::v1::{
     PresenceEvent, SendToUserRequest, SendToUserResponse, WatchPresenceRequest, presence_event,
 };
-use meetup_runtime::Bus;
-use meetup_runtime::grpc::traceparent;
-use meetup_runtime::store::{Present, Tracked, keys};
 use prost::Message;
 use tonic::{Request, Response, Status};
 

@@ -6,12 +6,12 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use meetup_platform::store::{self, Bucket, Change, StateStore, Versioned, keys};
 use meetup_proto::bus::v1::{
     LeaveReason, PresenceChange, SessionAway, SessionRegistered, SessionResumed,
     SessionUnregistered, UserRecord, presence_change,
 };
 use meetup_proto::presence::v1::{OnlineUser, Session, User};
-use meetup_runtime::store::{self, Bucket, Change, StateStore, Versioned, keys};
 use prost::Message;
 
 use crate::error::{PresenceError, require};
@@ -609,7 +609,7 @@ impl PresenceStore {
     }
 
     /// Follows the users' keys from `after` (see
-    /// [`meetup_runtime::store::Bucket::follow_after`]).
+    /// [`meetup_platform::store::Bucket::follow_after`]).
     pub async fn follow_after(&self, after: u64) -> Result<store::TrackedStream, PresenceError> {
         Ok(self
             .shared
@@ -715,7 +715,7 @@ mod tests {
 
     use bytes::Bytes;
     use futures::StreamExt;
-    use meetup_runtime::store::{BucketSettings, Watched};
+    use meetup_platform::store::{BucketSettings, Watched};
 
     use super::*;
 
