@@ -38,15 +38,16 @@ COPY --from=demo-assets /demo/node_modules gateway/demo/node_modules
 # Already installed above: gateway/build.rs must not try npm itself.
 ENV MEETUP_SKIP_DEMO_NPM=1
 
-# `-p` for each binary: the workspace's default-members is only the gateway, so
-# a bare `cargo build` at the root would not build the services.
+# `-p` for each binary: the workspace's default-members is only meetup-server
+# (which builds `meetup-gateway`), so a bare `cargo build` at the root would not
+# build the services.
 # The target dir is a cache mount, gone after this step: copy the binaries out
 # in the same RUN.
 RUN --mount=type=cache,id=meetup-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,id=meetup-cargo-git,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,id=meetup-target,target=/src/target,sharing=locked \
     cargo build --release --locked --bins \
-        -p meetup-gateway -p meetup-presence -p meetup-calls -p meetup-history \
+        -p meetup-server -p meetup-presence -p meetup-calls -p meetup-history \
  && mkdir -p /out \
  && cp target/release/meetup-gateway target/release/meetup-presence target/release/meetup-calls \
        target/release/meetup-history /out/

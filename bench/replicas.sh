@@ -23,7 +23,7 @@ if [ "$QUICK" = 1 ]; then dur=2; rates="1000 2000"; storm=200; else
 source bench/cluster-lib.sh
 
 step "build (release)"
-nice -n 10 cargo build --release --locked -p meetup-gateway -p meetup-presence -p meetup-calls -p meetup-loadgen
+nice -n 10 cargo build --release --locked -p meetup-server -p meetup-presence -p meetup-calls -p meetup-loadgen
 "$nats_bin" --version >&2
 
 # 1. RPC/s: each service alone on its own NATS, one replica and two, at rising

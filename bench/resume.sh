@@ -17,7 +17,7 @@ if [ "$QUICK" = 1 ]; then calls=10; dur=10; else calls=100; dur=60; fi
 source bench/cluster-lib.sh
 
 step "build (release)"
-nice -n 10 cargo build --release --locked -p meetup-gateway -p meetup-presence -p meetup-calls -p meetup-loadgen
+nice -n 10 cargo build --release --locked -p meetup-server -p meetup-presence -p meetup-calls -p meetup-loadgen
 "$nats_bin" --version >&2
 
 start_cluster

@@ -22,7 +22,7 @@ record() { local name=$1; shift; step "$name"; lg "$@" | tail -n 1 > "$out/$name
 record_cpu() { local name=$1; shift; step "$name"; python3 bench/cpu_time.py "$@" | tail -n 1 > "$out/$name.json"; cat "$out/$name.json" >&2; }
 
 step "build (release)"
-cargo build --release --locked -p meetup-gateway -p meetup-presence -p meetup-calls -p meetup-loadgen
+cargo build --release --locked -p meetup-server -p meetup-presence -p meetup-calls -p meetup-loadgen
 (cd bench/node-reference && npm ci --no-audit --no-fund --loglevel=error)
 # JetStream holds the state: a current nats-server (2.11 or newer, for per-key TTL).
 nats_bin=${NATS_SERVER_BIN:-$(command -v nats-server || echo /usr/sbin/nats-server)}

@@ -1,27 +1,29 @@
-//! The presence and call services as the gateway reaches them: remote replicas
-//! (`PRESENCE_URL`, `CALLS_URL`: several addresses, or a name with several
-//! addresses, balanced with fail-over) or services started in this process, each
-//! still serving its gRPC API so that other internal services can call it while
-//! the gateway calls it directly (no socket, no HTTP/2); and the state store the
-//! gateway watches (JetStream over NATS, or the in-memory one it shares with the
-//! in-process services).
+//! The backends the gateway is handed by its composition root (`meetup-server`):
+//! the presence, call and history services, each reached through a
+//! [`Transport`], and the bus, the state store the gateway watches and the relay
+//! log of away sessions, each local or remote (`meetup_platform`).
+//!
+//! A remote service is a set of replicas (`PRESENCE_URL`, `CALLS_URL`: several
+//! addresses, or a name with several addresses, balanced with fail-over;
+//! `HISTORY_URL`); a local one is the service of this process, called directly
+//! through the same layers as over the network (no socket, no HTTP/2).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::TryFutureExt;
 use futures::future::{Either, ErrInto};
+use meetup_platform::Bus;
+use meetup_platform::grpc::retry::Retry;
+use meetup_platform::grpc::{AttachBearer, InProcess};
+use meetup_platform::relay_log::RelayLog;
+use meetup_platform::store::StateStore;
 use meetup_proto::calls::v1::call_service_client::CallServiceClient;
+use meetup_proto::history::v1::history_service_client::HistoryServiceClient;
 use meetup_proto::presence::v1::presence_service_client::PresenceServiceClient;
-use meetup_runtime::Bus;
-use meetup_runtime::grpc::retry::Retry;
-use meetup_runtime::grpc::{AttachBearer, InProcess, in_process};
-use meetup_runtime::store::{BucketSettings, StateStore};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tonic::body::Body;
 use tonic::codegen::{StdError, http};
 use tonic::service::interceptor::InterceptedService;
@@ -35,15 +37,16 @@ use crate::config::Config;
 /// (`Retry`: refused connections, and replicas gone for methods safe to repeat).
 pub type PresenceClient = PresenceServiceClient<InterceptedService<Traced, AttachBearer>>;
 pub type CallsClient = CallServiceClient<InterceptedService<Traced, AttachBearer>>;
-type Traced = meetup_runtime::tracing_context::TraceGrpcClient<Retry<Transport>>;
+pub type HistoryClient = HistoryServiceClient<InterceptedService<Traced, AttachBearer>>;
+type Traced = meetup_platform::tracing_context::TraceGrpcClient<Retry<Transport>>;
 
-/// How the gateway reaches a service: the channel balanced over its replicas,
-/// or the service of this process, called directly through the same layers
-/// and interceptor as over the network, with the same deadline.
+/// How the gateway reaches a service: the service of this process, called
+/// directly through the same layers and interceptor as over the network, with
+/// the same deadline, or the channel balanced over its replicas.
 #[derive(Clone, Debug)]
 pub enum Transport {
+    Local(InProcess),
     Remote(Channel),
-    InProcess(InProcess),
 }
 
 impl tower::Service<http::Request<Body>> for Transport {
@@ -56,15 +59,15 @@ impl tower::Service<http::Request<Body>> for Transport {
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StdError>> {
         match self {
+            Transport::Local(service) => service.poll_ready(cx),
             Transport::Remote(channel) => channel.poll_ready(cx).map_err(Into::into),
-            Transport::InProcess(service) => service.poll_ready(cx),
         }
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         match self {
+            Transport::Local(service) => Either::Right(service.call(request)),
             Transport::Remote(channel) => Either::Left(channel.call(request).err_into()),
-            Transport::InProcess(service) => Either::Right(service.call(request)),
         }
     }
 }
@@ -72,127 +75,80 @@ impl tower::Service<http::Request<Body>> for Transport {
 /// Largest response accepted from a service (a presence snapshot of ~1M users).
 const MAX_SNAPSHOT_BYTES: usize = 256 << 20;
 
+/// How the gateway reaches each of its services.
+#[derive(Clone, Debug)]
+pub struct Transports {
+    pub presence: Transport,
+    pub calls: Transport,
+    pub history: Transport,
+}
+
+/// Everything the gateway runs on.
+#[derive(Clone, Debug)]
 pub struct Backends {
     pub presence: PresenceClient,
     pub calls: CallsClient,
+    pub history: HistoryClient,
     pub bus: Bus,
     pub store: StateStore,
-    embedded: Vec<JoinHandle<()>>,
-    stop_embedded: watch::Sender<bool>,
+    pub relay_log: Arc<RelayLog>,
 }
 
 impl Backends {
-    pub async fn start(config: &Config) -> anyhow::Result<Self> {
-        let bus = match &config.nats_url {
-            Some(url) => Bus::connect_nats(url, "meetup-gateway", Duration::from_secs(10)).await?,
-            None => Bus::local(),
-        };
-        let settings = BucketSettings {
-            replicas: config.jetstream_replicas.max(1),
-            lease_ttl: config.liveness().timeout,
-        };
-        let store = StateStore::for_bus(&bus, settings).await?;
-        let (stop_embedded, stop) = watch::channel(false);
-        let mut embedded = Vec::new();
-        let presence = match &config.presence_url {
-            Some(urls) => Transport::Remote(balanced(urls, config, stopped(stop.clone())).await?),
-            None => {
-                let listener = bind(config.presence_listen, "PRESENCE_LISTEN").await?;
-                tracing::info!(service = "presence", addr = %listener.local_addr()?, "listening");
-                let presence =
-                    meetup_presence::PresenceStore::new(&store, config.max_sockets_per_user)
-                        .with_resume_grace(config.resume_grace());
-                embedded.push(tokio::spawn(meetup_presence::gauges(
-                    presence.clone(),
-                    stopped(stop.clone()),
-                )));
-                embedded.push(tokio::spawn(meetup_presence::expire_away(
-                    presence.clone(),
-                    meetup_runtime::service::EXPIRE_EVERY,
-                    stopped(stop.clone()),
-                )));
-                let api =
-                    meetup_presence::api(presence, bus.clone(), config.internal_api_token.clone());
-                let server =
-                    meetup_runtime::grpc::serve(listener, api.clone(), stopped(stop.clone()));
-                embedded.push(tokio::spawn(serve_embedded("presence", server)));
-                Transport::InProcess(in_process(api, config.rpc_timeout()))
-            }
-        };
-        let calls = match &config.calls_url {
-            Some(urls) => Transport::Remote(balanced(urls, config, stopped(stop.clone())).await?),
-            None => {
-                let listener = bind(config.calls_listen, "CALLS_LISTEN").await?;
-                tracing::info!(service = "calls", addr = %listener.local_addr()?, "listening");
-                let registry = meetup_calls::CallRegistry::new(
-                    &store,
-                    meetup_calls::CallLimits {
-                        max_participants: config.max_call_participants,
-                        max_calls_per_user: config.max_calls_per_user,
-                        resume_grace: config.resume_grace(),
-                        ring_timeout: Duration::from_millis(config.ring_timeout_ms.max(1)),
-                        chat_history: config.call_chat_history.max(1),
-                    },
-                );
-                embedded.push(tokio::spawn(meetup_calls::gauges(
-                    registry.clone(),
-                    stopped(stop.clone()),
-                )));
-                embedded.push(tokio::spawn(meetup_calls::expire_away(
-                    registry.clone(),
-                    meetup_runtime::service::EXPIRE_EVERY,
-                    stopped(stop.clone()),
-                )));
-                let api = meetup_calls::api(registry, config.internal_api_token.clone());
-                let server =
-                    meetup_runtime::grpc::serve(listener, api.clone(), stopped(stop.clone()));
-                embedded.push(tokio::spawn(serve_embedded("calls", server)));
-                Transport::InProcess(in_process(api, config.rpc_timeout()))
-            }
-        };
-        let bearer = AttachBearer::new(config.internal_api_token.clone())?;
+    /// The gateway's clients of `services`, each call carrying `api_token`
+    /// (`INTERNAL_API_TOKEN`) when there is one.
+    pub fn new(
+        services: Transports,
+        api_token: Option<String>,
+        bus: Bus,
+        store: StateStore,
+        relay_log: RelayLog,
+    ) -> anyhow::Result<Self> {
+        let bearer = AttachBearer::new(api_token)?;
         // Snapshots of a large cluster exceed tonic's 4 MB default.
         let presence = PresenceServiceClient::with_interceptor(
-            Traced::new(Retry::new(presence)),
+            Traced::new(Retry::new(services.presence)),
             bearer.clone(),
         )
         .max_decoding_message_size(MAX_SNAPSHOT_BYTES);
-        let calls = CallServiceClient::with_interceptor(Traced::new(Retry::new(calls)), bearer)
-            .max_decoding_message_size(MAX_SNAPSHOT_BYTES);
+        let calls = CallServiceClient::with_interceptor(
+            Traced::new(Retry::new(services.calls)),
+            bearer.clone(),
+        )
+        .max_decoding_message_size(MAX_SNAPSHOT_BYTES);
+        let history = HistoryServiceClient::with_interceptor(
+            Traced::new(Retry::new(services.history)),
+            bearer,
+        );
         Ok(Backends {
             presence,
             calls,
+            history,
             bus,
             store,
-            embedded,
-            stop_embedded,
+            relay_log: Arc::new(relay_log),
         })
     }
-
-    /// Stops the in-process services, if any, after the gateway is done with them.
-    pub async fn stop(self) {
-        let _ = self.stop_embedded.send(true);
-        for handle in self.embedded {
-            let _ = handle.await;
-        }
-        self.bus.drain().await;
-    }
 }
 
-async fn bind(addr: SocketAddr, name: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {name}={addr} for the in-process service"))
+/// A remote service: the replicas `urls` names, balanced, until `stop`.
+pub async fn remote(
+    urls: &str,
+    config: &Config,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Transport> {
+    Ok(Transport::Remote(balanced(urls, config, stop).await?))
 }
 
-async fn serve_embedded(name: &'static str, server: impl Future<Output = anyhow::Result<()>>) {
-    if let Err(error) = server.await {
-        tracing::error!(service = name, %error, "in-process service failed");
-    }
-}
-
-async fn stopped(mut stop: watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
+/// The history service at `HISTORY_URL`, connected on first use.
+pub fn remote_history(url: &str, config: &Config) -> anyhow::Result<Transport> {
+    let channel = Endpoint::from_shared(url.to_owned())
+        .with_context(|| format!("invalid HISTORY_URL {url:?}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(config.rpc_timeout())
+        .tcp_nodelay(true)
+        .connect_lazy();
+    Ok(Transport::Remote(channel))
 }
 
 fn endpoint(url: &str, config: &Config) -> anyhow::Result<Endpoint> {
@@ -290,126 +246,4 @@ async fn balanced(
         }
     });
     Ok(channel)
-}
-
-#[cfg(test)]
-mod tests {
-    use clap::Parser;
-    use meetup_proto::calls::v1::GetCallRequest;
-    use meetup_proto::presence::v1::RegisterSessionRequest;
-    use tonic_health::pb::HealthCheckRequest;
-    use tonic_health::pb::health_check_response::ServingStatus;
-    use tonic_health::pb::health_client::HealthClient;
-
-    use super::*;
-
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port()
-    }
-
-    /// Open connections that the listener on 127.0.0.1:`port` accepted.
-    fn accepted(port: u16) -> usize {
-        let local = format!("0100007F:{port:04X}");
-        let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
-        table
-            .lines()
-            .skip(1)
-            .map(|line| line.split_whitespace().collect::<Vec<_>>())
-            // The local address, and ESTABLISHED.
-            .filter(|fields| fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"01"))
-            .count()
-    }
-
-    fn register(session_id: &str) -> RegisterSessionRequest {
-        RegisterSessionRequest {
-            user_id: "u1".into(),
-            username: "Ann".into(),
-            gateway_id: "gw-1".into(),
-            session_id: session_id.into(),
-            ..Default::default()
-        }
-    }
-
-    /// What the gateway's ack mapping looks at.
-    fn seen(status: &tonic::Status) -> (tonic::Code, String, Option<String>) {
-        let reason = meetup_runtime::reason::of(status).map(|r| r.as_str().to_owned());
-        (status.code(), status.message().to_owned(), reason)
-    }
-
-    #[cfg(target_os = "linux")]
-    #[tokio::test]
-    async fn the_gateway_calls_its_services_in_process_and_others_still_reach_them_over_tcp() {
-        let (presence_port, calls_port) = (free_port(), free_port());
-        let config = Config::try_parse_from([
-            "meetup-gateway".to_owned(),
-            format!("--presence-listen=127.0.0.1:{presence_port}"),
-            format!("--calls-listen=127.0.0.1:{calls_port}"),
-            "--internal-api-token=s3cret".to_owned(),
-            "--max-sockets-per-user=1".to_owned(),
-        ])
-        .expect("config");
-        let backends = Backends::start(&config).await.expect("backends");
-
-        // The gateway's own calls are answered, or refused with their reason,
-        // without a connection to either listener.
-        let presence = backends.presence.clone();
-        presence
-            .clone()
-            .register_session(register("s1"))
-            .await
-            .expect("registered");
-        let in_process = presence
-            .clone()
-            .register_session(register("s2"))
-            .await
-            .expect_err("one socket per user");
-        let no_call = backends
-            .calls
-            .clone()
-            .get_call(GetCallRequest {
-                call_id: "nope".into(),
-            })
-            .await
-            .expect_err("no such call");
-        assert_eq!(no_call.code(), tonic::Code::NotFound);
-        assert_eq!((accepted(presence_port), accepted(calls_port)), (0, 0));
-
-        // Another service over TCP gets the same answer, with the token only,
-        // and the health service.
-        let channel = Endpoint::from_shared(format!("http://127.0.0.1:{presence_port}"))
-            .expect("url")
-            .connect()
-            .await
-            .expect("connected");
-        let bearer = AttachBearer::new(Some("s3cret".into())).expect("token");
-        let over_tcp = PresenceServiceClient::with_interceptor(channel.clone(), bearer)
-            .register_session(register("s3"))
-            .await
-            .expect_err("one socket per user");
-        assert_eq!(seen(&over_tcp), seen(&in_process));
-        assert_eq!(
-            seen(&in_process).2.as_deref(),
-            Some("too-many-sockets"),
-            "{in_process:?}"
-        );
-        let anonymous = PresenceServiceClient::new(channel.clone())
-            .register_session(register("s1"))
-            .await
-            .expect_err("no token");
-        assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
-        let health = HealthClient::new(channel)
-            .check(HealthCheckRequest {
-                service: "meetup.presence.v1.PresenceService".into(),
-            })
-            .await
-            .expect("health");
-        assert_eq!(health.into_inner().status(), ServingStatus::Serving);
-        // (Which also shows that `accepted` sees connections.)
-        assert!(accepted(presence_port) > 0);
-
-        backends.stop().await;
-    }
 }

@@ -6,8 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use clap::Parser;
-use meetup_runtime::subjects;
-use meetup_runtime::telemetry::LogFormat;
+use meetup_platform::subjects;
+use meetup_platform::telemetry::LogFormat;
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -158,7 +158,7 @@ pub struct Config {
     /// How long a registered socket that went away without saying goodbye
     /// keeps its presence and calls (its session is away) for a client to
     /// resume it, in ms; 0: cleaned up at once. Give every process the same value.
-    #[arg(long, env = "RESUME_GRACE_MS", default_value_t = meetup_runtime::service::DEFAULT_RESUME_GRACE_MS)]
+    #[arg(long, env = "RESUME_GRACE_MS", default_value_t = meetup_platform::service::DEFAULT_RESUME_GRACE_MS)]
     pub resume_grace_ms: u64,
     /// Most relays kept for an away session, delivered when it resumes.
     #[arg(long, env = "RESUME_BUFFER", default_value_t = 256)]

@@ -1,6 +1,11 @@
 //! The MeetUp edge gateway: serves browsers over Socket.IO, turns their events into
-//! gRPC calls on the presence and call services, and relays WebRTC signaling over
-//! the bus to whichever gateway holds the target socket.
+//! gRPC calls on the presence, call and history services, and relays WebRTC
+//! signaling over the bus to whichever gateway holds the target socket.
+//!
+//! A library: it is handed its backends ([`Backends`]: the services, the bus,
+//! the state store, the relay log, each local or remote) by its composition
+//! root, `meetup-server` (`gateway/server/`), which owns the `meetup-gateway`
+//! binary and decides between the embedded mode and a cluster.
 //!
 //! Where to look: `socket` (a socket's connection, queue and task), `handlers`
 //! (what each client event does), `protocol` (what browsers may send and are
@@ -8,12 +13,15 @@
 //! (presence and calls as this gateway knows them, and relay routing),
 //! `dispatch` (the store's watches and the relays, told to the sockets),
 //! `cluster` (this gateway's lease and health), `edge` (HTTP, limits, auth,
-//! TURN), `backends` (the services, remote or in-process), `state` (the handle
-//! every task shares), `config`, `metrics`.
+//! TURN), `backends` (what the gateway is handed, and how it reaches a
+//! service), `history` and `call_record` (call history for browsers),
+//! `resume` (resume tokens, relays kept for away sessions), `state` (the
+//! handle every task shares), `config`, `metrics`.
 
 #![forbid(unsafe_code)]
 
 pub mod backends;
+pub mod call_record;
 pub mod cluster;
 pub mod config;
 pub mod dispatch;
@@ -32,24 +40,26 @@ pub mod traces;
 use std::future::Future;
 use std::time::Duration;
 
+use meetup_platform::store::keys;
+use meetup_platform::subjects;
 use meetup_proto::calls::v1::RemoveGatewayRequest;
 use meetup_proto::presence::v1::UnregisterGatewayRequest;
-use meetup_runtime::store::keys;
-use meetup_runtime::subjects;
 use socketioxide::SocketIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use backends::{Backends, Transport, Transports};
 pub use config::Config;
 
-use crate::backends::Backends;
 use crate::mirror::Mirror;
 use crate::state::{Gateway, GatewayParts, Limits};
 
-/// Runs the gateway on `listener` until `shutdown` resolves, then drains: closes
-/// every socket, removes this gateway's users from calls and presence, and stops.
+/// Runs the gateway on `backends` and `listener` until `shutdown` resolves, then
+/// drains: closes every socket, removes this gateway's users from calls and
+/// presence, and stops. The backends are the caller's to stop afterwards.
 pub async fn run(
     config: Config,
+    backends: Backends,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -60,10 +70,7 @@ pub async fn run(
     if auth.is_some() {
         tracing::info!("browsers must authenticate with a JWT");
     }
-    let backends = Backends::start(&config).await?;
     backends.bus.warn_if_old_server();
-    warn_if_embedded_apis_exposed(&config);
-    let history = history::History::start(&config, &backends.store).await?;
     let (layer, io) = SocketIo::builder()
         .max_payload(config.max_message_bytes)
         .ws_max_message_size(config.max_message_bytes as usize)
@@ -71,13 +78,6 @@ pub async fn run(
         .max_buffer_size(config.socket_buffer)
         .ws_read_buffer_size(config.ws_read_buffer_bytes)
         .build_layer();
-    let missed = resume::MissedRelays::open(
-        &backends.bus,
-        config.resume_buffer,
-        config.resume_grace(),
-        config.jetstream_replicas,
-    )
-    .await?;
     let gw = Gateway::new(GatewayParts {
         id: gateway_id.clone(),
         io: io.clone(),
@@ -98,12 +98,12 @@ pub async fn run(
         },
         ice: config.ice(),
         auth,
-        history: history.clone(),
-        missed: std::sync::Arc::new(missed),
+        history: history::History::new(backends.history.clone()),
+        missed: backends.relay_log.clone(),
     });
     {
         let mirror = gw.mirror().clone();
-        meetup_runtime::metrics::on_scrape(move || {
+        meetup_platform::metrics::on_scrape(move || {
             let (users, calls) = mirror.counts();
             metrics::get().online_users.set(users as i64);
             metrics::get().live_calls.set(calls as i64);
@@ -196,22 +196,7 @@ pub async fn run(
     for task in tasks {
         let _ = task.await;
     }
-    backends.stop().await;
-    history.stop().await;
-    tracing::info!("stopped");
     Ok(())
-}
-
-/// The in-process services' APIs are as dangerous on the network as the
-/// standalone ones: same warning.
-fn warn_if_embedded_apis_exposed(config: &Config) {
-    let token = config.internal_api_token.as_deref();
-    if config.presence_url.is_none() {
-        meetup_runtime::grpc::warn_if_exposed("presence", config.presence_listen, token);
-    }
-    if config.calls_url.is_none() {
-        meetup_runtime::grpc::warn_if_exposed("calls", config.calls_listen, token);
-    }
 }
 
 /// Hands the registered sessions over (with a grace period: they turn away,

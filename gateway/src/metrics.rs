@@ -1,11 +1,11 @@
 //! The gateway's Prometheus metrics, in the process registry (see
-//! `meetup_runtime::metrics`): connections, users, calls, events in and out by
+//! `meetup_platform::metrics`): connections, users, calls, events in and out by
 //! name and outcome, relay latency, refusals by reason, gRPC and bus errors.
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use meetup_runtime::metrics::{Labels, latency_histogram, register};
+use meetup_platform::metrics::{Labels, latency_histogram, register};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;

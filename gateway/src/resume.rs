@@ -4,29 +4,27 @@
 //! A resume token is 128 random bits given to the client in the ack of its
 //! `user-joined`; the state keeps only its SHA-256, so a token read from the
 //! presence API is of no use. Relays addressed to an away session go to the
-//! missed-relays log (a JetStream stream with a short max age in a cluster,
-//! memory in the embedded mode), which the gateway that resumes the session
-//! reads once and purges.
+//! relay log (`meetup_platform::relay_log`: a JetStream stream with a short max
+//! age in a cluster, in this process in the embedded mode), which the gateway
+//! that resumes the session reads once and purges.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream;
 use base64::Engine;
-use bytes::Bytes;
+use meetup_platform::relay_log::RelayLog;
 use meetup_proto::bus::v1::Relay;
-use meetup_runtime::Bus;
-use prost::Message;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-/// The stream that keeps the relays of away sessions.
-pub const MISSED_STREAM: &str = "meetup_missed_relays";
 /// How long a kept relay outlives the grace period.
 const KEEP_PAST_GRACE: Duration = Duration::from_secs(30);
-/// Bound on reading or writing the log.
-const LOG_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the relay log keeps a relay, for sessions that may resume within
+/// `grace`: the grace and a margin.
+pub fn kept_for(grace: Duration) -> Duration {
+    grace + KEEP_PAST_GRACE
+}
 
 /// A new resume token and its hash.
 pub fn new_token() -> (String, String) {
@@ -39,77 +37,6 @@ pub fn new_token() -> (String, String) {
 pub fn token_hash(token: &str) -> String {
     let digest = Sha256::digest(token.as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn subject(session_id: &str) -> String {
-    format!("meetup.missed.{session_id}")
-}
-
-/// The relays kept for one away session, in the order they were sent.
-#[derive(Debug, Default, PartialEq)]
-pub struct Kept {
-    pub relays: Vec<Relay>,
-    /// More came than the log keeps: the oldest are gone.
-    pub overflowed: bool,
-}
-
-/// The relays kept in memory (one process), per session, each dropped
-/// `max_age` after it was kept as the stream drops its messages: a session that
-/// never comes back costs nothing once that time has passed.
-#[derive(Debug)]
-pub struct MemoryLog {
-    max_age: Duration,
-    queues: HashMap<String, VecDeque<(tokio::time::Instant, Relay)>>,
-    swept: tokio::time::Instant,
-}
-
-impl MemoryLog {
-    fn new(max_age: Duration) -> Self {
-        MemoryLog {
-            max_age,
-            queues: HashMap::new(),
-            swept: tokio::time::Instant::now(),
-        }
-    }
-
-    /// Keeps `relay`, at most `most` for its session (the oldest go first).
-    fn push(&mut self, relay: Relay, most: usize) {
-        let now = tokio::time::Instant::now();
-        // Each sweep visits every session: at most one a second.
-        if now.duration_since(self.swept) >= SWEEP_EVERY {
-            self.swept = now;
-            let max_age = self.max_age;
-            self.queues.retain(|_, queue| {
-                while queue
-                    .front()
-                    .is_some_and(|(at, _)| now.duration_since(*at) > max_age)
-                {
-                    queue.pop_front();
-                }
-                !queue.is_empty()
-            });
-        }
-        let queue = self
-            .queues
-            .entry(relay.target_session_id.clone())
-            .or_default();
-        queue.push_back((now, relay));
-        while queue.len() > most {
-            queue.pop_front();
-        }
-    }
-
-    /// The session's relays still young enough, in order; forgotten here.
-    fn take(&mut self, session_id: &str) -> Vec<Relay> {
-        let now = tokio::time::Instant::now();
-        self.queues
-            .remove(session_id)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|(at, _)| now.duration_since(*at) <= self.max_age)
-            .map(|(_, relay)| relay)
-            .collect()
-    }
 }
 
 /// Writes the relays that reached a gone socket (its session not yet away) to
@@ -126,7 +53,7 @@ pub struct Keeper {
 const KEEPER_QUEUE: usize = 4096;
 
 impl Keeper {
-    pub fn spawn(log: std::sync::Arc<MissedRelays>) -> Keeper {
+    pub fn spawn(log: Arc<RelayLog>) -> Keeper {
         let (tx, mut rx) = mpsc::channel::<Relay>(KEEPER_QUEUE);
         tokio::spawn(async move {
             while let Some(relay) = rx.recv().await {
@@ -150,243 +77,9 @@ impl Keeper {
     }
 }
 
-/// How often the memory log looks for relays past their age.
-const SWEEP_EVERY: Duration = Duration::from_secs(1);
-
-/// Who is told of every relay kept for a session from now on (memory log).
-type Followers = Mutex<HashMap<String, Vec<mpsc::UnboundedSender<Relay>>>>;
-
-/// Where the relays of away sessions wait.
-pub enum MissedRelays {
-    /// One process: the only gateway keeps them itself.
-    Memory {
-        limit: usize,
-        kept: Mutex<MemoryLog>,
-        followers: Followers,
-    },
-    JetStream {
-        limit: usize,
-        client: async_nats::Client,
-        js: Box<jetstream::Context>,
-        stream: Box<jetstream::stream::Stream>,
-    },
-}
-
-impl std::fmt::Debug for MissedRelays {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            MissedRelays::Memory { limit, .. } => write!(f, "MissedRelays::Memory(limit {limit})"),
-            MissedRelays::JetStream { limit, .. } => {
-                write!(f, "MissedRelays::JetStream({MISSED_STREAM}, limit {limit})")
-            }
-        }
-    }
-}
-
-impl MissedRelays {
-    /// The log on `bus`: keeps at most `limit` relays per session (one more is
-    /// kept to tell an overflow), for the grace period and a margin.
-    pub async fn open(
-        bus: &Bus,
-        limit: usize,
-        grace: Duration,
-        replicas: usize,
-    ) -> anyhow::Result<Self> {
-        let client = match bus {
-            Bus::Local(_) => {
-                return Ok(MissedRelays::Memory {
-                    limit,
-                    kept: Mutex::new(MemoryLog::new(grace + KEEP_PAST_GRACE)),
-                    followers: Mutex::new(HashMap::new()),
-                });
-            }
-            Bus::Nats(client) => client.clone(),
-        };
-        let js = jetstream::new(client.clone());
-        let config = jetstream::stream::Config {
-            name: MISSED_STREAM.to_owned(),
-            subjects: vec![subject("*")],
-            max_age: grace + KEEP_PAST_GRACE,
-            max_messages_per_subject: i64::try_from(limit + 1).unwrap_or(i64::MAX),
-            discard: jetstream::stream::DiscardPolicy::Old,
-            storage: jetstream::stream::StorageType::File,
-            num_replicas: replicas.max(1),
-            allow_direct: true,
-            ..Default::default()
-        };
-        let stream = js
-            .get_or_create_stream(config)
-            .await
-            .map_err(|e| anyhow::anyhow!("missed-relays stream: {e}"))?;
-        Ok(MissedRelays::JetStream {
-            limit,
-            client,
-            js: Box::new(js),
-            stream: Box::new(stream),
-        })
-    }
-
-    /// Keeps `relay` for its away target; an error when the log could not take
-    /// it (the sender is told, so it can try again).
-    pub async fn keep(&self, relay: &Relay) -> Result<(), String> {
-        let relay = Relay {
-            nonce: rand::random(),
-            ..relay.clone()
-        };
-        match self {
-            MissedRelays::Memory {
-                limit,
-                kept,
-                followers,
-            } => {
-                kept.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(relay.clone(), limit + 1);
-                if let Some(following) = followers
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get_mut(&relay.target_session_id)
-                {
-                    following.retain(|tx| tx.send(relay.clone()).is_ok());
-                }
-                Ok(())
-            }
-            MissedRelays::JetStream { js, .. } => {
-                let payload = Bytes::from(relay.encode_to_vec());
-                let published = async {
-                    js.publish(subject(&relay.target_session_id), payload)
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .await
-                        .map_err(|e| e.to_string())
-                };
-                match tokio::time::timeout(LOG_TIMEOUT, published).await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(error)) => Err(error),
-                    Err(_) => Err("timed out".to_owned()),
-                }
-            }
-        }
-    }
-
-    /// Takes the relays kept for `session_id` (the log forgets them).
-    pub async fn take(&self, session_id: &str) -> Result<Kept, String> {
-        let (limit, mut relays) = match self {
-            MissedRelays::Memory { limit, kept, .. } => {
-                let relays = kept
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .take(session_id);
-                (*limit, relays)
-            }
-            MissedRelays::JetStream { limit, stream, .. } => {
-                let read = tokio::time::timeout(LOG_TIMEOUT, read_all(stream, session_id))
-                    .await
-                    .map_err(|_| "timed out".to_owned())??;
-                (*limit, read)
-            }
-        };
-        let overflowed = relays.len() > limit;
-        if overflowed {
-            relays.drain(..relays.len() - limit);
-        }
-        Ok(Kept { relays, overflowed })
-    }
-}
-
-impl MissedRelays {
-    /// Every relay kept for `session_id` from now on, as it is kept: a sender
-    /// whose mirror has not yet seen the session resumed still keeps its relays
-    /// for the old session, after the log was read. The stream ends when the
-    /// receiver is dropped.
-    pub async fn follow(&self, session_id: &str) -> Result<mpsc::UnboundedReceiver<Relay>, String> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        match self {
-            MissedRelays::Memory { followers, .. } => {
-                followers
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .entry(session_id.to_owned())
-                    .or_default()
-                    .push(tx);
-            }
-            MissedRelays::JetStream { client, .. } => {
-                let mut subscription = client
-                    .subscribe(subject(session_id))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                tokio::spawn(async move {
-                    use futures::StreamExt;
-                    while let Some(message) = subscription.next().await {
-                        let Ok(relay) = Relay::decode(message.payload) else {
-                            continue;
-                        };
-                        if tx.send(relay).is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-        }
-        Ok(rx)
-    }
-
-    /// Stops telling of `session_id`'s relays (memory log; a subscription ends
-    /// with its receiver).
-    pub fn unfollow(&self, session_id: &str) {
-        if let MissedRelays::Memory { followers, .. } = self {
-            followers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(session_id);
-        }
-    }
-}
-
-/// Every relay kept under `session_id`'s subject, in order, then purged.
-async fn read_all(
-    stream: &jetstream::stream::Stream,
-    session_id: &str,
-) -> Result<Vec<Relay>, String> {
-    use jetstream::stream::DirectGetErrorKind;
-    let subject = subject(session_id);
-    let mut relays = Vec::new();
-    let mut from = None;
-    loop {
-        match stream
-            .direct_get_next_for_subject(subject.clone(), from)
-            .await
-        {
-            Ok(message) => {
-                from = Some(message.sequence + 1);
-                match Relay::decode(message.payload) {
-                    Ok(relay) => relays.push(relay),
-                    Err(error) => tracing::warn!(%error, "undecodable kept relay"),
-                }
-            }
-            Err(error) if error.kind() == DirectGetErrorKind::NotFound => break,
-            Err(error) => return Err(error.to_string()),
-        }
-    }
-    if from.is_some()
-        && let Err(error) = stream.purge().filter(subject).await
-    {
-        tracing::warn!(%error, "kept relays not purged");
-    }
-    Ok(relays)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn relay(session: &str, n: u32) -> Relay {
-        Relay {
-            target_session_id: session.into(),
-            payload_json: format!("{{\"n\":{n}}}"),
-            ..Default::default()
-        }
-    }
 
     #[test]
     fn tokens_are_random_and_only_their_hash_is_kept() {
@@ -401,85 +94,5 @@ mod tests {
             token_hash("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-    }
-
-    #[tokio::test]
-    async fn the_memory_log_keeps_in_order_tells_overflow_and_forgets_what_it_gave() {
-        let log = MissedRelays::open(&Bus::local(), 3, Duration::from_secs(1), 1)
-            .await
-            .expect("memory log");
-        for n in 0..3 {
-            log.keep(&relay("s1", n)).await.expect("kept");
-        }
-        log.keep(&relay("s2", 9)).await.expect("kept");
-        let kept = log.take("s1").await.expect("taken");
-        assert!(!kept.overflowed);
-        let order: Vec<&str> = kept
-            .relays
-            .iter()
-            .map(|r| r.payload_json.as_str())
-            .collect();
-        assert_eq!(order, ["{\"n\":0}", "{\"n\":1}", "{\"n\":2}"]);
-        assert_eq!(log.take("s1").await.expect("taken"), Kept::default());
-        for n in 0..5 {
-            log.keep(&relay("s1", n)).await.expect("kept");
-        }
-        let kept = log.take("s1").await.expect("taken");
-        assert!(kept.overflowed);
-        let order: Vec<&str> = kept
-            .relays
-            .iter()
-            .map(|r| r.payload_json.as_str())
-            .collect();
-        assert_eq!(order, ["{\"n\":2}", "{\"n\":3}", "{\"n\":4}"]);
-        assert_eq!(log.take("s2").await.expect("taken").relays.len(), 1);
-        // Followed: what is kept from now on is told as well.
-        let mut follower = log.follow("s3").await.expect("follow");
-        log.keep(&relay("s3", 7)).await.expect("kept");
-        let told = follower.recv().await.expect("told");
-        assert_eq!(told.payload_json, "{\"n\":7}");
-        assert_ne!(told.nonce, 0);
-        assert_eq!(
-            log.take("s3").await.expect("taken").relays[0].nonce,
-            told.nonce
-        );
-        log.unfollow("s3");
-    }
-
-    /// Sessions the memory log holds relays for.
-    fn sessions_held(log: &MissedRelays) -> usize {
-        match log {
-            MissedRelays::Memory { kept, .. } => kept.lock().expect("not poisoned").queues.len(),
-            MissedRelays::JetStream { .. } => unreachable!("a memory log"),
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_memory_log_forgets_sessions_that_never_come_back() {
-        let grace = Duration::from_secs(10);
-        let log = MissedRelays::open(&Bus::local(), 8, grace, 1)
-            .await
-            .expect("memory log");
-        for n in 0..3 {
-            log.keep(&relay("gone-1", n)).await.expect("kept");
-        }
-        log.keep(&relay("gone-2", 0)).await.expect("kept");
-        tokio::time::advance(grace / 2).await;
-        log.keep(&relay("gone-2", 1)).await.expect("kept");
-        // Past the grace and its margin for the first session only.
-        tokio::time::advance(grace / 2 + KEEP_PAST_GRACE + Duration::from_secs(1)).await;
-        log.keep(&relay("new", 0)).await.expect("kept");
-        assert_eq!(sessions_held(&log), 2, "gone-1's relays are dropped");
-        let left = log.take("gone-2").await.expect("taken");
-        let order: Vec<&str> = left
-            .relays
-            .iter()
-            .map(|r| r.payload_json.as_str())
-            .collect();
-        assert_eq!(order, ["{\"n\":1}"], "only gone-2's fresh relay is left");
-        tokio::time::advance(grace + KEEP_PAST_GRACE + Duration::from_secs(1)).await;
-        assert_eq!(log.take("new").await.expect("taken"), Kept::default());
-        log.keep(&relay("newer", 0)).await.expect("kept");
-        assert_eq!(sessions_held(&log), 1, "nothing but the newest is held");
     }
 }

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use meetup_runtime::Bus;
-use meetup_runtime::store::StateStore;
+use meetup_platform::Bus;
+use meetup_platform::relay_log::RelayLog;
+use meetup_platform::store::StateStore;
 use serde::Serialize;
 use socketioxide::SocketIo;
 use socketioxide::adapter::LocalAdapter;
@@ -22,7 +23,7 @@ use crate::mirror::Mirror;
 use crate::protocol::ServerEvent;
 use crate::protocol::inbound::RelayKind;
 use crate::protocol::outbound::Relayed;
-use crate::resume::{Keeper, MissedRelays};
+use crate::resume::Keeper;
 use crate::sessions::{LocalSession, LocalSessions};
 
 /// The room of the sockets that asked for presence deltas in their handshake
@@ -60,7 +61,7 @@ struct Shared {
     ice: IceConfig,
     auth: Option<Authenticator>,
     history: History,
-    missed: Arc<MissedRelays>,
+    missed: Arc<RelayLog>,
     keeper: Keeper,
     local: LocalSessions,
     presence_up: AtomicBool,
@@ -80,7 +81,7 @@ pub struct GatewayParts {
     pub ice: IceConfig,
     pub auth: Option<Authenticator>,
     pub history: History,
-    pub missed: Arc<MissedRelays>,
+    pub missed: Arc<RelayLog>,
 }
 
 /// Per-socket limits and waits.
@@ -304,7 +305,7 @@ impl Gateway {
     }
 
     /// Where relays for away sessions wait.
-    pub fn missed(&self) -> &MissedRelays {
+    pub fn missed(&self) -> &RelayLog {
         &self.shared.missed
     }
 

@@ -5,8 +5,8 @@
 //! `socket start-call` -> `grpc client` -> `grpc server` (calls service) ->
 //! `bus meetup.v1.events.calls` (each gateway) -> `emit incoming-call`.
 
-use meetup_runtime::BusMessage;
-use meetup_runtime::tracing_context::set_remote_parent;
+use meetup_platform::BusMessage;
+use meetup_platform::tracing_context::set_remote_parent;
 
 /// The span of one event from a browser: its handling, up to its answer.
 pub fn socket_event(event: &str, session_id: &str) -> tracing::Span {

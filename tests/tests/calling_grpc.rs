@@ -33,7 +33,7 @@ const PRESENCE: &str = "meetup.presence.v1.PresenceService";
 /// Bound for one expected event or reply; a bound, not a wait.
 const WAIT: Duration = Duration::from_secs(10);
 
-/// The `meetup-reason` a service error carries (`meetup_runtime::reason::KEY`;
+/// The `meetup-reason` a service error carries (`meetup_platform::reason::KEY`;
 /// this crate does not depend on the runtime).
 fn reason(status: &Status) -> Option<&str> {
     status
@@ -1003,7 +1003,7 @@ async fn send_to_user_pushes_to_each_gateway_of_the_user() {
     let service = start_presence(&nats).await;
     let mut presence = presence_client(&service).await;
     // What the gateways `gw-push` and `gw-other` would receive
-    // (`meetup_runtime::subjects::gateway_push`).
+    // (`meetup_platform::subjects::gateway_push`).
     let bus = async_nats::connect(nats.url()).await.expect("connects");
     let mut here = bus
         .subscribe("meetup.v1.gateway.gw-push.push")

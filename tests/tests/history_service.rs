@@ -236,7 +236,7 @@ async fn grpc_api(history: &HistoryProcess, store: &HistoryStore) -> anyhow::Res
         .context("no token, no answer")?;
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
 
-    let bearer = meetup_runtime_bearer()?;
+    let bearer = meetup_platform_bearer()?;
     let mut client = HistoryServiceClient::with_interceptor(channel, bearer);
 
     let record = client
@@ -371,7 +371,7 @@ async fn grpc_api(history: &HistoryProcess, store: &HistoryStore) -> anyhow::Res
     Ok(())
 }
 
-fn meetup_runtime_bearer() -> anyhow::Result<Bearer> {
+fn meetup_platform_bearer() -> anyhow::Result<Bearer> {
     Ok(Bearer(format!("Bearer {TOKEN}").parse()?))
 }
 

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use meetup_runtime::store::{BucketSettings, StateStore, StoreError};
+use meetup_platform::store::{BucketSettings, StateStore, StoreError};
 use meetup_tests::cluster::NatsCluster;
 
 /// Restarts of the lagging node, each with its own keys written while it was down.

@@ -35,7 +35,7 @@ process.on('exit', () => {
 export class Gateway {
   /** Starts the gateway with `env` over BASE_ENV; resolves once it is ready. */
   static async start(env = {}) {
-    if (!existsSync(BIN)) throw new Error(`${BIN} not found: build it (cargo build -p meetup-gateway) or set MEETUP_BIN_DIR`);
+    if (!existsSync(BIN)) throw new Error(`${BIN} not found: build it (cargo build -p meetup-server) or set MEETUP_BIN_DIR`);
     const gateway = new Gateway({ PATH: process.env.PATH, HOME: process.env.HOME, ...BASE_ENV, ...env });
     try {
       gateway.url = `http://${await gateway.#listening()}`;

@@ -5,8 +5,8 @@
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use meetup_platform::store::{StoreError, keys};
 use meetup_proto::bus::v1::GatewayLease;
-use meetup_runtime::store::{StoreError, keys};
 use prost::Message;
 use tokio::sync::watch;
 

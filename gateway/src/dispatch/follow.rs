@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use meetup_runtime::store::{Bucket, StoreError, WatchStream, Watched};
+use meetup_platform::store::{Bucket, StoreError, WatchStream, Watched};
 
 /// Pause before a broken watch is opened again.
 const REWATCH_AFTER: Duration = Duration::from_millis(250);
@@ -126,7 +126,7 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use meetup_runtime::store::MemoryBucket;
+    use meetup_platform::store::MemoryBucket;
 
     use super::*;
 

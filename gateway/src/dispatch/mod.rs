@@ -16,9 +16,9 @@ mod follow;
 mod relays;
 
 use futures::StreamExt;
+use meetup_platform::Subscription;
+use meetup_platform::store::{Watched, keys};
 use meetup_proto::bus::v1::{CallChat, CallRecord, UserRecord};
-use meetup_runtime::Subscription;
-use meetup_runtime::store::{Watched, keys};
 use prost::Message;
 use tokio::sync::watch;
 
@@ -100,7 +100,7 @@ struct CallsBehind {
 
 /// The user whose key `entry` is, when the change takes its last session away
 /// while the mirror still has the user in a call.
-fn going_offline(gw: &Gateway, entry: &meetup_runtime::store::Entry) -> Option<String> {
+fn going_offline(gw: &Gateway, entry: &meetup_platform::store::Entry) -> Option<String> {
     let user_id = keys::user_id_of(&entry.key)?;
     let online = entry
         .value

@@ -1,7 +1,7 @@
 //! Relays that another gateway routed to one of this gateway's sockets.
 
+use meetup_platform::BusMessage;
 use meetup_proto::bus::v1::{Push, Relay};
-use meetup_runtime::BusMessage;
 use prost::Message;
 
 use crate::protocol::ServerEvent;

@@ -21,7 +21,7 @@ pub fn router(gw: Gateway) -> Router {
         .route("/", get(status))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(meetup_runtime::metrics::metrics_response))
+        .route("/metrics", get(meetup_platform::metrics::metrics_response))
         .route("/ice-servers", get(ice_servers))
         .route("/demo", get(html))
         .route("/demo/", get(html))

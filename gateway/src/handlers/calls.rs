@@ -1,11 +1,11 @@
 //! `start-call`, `join-call` and `leave-call`: changes on the call service,
 //! answered once this gateway's mirror has told its sockets.
 
+use meetup_platform::grpc::retry::replica_went_away;
+use meetup_platform::reason::{self, Reason};
 use meetup_proto::calls::v1::{
     GetCallRequest, JoinCallRequest, LeaveCallRequest, StartCallRequest,
 };
-use meetup_runtime::grpc::retry::replica_went_away;
-use meetup_runtime::reason::{self, Reason};
 use serde_json::json;
 use serde_json::value::RawValue;
 

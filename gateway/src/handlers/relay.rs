@@ -1,8 +1,8 @@
 //! `webrtc-offer`, `webrtc-answer`, `webrtc-ice-candidate`: routed by the mirror
 //! to the target's socket, here or through NATS on the gateway that holds it.
 
+use meetup_platform::subjects;
 use meetup_proto::bus::v1 as busv1;
-use meetup_runtime::subjects;
 use prost::Message;
 use serde_json::value::RawValue;
 

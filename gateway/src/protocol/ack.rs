@@ -96,11 +96,11 @@ impl AckError {
     /// failures that never reached a service, by the status code. `context`
     /// names the action for the log; internal causes are logged, never sent.
     pub fn from_status(status: &tonic::Status, context: &'static str) -> Self {
-        use meetup_runtime::reason::Reason;
+        use meetup_platform::reason::Reason;
         use tonic::Code;
         crate::metrics::get().grpc_error(context, status.code());
         let refused = |code, message: &str| AckError::new(code, message);
-        match meetup_runtime::reason::of(status) {
+        match meetup_platform::reason::of(status) {
             Some(Reason::InvalidArgument) => return AckError::invalid(status.message().to_owned()),
             Some(Reason::CallExists) => {
                 return refused(ErrorCode::CallExists, "a live call already has this id");
@@ -392,7 +392,7 @@ mod tests {
 
     #[test]
     fn service_reasons_pick_the_ack_code() {
-        use meetup_runtime::reason::{self, Reason};
+        use meetup_platform::reason::{self, Reason};
         use tonic::Code;
         for (code, why, expected) in [
             (

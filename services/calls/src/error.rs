@@ -1,8 +1,8 @@
 //! The call service's errors and their one mapping to gRPC status codes and
 //! machine-readable reasons (`meetup-reason`).
 
-use meetup_runtime::reason::{self, Reason};
-use meetup_runtime::store::{IsConflict, StoreError};
+use meetup_platform::reason::{self, Reason};
+use meetup_platform::store::{IsConflict, StoreError};
 use tonic::Code;
 
 #[derive(Debug, thiserror::Error)]
@@ -53,11 +53,11 @@ impl From<CallError> for tonic::Status {
     }
 }
 
-pub use meetup_runtime::fields::MAX_FIELD_BYTES;
+pub use meetup_platform::fields::MAX_FIELD_BYTES;
 /// Most users one `StartCall` may invite.
 pub const MAX_INVITED: usize = 64;
 
 /// Checks a required string field: present and at most [`MAX_FIELD_BYTES`].
 pub fn require(field: &str, value: &str) -> Result<(), CallError> {
-    meetup_runtime::fields::require(field, value).map_err(CallError::InvalidArgument)
+    meetup_platform::fields::require(field, value).map_err(CallError::InvalidArgument)
 }

@@ -12,8 +12,8 @@ pub mod service;
 use std::future::Future;
 use std::time::Duration;
 
+use meetup_platform::grpc::RequireBearer;
 use meetup_proto::calls::v1::call_service_server::CallServiceServer;
-use meetup_runtime::grpc::RequireBearer;
 use tonic::service::interceptor::InterceptedService;
 
 pub use error::CallError;
@@ -21,8 +21,8 @@ pub use registry::{CallLimits, CallRegistry};
 pub use service::CallGrpc;
 
 /// The call gRPC API: with `api_token`, every call must carry it as a bearer
-/// token. Served over the network by `meetup_runtime::service::run`, or called in process
-/// (`meetup_runtime::grpc::in_process`).
+/// token. Served over the network by `meetup_platform::service::run`, or called in process
+/// (`meetup_platform::grpc::in_process`).
 pub type CallsApi = InterceptedService<CallServiceServer<CallGrpc>, RequireBearer>;
 
 pub fn api(registry: CallRegistry, api_token: Option<String>) -> CallsApi {
@@ -37,7 +37,7 @@ pub async fn sweep(
     lease_ttl: Duration,
     stop: impl Future<Output = ()>,
 ) {
-    meetup_runtime::service::sweep_every(
+    meetup_platform::service::sweep_every(
         interval,
         lease_ttl,
         "calls sweep",
@@ -60,7 +60,7 @@ pub async fn expire_away(
     interval: Duration,
     stop: impl Future<Output = ()>,
 ) {
-    meetup_runtime::service::expire_every(
+    meetup_platform::service::expire_every(
         interval,
         "calls_away_expired",
         "Away participants taken out of their calls because nobody resumed them in time",
@@ -79,14 +79,14 @@ pub async fn expire_away(
 pub async fn gauges(registry: CallRegistry, stop: impl Future<Output = ()>) {
     use prometheus_client::metrics::gauge::Gauge;
     let calls_live = Gauge::<i64>::default();
-    meetup_runtime::metrics::register("calls_live", "Live calls", calls_live.clone());
+    meetup_platform::metrics::register("calls_live", "Live calls", calls_live.clone());
     let calls_participants = Gauge::<i64>::default();
-    meetup_runtime::metrics::register(
+    meetup_platform::metrics::register(
         "calls_participants",
         "Sessions in live calls",
         calls_participants.clone(),
     );
-    meetup_runtime::service::every(
+    meetup_platform::service::every(
         Duration::from_secs(5),
         || {
             let registry = registry.clone();

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
-use meetup_runtime::service::{Background, ServiceArgs};
+use meetup_platform::service::{Background, ServiceArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -45,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
         ring_timeout: std::time::Duration::from_millis(config.ring_timeout_ms.max(1)),
         chat_history: config.call_chat_history.max(1),
     };
-    meetup_runtime::service::run(
+    meetup_platform::service::run(
         "calls",
         config.listen,
         config.metrics_listen,
@@ -56,7 +56,7 @@ async fn main() -> anyhow::Result<()> {
             background.spawn(meetup_calls::gauges(registry.clone(), background.stopped()));
             background.spawn(meetup_calls::expire_away(
                 registry.clone(),
-                meetup_runtime::service::EXPIRE_EVERY,
+                meetup_platform::service::EXPIRE_EVERY,
                 background.stopped(),
             ));
             if let Some(interval) = common.sweep_interval(&state) {

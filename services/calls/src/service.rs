@@ -3,6 +3,8 @@
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
+use meetup_platform::grpc::traceparent;
+use meetup_platform::store::{Present, Tracked, keys};
 use meetup_proto::bus::v1::{CallRecord, call_change};
 use meetup_proto::calls::v1::{
     CallEvent, CancelInvitesRequest, CancelInvitesResponse, DeclineInviteRequest,
@@ -18,8 +20,6 @@ use meetup_proto::calls::v1::{
     RemoveSessionResponse, ResumeSessionRequest, ResumeSessionResponse, SetSessionAwayRequest,
     SetSessionAwayResponse, StartCallRequest, StartCallResponse, call_service_server::CallService,
 };
-use meetup_runtime::grpc::traceparent;
-use meetup_runtime::store::{Present, Tracked, keys};
 use prost::Message;
 use tonic::{Request, Response, Status};
 

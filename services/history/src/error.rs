@@ -2,7 +2,7 @@
 //! a machine-readable reason in the `meetup-reason` metadata key. Database causes
 //! are logged here and never sent to callers.
 
-use meetup_runtime::reason::{self, Reason};
+use meetup_platform::reason::{self, Reason};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
@@ -54,11 +54,11 @@ impl From<HistoryError> for tonic::Status {
     }
 }
 
-pub use meetup_runtime::fields::MAX_FIELD_BYTES;
+pub use meetup_platform::fields::MAX_FIELD_BYTES;
 
 /// Checks a required string field: present and at most [`MAX_FIELD_BYTES`].
 pub fn require(field: &str, value: &str) -> Result<(), HistoryError> {
-    meetup_runtime::fields::require(field, value).map_err(HistoryError::InvalidArgument)
+    meetup_platform::fields::require(field, value).map_err(HistoryError::InvalidArgument)
 }
 
 #[cfg(test)]

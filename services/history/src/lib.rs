@@ -32,13 +32,13 @@ pub use store::HistoryStore;
 /// bearer token. Served with health and reflection by `meetup-history`.
 pub type HistoryApi = tonic::service::interceptor::InterceptedService<
     HistoryServiceServer<HistoryGrpc>,
-    meetup_runtime::grpc::RequireBearer,
+    meetup_platform::grpc::RequireBearer,
 >;
 
 pub fn api(store: HistoryStore, api_token: Option<String>) -> HistoryApi {
     HistoryServiceServer::with_interceptor(
         HistoryGrpc::new(store),
-        meetup_runtime::grpc::RequireBearer::new(api_token),
+        meetup_platform::grpc::RequireBearer::new(api_token),
     )
 }
 

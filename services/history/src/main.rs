@@ -6,9 +6,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use meetup_history::source::{self, SourceConfig};
-use meetup_runtime::grpc::Gate;
-use meetup_runtime::startup;
-use meetup_runtime::telemetry::{self, LogFormat};
+use meetup_platform::grpc::Gate;
+use meetup_platform::startup;
+use meetup_platform::telemetry::{self, LogFormat};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -64,10 +64,10 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     let telemetry = telemetry::init("meetup-history", config.log_format);
     // SIGTERM stops us cleanly from now on, also while we wait for the database.
-    let mut stop = startup::stop_on(meetup_runtime::shutdown::signal());
+    let mut stop = startup::stop_on(meetup_platform::shutdown::signal());
     let listener = TcpListener::bind(config.listen).await?;
     tracing::info!(service = "history", addr = %listener.local_addr()?, "listening");
-    meetup_runtime::grpc::warn_if_exposed(
+    meetup_platform::grpc::warn_if_exposed(
         "history",
         listener.local_addr()?,
         config.internal_api_token.as_deref(),
@@ -77,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
     let mut tasks = vec![tokio::spawn({
         let shutdown = startup::stopped(stop.clone());
         async move {
-            if let Err(error) = meetup_runtime::metrics::serve(metrics, shutdown).await {
+            if let Err(error) = meetup_platform::metrics::serve(metrics, shutdown).await {
                 tracing::error!(%error, "metrics server failed");
             }
         }
@@ -86,7 +86,7 @@ async fn main() -> anyhow::Result<()> {
     // database is open.
     let gate = Gate::default();
     let (serving, serving_now) = watch::channel(false);
-    let server = tokio::spawn(meetup_runtime::grpc::serve_while(
+    let server = tokio::spawn(meetup_platform::grpc::serve_while(
         listener,
         gate.clone(),
         serving_now,
@@ -112,7 +112,7 @@ async fn main() -> anyhow::Result<()> {
                     .name("meetup-history")
                     .retry_on_initial_connect()
                     .max_reconnects(None)
-                    .reconnect_delay_callback(meetup_runtime::bus::reconnect_delay)
+                    .reconnect_delay_callback(meetup_platform::bus::reconnect_delay)
                     .connect(url)
                     .await
                     .with_context(|| format!("cannot connect to NATS at {url}"))?;

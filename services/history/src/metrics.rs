@@ -3,7 +3,7 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use meetup_runtime::metrics::{Labels, latency_histogram, register};
+use meetup_platform::metrics::{Labels, latency_histogram, register};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;

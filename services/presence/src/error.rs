@@ -1,9 +1,9 @@
 //! The presence service's errors and their one mapping to gRPC status codes and
 //! machine-readable reasons (`meetup-reason`).
 
-use meetup_runtime::BusError;
-use meetup_runtime::reason::{self, Reason};
-use meetup_runtime::store::{IsConflict, StoreError};
+use meetup_platform::BusError;
+use meetup_platform::reason::{self, Reason};
+use meetup_platform::store::{IsConflict, StoreError};
 use tonic::Code;
 
 #[derive(Debug, thiserror::Error)]
@@ -55,9 +55,9 @@ impl From<PresenceError> for tonic::Status {
     }
 }
 
-pub use meetup_runtime::fields::MAX_FIELD_BYTES;
+pub use meetup_platform::fields::MAX_FIELD_BYTES;
 
 /// Checks a required string field: present and at most [`MAX_FIELD_BYTES`].
 pub fn require(field: &str, value: &str) -> Result<(), PresenceError> {
-    meetup_runtime::fields::require(field, value).map_err(PresenceError::InvalidArgument)
+    meetup_platform::fields::require(field, value).map_err(PresenceError::InvalidArgument)
 }

@@ -20,9 +20,9 @@ pub mod store;
 use std::future::Future;
 use std::time::Duration;
 
+use meetup_platform::Bus;
+use meetup_platform::grpc::RequireBearer;
 use meetup_proto::presence::v1::presence_service_server::PresenceServiceServer;
-use meetup_runtime::Bus;
-use meetup_runtime::grpc::RequireBearer;
 use tonic::service::interceptor::InterceptedService;
 
 pub use error::PresenceError;
@@ -30,8 +30,8 @@ pub use service::PresenceGrpc;
 pub use store::PresenceStore;
 
 /// The presence gRPC API: with `api_token`, every call must carry it as a bearer
-/// token. Served over the network by `meetup_runtime::service::run`, or called in process
-/// (`meetup_runtime::grpc::in_process`).
+/// token. Served over the network by `meetup_platform::service::run`, or called in process
+/// (`meetup_platform::grpc::in_process`).
 pub type PresenceApi = InterceptedService<PresenceServiceServer<PresenceGrpc>, RequireBearer>;
 
 /// `bus` carries the application events of `SendToUser` to the gateways.
@@ -51,7 +51,7 @@ pub async fn sweep(
     lease_ttl: Duration,
     stop: impl Future<Output = ()>,
 ) {
-    meetup_runtime::service::sweep_every(
+    meetup_platform::service::sweep_every(
         interval,
         lease_ttl,
         "presence sweep",
@@ -68,7 +68,7 @@ pub async fn sweep(
 /// interval ago (the call service takes them out of their calls one interval
 /// earlier). Runs with or without NATS: it needs no lease.
 pub async fn expire_away(store: PresenceStore, interval: Duration, stop: impl Future<Output = ()>) {
-    meetup_runtime::service::expire_every(
+    meetup_platform::service::expire_every(
         interval,
         "presence_away_expired",
         "Away sessions removed because nobody resumed them in time",
@@ -87,18 +87,18 @@ pub async fn expire_away(store: PresenceStore, interval: Duration, stop: impl Fu
 pub async fn gauges(store: PresenceStore, stop: impl Future<Output = ()>) {
     use prometheus_client::metrics::gauge::Gauge;
     let online_users = Gauge::<i64>::default();
-    meetup_runtime::metrics::register(
+    meetup_platform::metrics::register(
         "presence_online_users",
         "Users online in the cluster",
         online_users.clone(),
     );
     let sessions = Gauge::<i64>::default();
-    meetup_runtime::metrics::register(
+    meetup_platform::metrics::register(
         "presence_sessions",
         "Sessions (sockets) registered",
         sessions.clone(),
     );
-    meetup_runtime::service::every(
+    meetup_platform::service::every(
         Duration::from_secs(5),
         || {
             let store = store.clone();

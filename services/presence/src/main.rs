@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
-use meetup_runtime::service::{Background, ServiceArgs};
+use meetup_platform::service::{Background, ServiceArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,7 +29,7 @@ struct Config {
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     let common = config.common.clone();
-    meetup_runtime::service::run(
+    meetup_platform::service::run(
         "presence",
         config.listen,
         config.metrics_listen,
@@ -41,7 +41,7 @@ async fn main() -> anyhow::Result<()> {
             background.spawn(meetup_presence::gauges(store.clone(), background.stopped()));
             background.spawn(meetup_presence::expire_away(
                 store.clone(),
-                meetup_runtime::service::EXPIRE_EVERY,
+                meetup_platform::service::EXPIRE_EVERY,
                 background.stopped(),
             ));
             if let Some(interval) = common.sweep_interval(&state) {

@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use meetup_platform::{Bus, subjects};
 use meetup_proto::bus::v1::Push;
 use meetup_proto::presence::v1::OnlineUser;
-use meetup_runtime::{Bus, subjects};
 use prost::Message;
 
 use crate::error::{PresenceError, require};

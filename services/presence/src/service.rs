@@ -4,6 +4,8 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use meetup_platform::Bus;
+use meetup_platform::grpc::traceparent;
 use meetup_proto::bus::v1::LeaveReason;
 use meetup_proto::presence::v1::presence_service_server::PresenceService;
 use meetup_proto::presence::v1::{
@@ -14,8 +16,6 @@ use meetup_proto::presence::v1::{
     UnregisterGatewayResponse, UnregisterSessionRequest, UnregisterSessionResponse,
     WatchPresenceRequest,
 };
-use meetup_runtime::Bus;
-use meetup_runtime::grpc::traceparent;
 use tonic::{Request, Response, Status};
 
 use crate::store::PresenceStore;

@@ -44,11 +44,11 @@ fn server_list(url: &str) -> Vec<String> {
         .collect()
 }
 
-/// A cheap-to-clone handle on the bus.
+/// A cheap-to-clone handle on the bus: in this process, or on the NATS server.
 #[derive(Clone, Debug)]
 pub enum Bus {
     Local(LocalBus),
-    Nats(async_nats::Client),
+    Remote(async_nats::Client),
 }
 
 impl Bus {
@@ -87,7 +87,7 @@ impl Bus {
                 url: url.to_owned(),
                 reason: e.to_string(),
             })?;
-        Ok(Bus::Nats(client))
+        Ok(Bus::Remote(client))
     }
 
     /// Publishes in the trace of the current span.
@@ -108,7 +108,7 @@ impl Bus {
                 bus.publish(subject, payload, traceparent);
                 Ok(())
             }
-            Bus::Nats(client) => {
+            Bus::Remote(client) => {
                 let result = match traceparent {
                     Some(traceparent) => {
                         let mut headers = async_nats::HeaderMap::new();
@@ -126,7 +126,7 @@ impl Bus {
     pub async fn flush(&self) -> Result<(), BusError> {
         match self {
             Bus::Local(_) => Ok(()),
-            Bus::Nats(client) => client
+            Bus::Remote(client) => client
                 .flush()
                 .await
                 .map_err(|e| BusError::Flush(e.to_string())),
@@ -137,10 +137,10 @@ impl Bus {
     pub async fn subscribe(&self, subject: String) -> Result<Subscription, BusError> {
         match self {
             Bus::Local(bus) => Ok(Subscription::Local(bus.subscribe(subject))),
-            Bus::Nats(client) => client
+            Bus::Remote(client) => client
                 .subscribe(subject)
                 .await
-                .map(|s| Subscription::Nats(Box::new(s)))
+                .map(|s| Subscription::Remote(Box::new(s)))
                 .map_err(|e| BusError::Subscribe(e.to_string())),
         }
     }
@@ -149,7 +149,7 @@ impl Bus {
     /// Logs a warning when the NATS server this process is connected to is
     /// older than [`MIN_NATS_SERVER`] (nothing while not connected yet).
     pub fn warn_if_old_server(&self) {
-        let Bus::Nats(client) = self else {
+        let Bus::Remote(client) = self else {
             return;
         };
         let version = client.server_info().version;
@@ -165,7 +165,7 @@ impl Bus {
     pub fn is_connected(&self) -> bool {
         match self {
             Bus::Local(_) => true,
-            Bus::Nats(client) => {
+            Bus::Remote(client) => {
                 client.connection_state() == async_nats::connection::State::Connected
             }
         }
@@ -173,7 +173,7 @@ impl Bus {
 
     /// Sends what is buffered and stops; used on shutdown.
     pub async fn drain(&self) {
-        if let Bus::Nats(client) = self
+        if let Bus::Remote(client) = self
             && let Err(error) = client.drain().await
         {
             tracing::warn!(%error, "nats drain failed");
@@ -183,7 +183,7 @@ impl Bus {
     pub fn kind(&self) -> &'static str {
         match self {
             Bus::Local(_) => "in-process",
-            Bus::Nats(_) => "nats",
+            Bus::Remote(_) => "nats",
         }
     }
 }
@@ -192,7 +192,7 @@ impl Bus {
 #[derive(Debug)]
 pub enum Subscription {
     Local(mpsc::UnboundedReceiver<BusMessage>),
-    Nats(Box<async_nats::Subscriber>),
+    Remote(Box<async_nats::Subscriber>),
 }
 
 impl Stream for Subscription {
@@ -201,7 +201,7 @@ impl Stream for Subscription {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         match self.get_mut() {
             Subscription::Local(rx) => rx.poll_recv(cx),
-            Subscription::Nats(sub) => Pin::new(sub.as_mut()).poll_next(cx).map(|m| {
+            Subscription::Remote(sub) => Pin::new(sub.as_mut()).poll_next(cx).map(|m| {
                 m.map(|m| BusMessage {
                     traceparent: m
                         .headers

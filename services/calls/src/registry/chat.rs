@@ -4,9 +4,9 @@
 //! and its chat share a bucket, one order with the joins and leaves too. The
 //! chat goes when the call ends.
 
+use meetup_platform::store::{Change, Versioned, keys};
 use meetup_proto::bus::v1::CallChat;
 use meetup_proto::calls::v1::{Call, CallUser, ChatMessage, SenderKind};
-use meetup_runtime::store::{Change, Versioned, keys};
 use rand::Rng;
 
 use super::invites::system_user;
@@ -171,7 +171,7 @@ impl CallRegistry {
 
 #[cfg(test)]
 mod tests {
-    use meetup_runtime::store::keys;
+    use meetup_platform::store::keys;
     use prost::Message;
 
     use super::*;

@@ -1,5 +1,5 @@
 //! What each replica keeps of the calls bucket, fed by its watch (see
-//! `meetup_runtime::store::due`): the live calls by their next away deadline
+//! `meetup_platform::store::due`): the live calls by their next away deadline
 //! or ring timeout, the ended calls by when they ended, the calls of each
 //! session, user and gateway, the chats whose call is over, and the counts.
 //! The periodic passes and the lookups of a session's or a user's calls ask
@@ -9,9 +9,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::SystemTime;
 
+use meetup_platform::store::due::{Deadlines, View};
+use meetup_platform::store::{Entry, keys};
 use meetup_proto::calls::v1::{Call, Outcome};
-use meetup_runtime::store::due::{Deadlines, View};
-use meetup_runtime::store::{Entry, keys};
 
 use super::reads::Counts;
 use super::shared::{decode_call, user_id};
@@ -232,8 +232,8 @@ mod tests {
     use meetup_proto::calls::v1::Attendee;
     use prost::Message;
 
-    use meetup_runtime::store::StateStore;
-    use meetup_runtime::store::leases::LeaseView;
+    use meetup_platform::store::StateStore;
+    use meetup_platform::store::leases::LeaseView;
 
     use super::*;
     use crate::registry::testing::online;

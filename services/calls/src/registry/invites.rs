@@ -7,9 +7,9 @@
 use std::collections::HashSet;
 use std::time::SystemTime;
 
+use meetup_platform::store::keys;
 use meetup_proto::bus::v1::{CallRecord, InvitesEnded, UserRecord, UsersInvited, call_change};
 use meetup_proto::calls::v1::{Attendee, Call, CallUser, Invite, InviteState, Outcome};
-use meetup_runtime::store::keys;
 use prost::Message;
 
 use super::shared::{CallRegistry, Current, Decision, change, now, user_id};

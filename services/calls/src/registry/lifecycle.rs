@@ -411,7 +411,7 @@ pub fn participant(
 
 #[cfg(test)]
 mod tests {
-    use meetup_runtime::store::keys;
+    use meetup_platform::store::keys;
 
     use super::*;
     use crate::registry::CallLimits;

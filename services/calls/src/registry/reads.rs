@@ -1,8 +1,8 @@
 //! Reading calls: one live call, all of them, their counts, and a follow of
 //! every change from a position.
 
+use meetup_platform::store::keys;
 use meetup_proto::calls::v1::Call;
-use meetup_runtime::store::keys;
 
 use super::shared::CallRegistry;
 use crate::error::{CallError, require};
@@ -24,11 +24,11 @@ impl CallRegistry {
     }
 
     /// Follows the calls bucket's call keys from `after` (see
-    /// [`meetup_runtime::store::Bucket::follow_after`]).
+    /// [`meetup_platform::store::Bucket::follow_after`]).
     pub async fn follow_after(
         &self,
         after: u64,
-    ) -> Result<meetup_runtime::store::TrackedStream, CallError> {
+    ) -> Result<meetup_platform::store::TrackedStream, CallError> {
         Ok(self.calls().follow_after(after, keys::CALL_PREFIX).await?)
     }
 

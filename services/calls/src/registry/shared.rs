@@ -6,10 +6,10 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use meetup_platform::store::due::Followed;
+use meetup_platform::store::{self, Bucket, Change, StateStore, Versioned, keys};
 use meetup_proto::bus::v1::{CallChange, CallRecord, call_change};
 use meetup_proto::calls::v1::{Call, Participant};
-use meetup_runtime::store::due::Followed;
-use meetup_runtime::store::{self, Bucket, Change, StateStore, Versioned, keys};
 use prost::Message;
 
 use super::index::CallsIndex;

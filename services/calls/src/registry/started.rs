@@ -3,8 +3,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use meetup_platform::store::{self, Change, Versioned, keys};
 use meetup_proto::bus::v1::{StartedCall, StartedCalls};
-use meetup_runtime::store::{self, Change, Versioned, keys};
 
 use super::shared::{CallRegistry, now};
 use crate::error::CallError;

@@ -4,10 +4,10 @@
 
 use std::time::{Duration, SystemTime};
 
+use meetup_platform::store::keys;
+use meetup_platform::store::leases::LeaseView;
 use meetup_proto::bus::v1::{LeaveReason, ParticipantAway, call_change};
 use meetup_proto::calls::v1::Participant;
-use meetup_runtime::store::keys;
-use meetup_runtime::store::leases::LeaseView;
 
 use super::shared::CallRegistry;
 use crate::error::{CallError, require};
@@ -155,7 +155,7 @@ impl CallRegistry {
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
-    use meetup_runtime::store::keys;
+    use meetup_platform::store::keys;
 
     use super::*;
     use crate::registry::testing::registry;

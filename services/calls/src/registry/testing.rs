@@ -2,8 +2,8 @@
 //! participants, users put online, an attendee's outcome.
 
 use bytes::Bytes;
+use meetup_platform::store::{BucketSettings, StateStore, keys};
 use meetup_proto::calls::v1::{Call, Outcome, Participant};
-use meetup_runtime::store::{BucketSettings, StateStore, keys};
 use prost::Message;
 
 use super::{CallLimits, CallRegistry, participant};

@@ -5,9 +5,9 @@
 
 use std::time::{Duration, SystemTime};
 
+use meetup_platform::store::Change;
 use meetup_proto::bus::v1::{PresenceChange, SessionAway, SessionResumed, presence_change};
 use meetup_proto::presence::v1::{Session, User};
-use meetup_runtime::store::Change;
 
 use super::PresenceStore;
 use super::record::away_until;
@@ -193,7 +193,7 @@ mod tests {
     use std::time::Duration;
 
     use bytes::Bytes;
-    use meetup_runtime::store::keys;
+    use meetup_platform::store::keys;
 
     use super::*;
     use crate::store::state::in_memory as store;

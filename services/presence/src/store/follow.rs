@@ -4,8 +4,8 @@
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
+use meetup_platform::store::{Present, Tracked, TrackedStream, keys};
 use meetup_proto::presence::v1::{PresenceEvent, presence_event};
-use meetup_runtime::store::{Present, Tracked, TrackedStream, keys};
 
 use super::PresenceStore;
 use super::record::{change_name, decode, online};
@@ -16,7 +16,7 @@ pub type PresenceEvents = Pin<Box<dyn Stream<Item = Result<PresenceEvent, Presen
 
 impl PresenceStore {
     /// Follows the users' keys from `after` (see
-    /// [`meetup_runtime::store::Bucket::follow_after`]).
+    /// [`meetup_platform::store::Bucket::follow_after`]).
     pub async fn follow_after(&self, after: u64) -> Result<TrackedStream, PresenceError> {
         self.follow_users(after).await
     }

@@ -5,9 +5,9 @@
 
 use std::time::{Duration, SystemTime};
 
+use meetup_platform::store::leases::LeaseView;
 use meetup_proto::bus::v1::LeaveReason;
 use meetup_proto::presence::v1::Session;
-use meetup_runtime::store::leases::LeaseView;
 
 use super::PresenceStore;
 use super::record::registered_before;
@@ -107,7 +107,7 @@ impl PresenceStore {
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
-    use meetup_runtime::store::keys;
+    use meetup_platform::store::keys;
 
     use super::*;
     use crate::store::state::in_memory as store;

@@ -1,5 +1,5 @@
 //! What each replica keeps of the presence bucket, fed by its watch (see
-//! `meetup_runtime::store::due`): the users by when their first away session
+//! `meetup_platform::store::due`): the users by when their first away session
 //! runs out, the owner of each session, the users on each gateway, and the
 //! counts. The expiry, the sweep, a session's owner and the gauges ask it
 //! instead of scanning every user. It is a hint: whoever acts on what it names
@@ -7,9 +7,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use meetup_platform::store::due::{Deadlines, View};
+use meetup_platform::store::{Entry, keys};
 use meetup_proto::presence::v1::OnlineUser;
-use meetup_runtime::store::due::{Deadlines, View};
-use meetup_runtime::store::{Entry, keys};
 
 use super::reading::Counts;
 use super::record::{away_until, decode, online};
@@ -126,10 +126,10 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     use bytes::Bytes;
+    use meetup_platform::store::keys;
+    use meetup_platform::store::leases::LeaseView;
     use meetup_proto::bus::v1::{LeaveReason, UserRecord};
     use meetup_proto::presence::v1::{Session, User};
-    use meetup_runtime::store::keys;
-    use meetup_runtime::store::leases::LeaseView;
     use prost::Message;
 
     use super::*;

@@ -4,9 +4,9 @@
 
 use std::time::SystemTime;
 
+use meetup_platform::store;
 use meetup_proto::bus::v1::{UserRecord, presence_change};
 use meetup_proto::presence::v1::{OnlineUser, Session};
-use meetup_runtime::store;
 use prost::Message;
 
 /// A user's record and the revision it was read at.

@@ -3,12 +3,12 @@
 
 use std::time::SystemTime;
 
+use meetup_platform::store::Change;
 use meetup_proto::bus::v1::{
     LeaveReason, PresenceChange, SessionRegistered, SessionUnregistered, UserRecord,
     presence_change,
 };
 use meetup_proto::presence::v1::{OnlineUser, Session, User};
-use meetup_runtime::store::Change;
 
 use super::PresenceStore;
 use super::record::{Current, online};
@@ -198,7 +198,7 @@ impl PresenceStore {
 #[cfg(test)]
 mod tests {
     use futures::StreamExt;
-    use meetup_runtime::store::Watched;
+    use meetup_platform::store::Watched;
 
     use super::*;
     use crate::store::Counts;

@@ -7,11 +7,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use meetup_platform::store::due::Followed;
+use meetup_platform::store::leases::{DeadGateway, LeaseView};
+use meetup_platform::store::{self, Bucket, Change, StateStore, Versioned, keys};
 use meetup_proto::bus::v1::UserRecord;
 use meetup_proto::presence::v1::{OnlineUser, Session};
-use meetup_runtime::store::due::Followed;
-use meetup_runtime::store::leases::{DeadGateway, LeaseView};
-use meetup_runtime::store::{self, Bucket, Change, StateStore, Versioned, keys};
 use prost::Message;
 
 use super::index::PresenceIndex;

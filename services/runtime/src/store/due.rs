@@ -317,8 +317,8 @@ fn lock<V>(inner: &Inner<V>) -> std::sync::MutexGuard<'_, State<V>> {
 /// [`Followed::caught_up`]).
 async fn head(bucket: &Bucket) -> Result<u64, StoreError> {
     match bucket {
-        Bucket::Memory(_) => Ok(0),
-        Bucket::JetStream(kv) => {
+        Bucket::Local(_) => Ok(0),
+        Bucket::Remote(kv) => {
             let status = kv
                 .status()
                 .await
@@ -413,7 +413,7 @@ mod tests {
     async fn the_view_follows_every_writer_and_its_own_writes_at_once() {
         let memory = MemoryBucket::new(None);
         memory.put("old", v()).expect("put");
-        let bucket = Bucket::Memory(memory.clone());
+        let bucket = Bucket::Local(memory.clone());
         let view: Followed<Keys> = Followed::start(bucket.clone());
         current(&view).await;
         assert_eq!(view.read(|k| k.0.len()), Some(1), "the first full read");
@@ -461,7 +461,7 @@ mod tests {
         memory.put("a", v()).expect("put");
         memory.put("b", v()).expect("put");
         // Started outside a runtime: nothing follows, the view is never current.
-        let view: Followed<Keys> = Followed::start(Bucket::Memory(memory.clone()));
+        let view: Followed<Keys> = Followed::start(Bucket::Local(memory.clone()));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -476,7 +476,7 @@ mod tests {
     async fn asking_a_view_that_caught_up_reads_nothing() {
         let memory = MemoryBucket::new(None);
         memory.put("a", v()).expect("put");
-        let view: Followed<Keys> = Followed::start(Bucket::Memory(memory.clone()));
+        let view: Followed<Keys> = Followed::start(Bucket::Local(memory.clone()));
         let keys = view
             .ask(Duration::from_secs(5), "", |k| k.0.len())
             .await
@@ -487,7 +487,7 @@ mod tests {
     #[tokio::test]
     async fn a_watch_that_fell_behind_is_read_again_from_the_start() {
         let memory = MemoryBucket::new(None);
-        let view: Followed<Keys> = Followed::start(Bucket::Memory(memory.clone()));
+        let view: Followed<Keys> = Followed::start(Bucket::Local(memory.clone()));
         current(&view).await;
         // More changes than the watch buffers, with the follower unable to run
         // (this test's runtime has one thread): the watch ends, lagging.

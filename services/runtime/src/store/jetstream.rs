@@ -64,7 +64,7 @@ pub async fn open(
             }
         }
     };
-    Ok(Bucket::JetStream(Box::new(store)))
+    Ok(Bucket::Remote(Box::new(store)))
 }
 
 /// The key's latest entry. A direct get, answered by any replica of the

@@ -126,18 +126,19 @@ impl Default for BucketSettings {
     }
 }
 
-/// One bucket, cheap to clone.
+/// One bucket, cheap to clone: in this process, or a JetStream KV bucket on
+/// the NATS server.
 #[derive(Debug, Clone)]
 pub enum Bucket {
-    Memory(MemoryBucket),
-    JetStream(Box<async_nats::jetstream::kv::Store>),
+    Local(MemoryBucket),
+    Remote(Box<async_nats::jetstream::kv::Store>),
 }
 
 impl Bucket {
     pub async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
         match self {
-            Bucket::Memory(b) => Ok(b.get(key)),
-            Bucket::JetStream(kv) => jetstream::get(kv, key).await,
+            Bucket::Local(b) => Ok(b.get(key)),
+            Bucket::Remote(kv) => jetstream::get(kv, key).await,
         }
     }
 
@@ -148,72 +149,72 @@ impl Bucket {
     /// expire without holding the new ones yet.
     pub async fn exists_on_leader(&self, key: &str) -> Result<bool, StoreError> {
         match self {
-            Bucket::Memory(b) => Ok(b.get(key).is_some()),
-            Bucket::JetStream(kv) => jetstream::exists_on_leader(kv, key).await,
+            Bucket::Local(b) => Ok(b.get(key).is_some()),
+            Bucket::Remote(kv) => jetstream::exists_on_leader(kv, key).await,
         }
     }
 
     /// Writes `key` only when it has no live value; returns the new revision.
     pub async fn create(&self, key: &str, value: Bytes) -> Result<u64, StoreError> {
         match self {
-            Bucket::Memory(b) => b.create(key, value),
-            Bucket::JetStream(kv) => jetstream::create(kv, key, value).await,
+            Bucket::Local(b) => b.create(key, value),
+            Bucket::Remote(kv) => jetstream::create(kv, key, value).await,
         }
     }
 
     /// Writes `key` only when its latest revision is `revision`.
     pub async fn update(&self, key: &str, value: Bytes, revision: u64) -> Result<u64, StoreError> {
         match self {
-            Bucket::Memory(b) => b.update(key, value, revision),
-            Bucket::JetStream(kv) => jetstream::update(kv, key, value, revision).await,
+            Bucket::Local(b) => b.update(key, value, revision),
+            Bucket::Remote(kv) => jetstream::update(kv, key, value, revision).await,
         }
     }
 
     /// Writes `key` whatever it holds (leases, which only their owner writes).
     pub async fn put(&self, key: &str, value: Bytes) -> Result<u64, StoreError> {
         match self {
-            Bucket::Memory(b) => b.put(key, value),
-            Bucket::JetStream(kv) => jetstream::put(kv, key, value).await,
+            Bucket::Local(b) => b.put(key, value),
+            Bucket::Remote(kv) => jetstream::put(kv, key, value).await,
         }
     }
 
     /// Deletes `key` only when its latest revision is `revision`.
     pub async fn delete(&self, key: &str, revision: u64) -> Result<(), StoreError> {
         match self {
-            Bucket::Memory(b) => b.delete(key, Some(revision)),
-            Bucket::JetStream(kv) => jetstream::delete(kv, key, Some(revision)).await,
+            Bucket::Local(b) => b.delete(key, Some(revision)),
+            Bucket::Remote(kv) => jetstream::delete(kv, key, Some(revision)).await,
         }
     }
 
     /// Deletes `key` whatever it holds.
     pub async fn remove(&self, key: &str) -> Result<(), StoreError> {
         match self {
-            Bucket::Memory(b) => b.delete(key, None),
-            Bucket::JetStream(kv) => jetstream::delete(kv, key, None).await,
+            Bucket::Local(b) => b.delete(key, None),
+            Bucket::Remote(kv) => jetstream::delete(kv, key, None).await,
         }
     }
 
     /// The live entries whose key starts with `prefix`, read in one pass.
     pub async fn scan(&self, prefix: &str) -> Result<Vec<Entry>, StoreError> {
         match self {
-            Bucket::Memory(b) => Ok(b.scan(prefix)),
-            Bucket::JetStream(kv) => jetstream::scan(kv, prefix).await,
+            Bucket::Local(b) => Ok(b.scan(prefix)),
+            Bucket::Remote(kv) => jetstream::scan(kv, prefix).await,
         }
     }
 
     /// The live keys starting with `prefix` (no values).
     pub async fn keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         match self {
-            Bucket::Memory(b) => Ok(b.scan(prefix).into_iter().map(|e| e.key).collect()),
-            Bucket::JetStream(kv) => jetstream::keys(kv, prefix).await,
+            Bucket::Local(b) => Ok(b.scan(prefix).into_iter().map(|e| e.key).collect()),
+            Bucket::Remote(kv) => jetstream::keys(kv, prefix).await,
         }
     }
 
     /// Every key's latest entry, then [`Watched::Current`], then every change.
     pub async fn watch(&self) -> Result<WatchStream, StoreError> {
         match self {
-            Bucket::Memory(b) => Ok(b.watch()),
-            Bucket::JetStream(kv) => jetstream::watch(kv).await,
+            Bucket::Local(b) => Ok(b.watch()),
+            Bucket::Remote(kv) => jetstream::watch(kv).await,
         }
     }
 
@@ -254,15 +255,15 @@ impl Bucket {
     /// from an in-memory bucket; `None` for JetStream, which does not count.
     pub fn scanned(&self) -> Option<u64> {
         match self {
-            Bucket::Memory(b) => Some(b.scanned()),
-            Bucket::JetStream(_) => None,
+            Bucket::Local(b) => Some(b.scanned()),
+            Bucket::Remote(_) => None,
         }
     }
 
     pub fn kind(&self) -> &'static str {
         match self {
-            Bucket::Memory(_) => "in-memory",
-            Bucket::JetStream(_) => "jetstream",
+            Bucket::Local(_) => "in-memory",
+            Bucket::Remote(_) => "jetstream",
         }
     }
 }
@@ -284,10 +285,10 @@ impl StateStore {
     /// Fresh in-memory buckets (embedded mode, or a service alone).
     pub fn memory(settings: BucketSettings) -> Self {
         StateStore {
-            presence: Bucket::Memory(MemoryBucket::new(None)),
-            calls: Bucket::Memory(MemoryBucket::new(None)),
-            call_index: Bucket::Memory(MemoryBucket::new(None)),
-            gateways: Bucket::Memory(MemoryBucket::new(Some(settings.lease_ttl))),
+            presence: Bucket::Local(MemoryBucket::new(None)),
+            calls: Bucket::Local(MemoryBucket::new(None)),
+            call_index: Bucket::Local(MemoryBucket::new(None)),
+            gateways: Bucket::Local(MemoryBucket::new(Some(settings.lease_ttl))),
         }
     }
 
@@ -317,7 +318,7 @@ impl StateStore {
     pub async fn for_bus(bus: &Bus, settings: BucketSettings) -> Result<Self, StoreError> {
         match bus {
             Bus::Local(_) => Ok(StateStore::memory(settings)),
-            Bus::Nats(client) => StateStore::jetstream(client.clone(), settings).await,
+            Bus::Remote(client) => StateStore::jetstream(client.clone(), settings).await,
         }
     }
 

@@ -94,7 +94,7 @@ mod tests {
     use crate::store::MemoryBucket;
 
     fn bucket() -> Bucket {
-        Bucket::Memory(MemoryBucket::new(None))
+        Bucket::Local(MemoryBucket::new(None))
     }
 
     async fn add(bucket: &Bucket, call_id: &str) -> Result<(usize, u64), StoreError> {

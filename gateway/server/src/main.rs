@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use meetup_gateway::Config;
-use meetup_runtime::{shutdown, telemetry};
+use meetup_platform::{shutdown, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -25,7 +25,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = meetup_gateway::run(config, listener, shutdown::signal()).await;
+    let result = meetup_server::run(config, listener, shutdown::signal()).await;
     telemetry.shutdown().await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
