@@ -204,15 +204,40 @@ pub async fn run(
 /// socket so clients reconnect elsewhere. Without a grace period, removes this
 /// gateway's sessions from calls and presence at once (socket tasks do the
 /// same one by one; whichever comes second finds nothing to do).
+/// Longest the drain waits for the cleanups of the sockets it closed.
+const CLEANUPS_WAIT: Duration = Duration::from_secs(5);
+
+/// Resolves once no registered session is left here: each socket's cleanup
+/// forgets its session when it is done with it (a poll: this runs once, while
+/// the gateway stops).
+async fn cleanups_done(gw: &Gateway) {
+    while gw.local_sessions().iter().any(|(_, s)| s.registered) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn drain(gw: &Gateway) {
     tracing::info!(sockets = gw.io().sockets().len(), "draining");
     let grace = gw.limits().resume_grace;
     let gateway_id = gw.id().to_owned();
     if !grace.is_zero() {
+        // Before the hand-over takes its list: a session registered after it
+        // is turned away by its own socket's cleanup when the socket is closed
+        // below, instead of leaving its calls and presence as on a goodbye.
+        gw.start_stopping();
         let (handed, failed) = handlers::cleanup::hand_over_all(gw, grace).await;
         tracing::info!(handed, failed, "sessions handed over");
         if let Err(error) = gw.io().disconnect().await {
             tracing::warn!(%error, "closing sockets failed");
+        }
+        // The sockets' own cleanups turn away the sessions registered after
+        // the list was taken: they finish before the process goes (bounded;
+        // past that, the sweeps turn them away as for a gateway that died).
+        if tokio::time::timeout(CLEANUPS_WAIT, cleanups_done(gw))
+            .await
+            .is_err()
+        {
+            tracing::warn!("sockets still cleaning up; the sweeps will turn their sessions away");
         }
         // Released: the services' sweeps turn away what could not be handed
         // over here, as for a gateway that died.

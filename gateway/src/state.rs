@@ -66,6 +66,8 @@ struct Shared {
     local: LocalSessions,
     presence_up: AtomicBool,
     calls_up: AtomicBool,
+    /// Set once the gateway starts handing its sessions over to stop.
+    stopping: AtomicBool,
 }
 
 /// What a gateway is made of.
@@ -121,6 +123,7 @@ impl Gateway {
                 local: LocalSessions::default(),
                 presence_up: AtomicBool::new(false),
                 calls_up: AtomicBool::new(false),
+                stopping: AtomicBool::new(false),
             }),
         }
     }
@@ -211,6 +214,19 @@ impl Gateway {
     pub fn set_backends_up(&self, presence: bool, calls: bool) {
         self.shared.presence_up.store(presence, Ordering::Relaxed);
         self.shared.calls_up.store(calls, Ordering::Relaxed);
+    }
+
+    /// From now on every socket this gateway closes is closed because the
+    /// gateway stops: its session is handed over (see [`Gateway::is_stopping`]).
+    pub fn start_stopping(&self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the gateway is stopping: a socket it closes now goes without a
+    /// goodbye, whether its session was in the hand-over's list or registered
+    /// after that list was taken.
+    pub fn is_stopping(&self) -> bool {
+        self.shared.stopping.load(Ordering::SeqCst)
     }
 
     /// Whether the last probe reached each service.

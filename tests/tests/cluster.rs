@@ -564,3 +564,56 @@ async fn without_a_grace_period_a_gateway_frozen_past_its_lease_closes_its_socke
     let c = counts(&cluster, 0).await;
     assert_eq!(c["onlineUsers"].as_u64(), Some(2), "{c}");
 }
+
+/// A socket that registered while its gateway was handing its sessions over
+/// (SIGTERM with a grace period) is handed over too when the gateway closes it,
+/// not taken for a goodbye: its client can resume through another gateway.
+/// Before, the gateway closed its sockets as a plain server-side disconnect, so
+/// a session registered after the hand-over began left presence and its calls
+/// (found by the rolling restart under churn in `replicas.rs`: a call that had
+/// just started on the stopping gateway ended, and its joiner got
+/// `call-not-found`).
+#[tokio::test]
+async fn a_socket_that_registers_while_its_gateway_drains_is_handed_over_too() {
+    let mut cluster = Cluster::start(2, &[]).await.expect("cluster");
+    let (a_id, r_id) = (id("a"), id("r"));
+    let _a = user(&cluster.url(0), &a_id).await;
+    // The hand-over turns a away in its calls first: with the call service
+    // frozen, the gateway stays in its hand-over until the service thaws.
+    cluster.calls.process.signal("STOP").expect("calls frozen");
+    cluster.gateways[0].process.signal("TERM").expect("term");
+    cluster.gateways[0]
+        .process
+        .wait_for_line(EVENT, |line| line.contains("\"draining\"").then_some(()))
+        .await
+        .expect("the gateway drains");
+    // r registers meanwhile (presence is up), after the hand-over took its list.
+    let _r = user(&cluster.url(0), &r_id).await;
+    cluster.calls.process.signal("CONT").expect("calls thawed");
+    cluster.gateways[0]
+        .process
+        .wait_exit(Duration::from_secs(15))
+        .await
+        .expect("the gateway exits");
+    let mut presence = PresenceServiceClient::connect(cluster.presence.url())
+        .await
+        .expect("presence");
+    for user_id in [&a_id, &r_id] {
+        let online = presence
+            .get_user(GetUserRequest {
+                user_id: user_id.clone(),
+            })
+            .await
+            .unwrap_or_else(|status| {
+                panic!("{user_id} left presence instead of being handed over: {status:?}")
+            })
+            .into_inner()
+            .user
+            .expect("user");
+        let session = &online.sessions[0];
+        assert!(
+            session.away_until.is_some() && session.relays_counted,
+            "{user_id}'s session was handed over by its gateway: {session:?}"
+        );
+    }
+}

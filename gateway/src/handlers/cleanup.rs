@@ -27,6 +27,14 @@ pub(crate) fn went_away(reason: DisconnectReason) -> bool {
     )
 }
 
+/// Whether a socket closed for `reason` was closed by its gateway because it
+/// stops: then it goes without a goodbye too. (The gateway closes its sockets
+/// one by one, as a server-side disconnect; a client's own disconnect stays a
+/// goodbye.)
+pub(crate) fn closed_for_stopping(reason: DisconnectReason, stopping: bool) -> bool {
+    stopping && reason == DisconnectReason::ServerNSDisconnect
+}
+
 /// Turns `session_id` of `user_id` away for `grace`, in its calls then in
 /// presence, with the number of relays its socket was given. False when a
 /// service could not take it.
@@ -113,7 +121,7 @@ impl SessionWorker {
         }
         let grace = self.gw.limits().resume_grace;
         if !grace.is_zero()
-            && went_away(reason)
+            && (went_away(reason) || closed_for_stopping(reason, self.gw.is_stopping()))
             && set_away(
                 &self.gw,
                 &me.user_id,
@@ -165,5 +173,21 @@ impl SessionWorker {
         }
         crate::history::session_ended(self.gw.history(), &me.user_id).await;
         tracing::debug!(session_id, user_id = %me.user_id, "socket cleaned up");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_socket_the_stopping_gateway_closes_goes_without_a_goodbye() {
+        use DisconnectReason::*;
+        assert!(closed_for_stopping(ServerNSDisconnect, true));
+        // Closed for another cause (the reconciler, a fence) while serving.
+        assert!(!closed_for_stopping(ServerNSDisconnect, false));
+        // A client that says goodbye while its gateway stops.
+        assert!(!closed_for_stopping(ClientNSDisconnect, true));
+        assert!(!went_away(ClientNSDisconnect) && went_away(ClosingServer));
     }
 }
