@@ -228,16 +228,7 @@ impl CallRegistry {
             if invites::rings_out(&call, now) {
                 self.expire_rings(&call.id, now).await?;
             }
-            let count = call.participants.iter().filter(|p| expired(p)).count() as u32;
-            if count == 0 {
-                continue;
-            }
-            let left = self
-                .remove_sessions(&call.id, expired, LeaveReason::Disconnected, "")
-                .await?;
-            if left.left {
-                removed += count;
-            }
+            removed += self.disconnect_picked(&call, expired).await?.0;
         }
         if removed > 0 {
             tracing::info!(sessions = removed, "away participants expired");

@@ -219,6 +219,29 @@ impl CallRegistry {
         Ok((call, revision))
     }
 
+    /// Disconnects the sessions `leaving` picks from `call`, as a periodic
+    /// pass read it: nothing when the read names none. Returns how many the
+    /// read named, and the revision written, when they left; `(0, 0)` when
+    /// they did not (the call changed meanwhile: the next pass sees it).
+    pub(super) async fn disconnect_picked(
+        &self,
+        call: &Call,
+        leaving: impl Fn(&Participant) -> bool,
+    ) -> Result<(u32, u64), CallError> {
+        let count = call.participants.iter().filter(|p| leaving(p)).count() as u32;
+        if count == 0 {
+            return Ok((0, 0));
+        }
+        let left = self
+            .remove_sessions(&call.id, leaving, LeaveReason::Disconnected, "")
+            .await?;
+        Ok(if left.left {
+            (count, left.revision)
+        } else {
+            (0, 0)
+        })
+    }
+
     /// Removes the sessions `leaving` picks from one call; the call ends when
     /// left empty. Returns what happened; nothing when none of them was in it.
     pub(super) async fn remove_sessions(

@@ -163,46 +163,34 @@ impl CallRegistry {
     }
 
     /// Reads the call, lets `decide` change it, and writes the result with the
-    /// revision it read; again from the start when another writer came first.
-    /// Returns `decide`'s value and the revision written (0 when nothing was).
+    /// revision it read; again from the start when another writer came first
+    /// ([`Followed::modify`]: this replica's index knows the write at once,
+    /// before the watch brings it back). Returns `decide`'s value and the
+    /// revision written (0 when nothing was).
     pub(super) async fn modify<T>(
         &self,
         call_id: &str,
         mut decide: impl FnMut(Option<&Current>) -> Result<Decision<T>, CallError>,
     ) -> Result<(T, u64), CallError> {
-        let key = keys::call(call_id);
-        let mut written = None;
-        let (answer, revision) = self
-            .shared
-            .calls
-            .modify(&key, |read: Option<Versioned<CallRecord>>| {
-                let current = read.map(|r| Current {
-                    record: r.value,
-                    revision: r.revision,
-                });
-                let decided = decide(current.as_ref());
-                written = match &decided {
-                    Ok(Decision::Write(record, _)) => Some(record.encode_to_vec()),
-                    _ => None,
-                };
-                async move {
-                    Ok::<_, CallError>(match decided? {
-                        Decision::Keep(value) => Change::Keep(value),
-                        Decision::Write(record, value) => Change::Put(*record, value),
-                    })
-                }
-            })
-            .await?;
-        // This replica's index knows its own change at once, before the
-        // watch brings it back: a lookup right after it finds it.
-        if let Some(record) = written.filter(|_| revision > 0) {
-            self.shared.seen.observe(&store::Entry {
-                key,
-                value: Some(record.into()),
-                revision,
-            });
-        }
-        Ok((answer, revision))
+        self.shared
+            .seen
+            .modify(
+                &keys::call(call_id),
+                |read: Option<Versioned<CallRecord>>| {
+                    let current = read.map(|r| Current {
+                        record: r.value,
+                        revision: r.revision,
+                    });
+                    let decided = decide(current.as_ref());
+                    async move {
+                        Ok::<_, CallError>(match decided? {
+                            Decision::Keep(value) => Change::Keep(value),
+                            Decision::Write(record, value) => Change::Put(*record, value),
+                        })
+                    }
+                },
+            )
+            .await
     }
 
     /// Asks `query` of this replica's index of the calls bucket, once it has

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use meetup_platform::store::keys;
 use meetup_platform::store::leases::LeaseView;
-use meetup_proto::bus::v1::{LeaveReason, ParticipantAway, call_change};
+use meetup_proto::bus::v1::{ParticipantAway, call_change};
 use meetup_proto::calls::v1::Participant;
 
 use super::shared::CallRegistry;
@@ -42,17 +42,9 @@ impl CallRegistry {
             let Some(call) = self.read(&call_id).await?.and_then(|c| c.live().cloned()) else {
                 continue;
             };
-            let count = call.participants.iter().filter(|p| doomed(p)).count() as u32;
-            if count == 0 {
-                continue;
-            }
-            let left = self
-                .remove_sessions(&call.id, doomed, LeaveReason::Disconnected, "")
-                .await?;
-            if left.left {
-                removed += count;
-                last = last.max(left.revision);
-            }
+            let (count, revision) = self.disconnect_picked(&call, doomed).await?;
+            removed += count;
+            last = last.max(revision);
         }
         Ok((removed, last))
     }

@@ -6,11 +6,11 @@
 use std::time::{Duration, SystemTime};
 
 use meetup_platform::store::Change;
-use meetup_proto::bus::v1::{PresenceChange, SessionAway, SessionResumed, presence_change};
+use meetup_proto::bus::v1::{SessionAway, SessionResumed, presence_change};
 use meetup_proto::presence::v1::{Session, User};
 
 use super::PresenceStore;
-use super::record::away_until;
+use super::record::{away_until, note_change};
 use crate::error::{PresenceError, require};
 
 /// How long before its time runs out an away session stops being resumable:
@@ -56,12 +56,13 @@ impl PresenceStore {
                 session.relays_given = relays_given.unwrap_or_default();
                 session.relays_counted = relays_given.is_some();
                 let session = session.clone();
-                record.change = Some(PresenceChange {
-                    change: Some(presence_change::Change::Away(SessionAway {
+                note_change(
+                    &mut record,
+                    presence_change::Change::Away(SessionAway {
                         session: Some(session),
-                    })),
-                });
-                record.traceparent = traceparent.to_owned();
+                    }),
+                    traceparent,
+                );
                 Ok(Change::Put(record, ()))
             })
             .await?;
@@ -152,13 +153,14 @@ impl PresenceStore {
                 };
                 online.sessions.push(session.clone());
                 let user = online.user.clone().unwrap_or_default();
-                record.change = Some(PresenceChange {
-                    change: Some(presence_change::Change::Resumed(SessionResumed {
+                note_change(
+                    &mut record,
+                    presence_change::Change::Resumed(SessionResumed {
                         previous_session_id: previous.session_id.clone(),
                         session: Some(session),
-                    })),
-                });
-                record.traceparent = traceparent.to_owned();
+                    }),
+                    traceparent,
+                );
                 Ok(Change::Put(
                     record,
                     Some(Resumed {

@@ -5,7 +5,7 @@
 use std::time::SystemTime;
 
 use meetup_platform::store;
-use meetup_proto::bus::v1::{UserRecord, presence_change};
+use meetup_proto::bus::v1::{PresenceChange, UserRecord, presence_change};
 use meetup_proto::presence::v1::{OnlineUser, Session};
 use prost::Message;
 
@@ -58,6 +58,19 @@ pub(super) fn change_name(record: &UserRecord) -> &'static str {
             presence_change::Change::Resumed(_) => "resumed",
         })
         .unwrap_or_default()
+}
+
+/// Notes on `record` the change that writes it and the trace of the request
+/// behind it: what the followers of the bucket are told of the write.
+pub(super) fn note_change(
+    record: &mut UserRecord,
+    change: presence_change::Change,
+    traceparent: &str,
+) {
+    record.change = Some(PresenceChange {
+        change: Some(change),
+    });
+    record.traceparent = traceparent.to_owned();
 }
 
 /// When an away session's time runs out (`None`: it is not away).

@@ -5,13 +5,12 @@ use std::time::SystemTime;
 
 use meetup_platform::store::Change;
 use meetup_proto::bus::v1::{
-    LeaveReason, PresenceChange, SessionRegistered, SessionUnregistered, UserRecord,
-    presence_change,
+    LeaveReason, SessionRegistered, SessionUnregistered, UserRecord, presence_change,
 };
 use meetup_proto::presence::v1::{OnlineUser, Session, User};
 
 use super::PresenceStore;
-use super::record::{Current, online};
+use super::record::{Current, note_change, online};
 use crate::error::{PresenceError, require};
 
 /// What a registration did.
@@ -83,19 +82,21 @@ impl PresenceStore {
                     username: username.to_owned(),
                     joined_at: Some(joined_at),
                 };
-                let record = UserRecord {
+                let mut record = UserRecord {
                     user: Some(OnlineUser {
                         user: Some(user.clone()),
                         sessions,
                     }),
-                    change: Some(PresenceChange {
-                        change: Some(presence_change::Change::Registered(SessionRegistered {
-                            session: Some(session),
-                            first_session,
-                        })),
-                    }),
-                    traceparent: traceparent.to_owned(),
+                    ..UserRecord::default()
                 };
+                note_change(
+                    &mut record,
+                    presence_change::Change::Registered(SessionRegistered {
+                        session: Some(session),
+                        first_session,
+                    }),
+                    traceparent,
+                );
                 Ok(Change::Put(
                     record,
                     Registered {
@@ -163,13 +164,14 @@ impl PresenceStore {
                     user.sessions.retain(|s| s.session_id != session_id);
                 }
                 let last_session = online(&record).is_none();
-                record.change = Some(PresenceChange {
-                    change: Some(presence_change::Change::Unregistered(SessionUnregistered {
+                note_change(
+                    &mut record,
+                    presence_change::Change::Unregistered(SessionUnregistered {
                         session_id: session_id.to_owned(),
                         reason: reason as i32,
-                    })),
-                });
-                record.traceparent = traceparent.to_owned();
+                    }),
+                    traceparent,
+                );
                 Ok(Change::Put(
                     record,
                     Unregistered {

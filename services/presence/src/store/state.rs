@@ -4,7 +4,7 @@
 //! whole-bucket scan; the gateways' leases. The handle's state is private to
 //! this module; the concerns see only these methods.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use meetup_platform::store::due::Followed;
@@ -12,7 +12,6 @@ use meetup_platform::store::leases::{DeadGateway, LeaseView};
 use meetup_platform::store::{self, Bucket, Change, StateStore, Versioned, keys};
 use meetup_proto::bus::v1::UserRecord;
 use meetup_proto::presence::v1::{OnlineUser, Session};
-use prost::Message;
 
 use super::index::PresenceIndex;
 use super::record::{Current, decode, online, sessions_where};
@@ -106,10 +105,11 @@ impl PresenceStore {
         Ok(sessions_where(&users, pick))
     }
 
-    /// Changes `user_id`'s record by compare-and-set ([`Bucket::modify`]):
+    /// Changes `user_id`'s record by compare-and-set ([`Followed::modify`]):
     /// `decide` sees the record as it is; what it decides is written with the
-    /// revision read, or decided again when another writer came first.
-    /// Returns its answer and the revision written (0 when nothing was).
+    /// revision read, or decided again when another writer came first. This
+    /// replica's index knows the write at once, before the watch brings it
+    /// back. Returns its answer and the revision written (0 when nothing was).
     pub(super) async fn modify<T, F, Fut>(
         &self,
         user_id: &str,
@@ -119,41 +119,18 @@ impl PresenceStore {
         F: FnMut(Option<Current>) -> Fut,
         Fut: std::future::Future<Output = Result<Change<UserRecord, T>, PresenceError>>,
     {
-        let key = keys::user(user_id);
-        // The record of the round's write, if it decided one. A std Mutex is
-        // fine: never held across an `.await` (it is one for the futures of
-        // a request to stay `Send`).
-        let written = Mutex::new(None);
-        let (answer, revision) = self
-            .shared
-            .bucket
-            .modify(&key, |read: Option<Versioned<UserRecord>>| {
-                let decided = decide(read.map(|r| Current {
-                    record: r.value,
-                    revision: r.revision,
-                }));
-                let written = &written;
-                async move {
-                    let change = decided.await?;
-                    *written.lock().unwrap_or_else(|p| p.into_inner()) = match &change {
-                        Change::Put(record, _) => Some(record.encode_to_vec()),
-                        _ => None,
-                    };
-                    Ok::<_, PresenceError>(change)
-                }
-            })
-            .await?;
-        // This replica's index knows its own change at once, before the
-        // watch brings it back: a lookup right after it finds it.
-        let written = written.into_inner().unwrap_or_else(|p| p.into_inner());
-        if let Some(record) = written.filter(|_| revision > 0) {
-            self.shared.seen.observe(&store::Entry {
-                key,
-                value: Some(record.into()),
-                revision,
-            });
-        }
-        Ok((answer, revision))
+        self.shared
+            .seen
+            .modify(
+                &keys::user(user_id),
+                |read: Option<Versioned<UserRecord>>| {
+                    decide(read.map(|r| Current {
+                        record: r.value,
+                        revision: r.revision,
+                    }))
+                },
+            )
+            .await
     }
 
     /// Asks `query` of this replica's index of the presence bucket, once it

@@ -33,7 +33,7 @@ use std::time::{Duration, SystemTime};
 use futures::StreamExt;
 use tokio::sync::watch;
 
-use super::{Bucket, Entry, StoreError, Watched};
+use super::{Bucket, Change, Entry, IsConflict, StoreError, Versioned, Watched};
 
 /// Keys by deadline.
 #[derive(Debug, Clone)]
@@ -252,6 +252,30 @@ impl<V: View> Followed<V> {
         self.lock().observed(entry);
     }
 
+    /// Changes `key` of the followed bucket by compare-and-set
+    /// ([`Bucket::modify`]), then applies what it put to the view at once
+    /// ([`Followed::observe`]): a lookup right after the write finds it,
+    /// before the watch brings it back. A keep or a delete is left to the
+    /// watch.
+    pub async fn modify<M, T, E, F, Fut>(&self, key: &str, decide: F) -> Result<(T, u64), E>
+    where
+        M: prost::Message + Default,
+        E: From<StoreError> + IsConflict,
+        F: FnMut(Option<Versioned<M>>) -> Fut,
+        Fut: std::future::Future<Output = Result<Change<M, T>, E>>,
+    {
+        let (answer, revision, written) =
+            self.shared.inner.bucket.modify_written(key, decide).await?;
+        if let Some(value) = written.filter(|_| revision > 0) {
+            self.observe(&Entry {
+                key: key.to_owned(),
+                value: Some(value),
+                revision,
+            });
+        }
+        Ok((answer, revision))
+    }
+
     pub fn is_current(&self) -> bool {
         self.shared.inner.progress.borrow().current
     }
@@ -453,6 +477,36 @@ mod tests {
             Some(r2),
             "the watch's older entry of mine was skipped"
         );
+    }
+
+    #[tokio::test]
+    async fn a_write_through_the_view_is_in_it_before_the_watch_brings_it() {
+        use meetup_proto::bus::v1::StartedCalls;
+        let memory = MemoryBucket::new(None);
+        let view: Followed<Keys> = Followed::start(Bucket::Local(memory.clone()));
+        current(&view).await;
+        // No await between the write and the read lets the watch's task run
+        // (one thread, and every in-memory write is ready at once).
+        let ((), revision) = view
+            .modify("k", |_: Option<Versioned<StartedCalls>>| async {
+                Ok::<_, StoreError>(Change::Put(StartedCalls::default(), ()))
+            })
+            .await
+            .expect("written");
+        assert!(revision > 0);
+        assert_eq!(
+            view.read(|k| k.0.get("k").copied()).flatten(),
+            Some(revision)
+        );
+        // A keep writes nothing and tells the view nothing.
+        let (kept, none) = view
+            .modify("other", |_: Option<Versioned<StartedCalls>>| async {
+                Ok::<_, StoreError>(Change::Keep("kept"))
+            })
+            .await
+            .expect("kept");
+        assert_eq!((kept, none), ("kept", 0));
+        assert_eq!(view.read(|k| k.0.contains_key("other")), Some(false));
     }
 
     #[test]

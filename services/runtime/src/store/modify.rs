@@ -33,7 +33,25 @@ impl Bucket {
     /// that is not an `M` is handed to `decide` as absent, and a `Put`
     /// replaces it. Returns `decide`'s answer and the revision written (0 when
     /// nothing was, or on a delete).
-    pub async fn modify<M, T, E, F, Fut>(&self, key: &str, mut decide: F) -> Result<(T, u64), E>
+    pub async fn modify<M, T, E, F, Fut>(&self, key: &str, decide: F) -> Result<(T, u64), E>
+    where
+        M: prost::Message + Default,
+        E: From<StoreError> + IsConflict,
+        F: FnMut(Option<Versioned<M>>) -> Fut,
+        Fut: std::future::Future<Output = Result<Change<M, T>, E>>,
+    {
+        let (answer, revision, _) = self.modify_written(key, decide).await?;
+        Ok((answer, revision))
+    }
+
+    /// [`Bucket::modify`], also returning the value it put (`None` when it
+    /// put none: a keep or a delete), for a caller that tells a view of the
+    /// bucket about its own write ([`super::due::Followed::modify`]).
+    pub(super) async fn modify_written<M, T, E, F, Fut>(
+        &self,
+        key: &str,
+        mut decide: F,
+    ) -> Result<(T, u64, Option<Bytes>), E>
     where
         M: prost::Message + Default,
         E: From<StoreError> + IsConflict,
@@ -59,18 +77,18 @@ impl Bucket {
                 }
             });
             let written = match decide(read).await? {
-                Change::Keep(answer) => return Ok((answer, 0)),
+                Change::Keep(answer) => return Ok((answer, 0, None)),
                 Change::Put(message, answer) => {
                     let bytes = Bytes::from(message.encode_to_vec());
                     let written = match held {
-                        Some(revision) => self.update(key, bytes, revision).await,
-                        None => self.create(key, bytes).await,
+                        Some(revision) => self.update(key, bytes.clone(), revision).await,
+                        None => self.create(key, bytes.clone()).await,
                     };
-                    written.map(|revision| (answer, revision))
+                    written.map(|revision| (answer, revision, Some(bytes)))
                 }
                 Change::Delete(answer) => match held {
-                    Some(revision) => self.delete(key, revision).await.map(|()| (answer, 0)),
-                    None => return Ok((answer, 0)),
+                    Some(revision) => self.delete(key, revision).await.map(|()| (answer, 0, None)),
+                    None => return Ok((answer, 0, None)),
                 },
             };
             match written {
