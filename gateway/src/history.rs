@@ -1,15 +1,18 @@
 //! Call history for browsers: `get-call-history` (the registered user's own
 //! calls, never anybody else's) and the `missed-calls` event after `user-joined`.
 //! The records come from the history service, remote (`HISTORY_URL`) or, in the
-//! embedded mode, the one in this process: the same gRPC API either way.
+//! embedded mode, the one in this process: the same gRPC API either way. They
+//! are read into the history's own model (`meetup-history` without its
+//! database code), so that there is one model of a call record.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
+use meetup_history::wire::{ms_from_timestamp, timestamp_from_ms};
+use meetup_history::{CallPage, CallSnapshot, Millis, MissedCalls, now_ms};
 use meetup_proto::history::v1 as pb;
 use serde_json::{Value, json};
 
 use crate::backends::HistoryClient;
-use crate::call_record::{self, CallPage, CallSnapshot, Millis, MissedCalls};
 use crate::protocol::ServerEvent;
 use crate::protocol::ack::{Ack, AckError, ErrorCode};
 use crate::protocol::inbound::HistoryQuery;
@@ -71,7 +74,7 @@ impl History {
         Ok(MissedCalls {
             count: response.count,
             calls: from_wire(response.calls)?,
-            newest: response.newest.as_ref().map(call_record::ms_from_timestamp),
+            newest: response.newest.as_ref().map(ms_from_timestamp),
         })
     }
 
@@ -81,7 +84,7 @@ impl History {
             .clone()
             .mark_missed_calls_seen(pb::MarkMissedCallsSeenRequest {
                 user_id: user_id.to_owned(),
-                seen_until: Some(call_record::timestamp_from_ms(until)),
+                seen_until: Some(timestamp_from_ms(until)),
             })
             .await
             .map(|_| ())
@@ -185,13 +188,8 @@ fn iso(ms: Millis) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
-fn now_ms() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
+/// A record the history sends that cannot be read (an outcome this gateway
+/// does not know) is logged and answered as `internal`, never shown half-read.
 fn from_wire(calls: Vec<pb::CallRecord>) -> Result<Vec<CallSnapshot>, AckError> {
     calls
         .into_iter()
@@ -205,7 +203,7 @@ fn from_wire(calls: Vec<pb::CallRecord>) -> Result<Vec<CallSnapshot>, AckError> 
 
 #[cfg(test)]
 mod tests {
-    use crate::call_record::{AttendeeSnapshot, Outcome, UserRef};
+    use meetup_history::{AttendeeSnapshot, Outcome, UserRef};
 
     use super::*;
 

@@ -14,14 +14,13 @@
 //! `dispatch` (the store's watches and the relays, told to the sockets),
 //! `cluster` (this gateway's lease and health), `edge` (HTTP, limits, auth,
 //! TURN), `backends` (what the gateway is handed, and how it reaches a
-//! service), `history` and `call_record` (call history for browsers),
-//! `resume` (resume tokens, relays kept for away sessions), `state` (the
-//! handle every task shares), `config`, `metrics`.
+//! service), `history` (call history for browsers, in `meetup-history`'s
+//! model), `resume` (resume tokens, relays kept for away sessions), `state`
+//! (the handle every task shares), `config`, `metrics`.
 
 #![forbid(unsafe_code)]
 
 pub mod backends;
-pub mod call_record;
 pub mod cluster;
 pub mod config;
 pub mod dispatch;

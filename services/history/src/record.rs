@@ -1,9 +1,18 @@
 //! The domain types of the history: a call as one complete snapshot, and what
 //! became of each invitee and participant. Wire types (gRPC, bus) are converted
-//! to and from these in one place each (`service`, `source`).
+//! to and from these in one place each (`wire`, `source`). No database here:
+//! the gateway reads records into these types too.
 
 /// Unix time in milliseconds.
 pub type Millis = i64;
+
+/// The current Unix time in milliseconds.
+pub fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
 
 /// What became of one invitee or participant of a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -16,8 +16,8 @@ use futures::StreamExt;
 use prost::Message as _;
 
 use crate::record::{AttendeeSnapshot, CallSnapshot, Outcome, UserRef};
-use crate::service::ms_from_timestamp;
 use crate::store::HistoryStore;
+use crate::wire::ms_from_timestamp;
 
 /// Where the consumer reads.
 #[derive(Debug, Clone)]
