@@ -210,7 +210,7 @@ const CLEANUPS_WAIT: Duration = Duration::from_secs(5);
 /// forgets its session when it is done with it (a poll: this runs once, while
 /// the gateway stops).
 async fn cleanups_done(gw: &Gateway) {
-    while gw.local_sessions().iter().any(|(_, s)| s.registered) {
+    while gw.sessions().snapshot().iter().any(|(_, s)| s.registered) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

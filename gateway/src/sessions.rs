@@ -92,6 +92,57 @@ impl LocalSessions {
         Some(f(&mut guard))
     }
 
+    /// Gives a registered socket's session a new username; returns the old one.
+    pub fn rename(&self, session_id: &str, username: &str) -> Option<String> {
+        self.with(session_id, |s| {
+            std::mem::replace(&mut s.username, username.to_owned())
+        })
+    }
+
+    /// Puts back what [`LocalSessions::insert`] replaced (a registration or
+    /// resume that failed): the earlier record, or none.
+    pub fn restore(&self, session_id: &str, previous: Option<LocalSession>) {
+        match previous {
+            Some(previous) => {
+                self.insert(session_id, previous);
+            }
+            None => {
+                self.remove(session_id);
+            }
+        }
+    }
+
+    /// Marks a session as registered, with the user's online time and the
+    /// presence revision its registration wrote.
+    pub fn confirm(
+        &self,
+        session_id: &str,
+        joined_at: Option<prost_types::Timestamp>,
+        revision: u64,
+    ) {
+        self.with(session_id, |s| {
+            s.registered = true;
+            s.joined_at = joined_at;
+            s.revision = revision;
+        });
+    }
+
+    /// Numbers the relays of a resumed session on from those its previous
+    /// socket was given.
+    pub fn continue_relays(&self, session_id: &str, given: u64) {
+        self.with(session_id, |s| s.relay_seq = given);
+    }
+
+    /// How many relays a session's socket was given.
+    pub fn relay_seq(&self, session_id: &str) -> Option<u64> {
+        self.with(session_id, |s| s.relay_seq)
+    }
+
+    /// The presence revision of a session's registration (0 while in flight).
+    pub fn revision(&self, session_id: &str) -> Option<u64> {
+        self.with(session_id, |s| s.revision)
+    }
+
     pub fn contains(&self, session_id: &str) -> bool {
         self.map
             .read()

@@ -128,77 +128,9 @@ impl Gateway {
         }
     }
 
-    fn local(&self) -> &LocalSessions {
+    /// This gateway's sockets' sessions (each under its own lock).
+    pub fn sessions(&self) -> &LocalSessions {
         &self.shared.local
-    }
-
-    /// Records a socket's identity (before its registration, so that the
-    /// reconciler never takes it for a ghost). Returns the previous record.
-    pub fn set_local(&self, session_id: &str, session: LocalSession) -> Option<LocalSession> {
-        self.local().insert(session_id, session)
-    }
-
-    /// Gives a registered socket's session a new username; returns the old one.
-    pub fn rename_local(&self, session_id: &str, username: &str) -> Option<String> {
-        self.local().with(session_id, |s| {
-            std::mem::replace(&mut s.username, username.to_owned())
-        })
-    }
-
-    pub fn forget_local(&self, session_id: &str) -> Option<LocalSession> {
-        self.local().remove(session_id)
-    }
-
-    /// Puts back what [`Gateway::set_local`] replaced (a registration or
-    /// resume that failed): the earlier record, or none.
-    pub fn restore_local(&self, session_id: &str, previous: Option<LocalSession>) {
-        match previous {
-            Some(previous) => {
-                self.set_local(session_id, previous);
-            }
-            None => {
-                self.forget_local(session_id);
-            }
-        }
-    }
-
-    /// Marks a local session as registered, with the user's online time and
-    /// the presence revision its registration wrote.
-    pub fn confirm_local(
-        &self,
-        session_id: &str,
-        joined_at: Option<prost_types::Timestamp>,
-        revision: u64,
-    ) {
-        self.local().with(session_id, |s| {
-            s.registered = true;
-            s.joined_at = joined_at;
-            s.revision = revision;
-        });
-    }
-
-    pub fn local_sessions(&self) -> Vec<(String, LocalSession)> {
-        self.local().snapshot()
-    }
-
-    pub fn is_local_session(&self, session_id: &str) -> bool {
-        self.local().contains(session_id)
-    }
-
-    /// Numbers the relays of a resumed session on from those its previous
-    /// socket was given.
-    pub fn continue_relays(&self, session_id: &str, given: u64) {
-        self.local().with(session_id, |s| s.relay_seq = given);
-    }
-
-    /// How many relays a local session's socket was given.
-    pub fn local_relay_seq(&self, session_id: &str) -> Option<u64> {
-        self.local().with(session_id, |s| s.relay_seq)
-    }
-
-    /// The presence revision of a local session's registration (0 while in flight).
-    pub fn local_revision(&self, session_id: &str) -> Option<u64> {
-        self.local().with(session_id, |s| s.revision)
     }
 
     /// Closes one of this gateway's sockets (its disconnect handler cleans up).
@@ -339,7 +271,7 @@ impl Gateway {
         let Some(socket) = self.socket_of(session_id) else {
             return false;
         };
-        let numbered = self.local().with(session_id, |session| {
+        let numbered = self.sessions().with(session_id, |session| {
             if let Some(pending) = session.pending.as_mut() {
                 pending.push((kind, payload_json.to_owned()));
             } else {
@@ -355,7 +287,7 @@ impl Gateway {
     /// Holds the relays that reach `session_id` from now on until
     /// [`Gateway::end_replay`], so that those kept while it was away go first.
     pub fn begin_replay(&self, session_id: &str) {
-        self.local()
+        self.sessions()
             .with(session_id, |session| session.pending = Some(Vec::new()));
     }
 
@@ -364,7 +296,7 @@ impl Gateway {
     /// Returns how many kept relays it was given.
     pub fn end_replay(&self, session_id: &str, kept: &[(RelayKind, String)]) -> usize {
         let socket = self.socket_of(session_id);
-        self.local()
+        self.sessions()
             .with(session_id, |session| {
                 let held = session.pending.take().unwrap_or_default();
                 let Some(socket) = socket else {

@@ -82,7 +82,7 @@ async fn reconcile(gw: &Gateway, suspects: &mut HashSet<String>) {
     let in_calls = gw.mirror().call_sessions_on(gw.id());
     let in_presence = gw.mirror().presence_sessions_on(gw.id());
     for (session_id, call_ids) in in_calls {
-        if !gw.is_local_session(&session_id) {
+        if !gw.sessions().contains(&session_id) {
             tracing::info!(session_id, "removing a gone socket from its calls");
             let request = RemoveSessionRequest {
                 session_id,
@@ -96,7 +96,7 @@ async fn reconcile(gw: &Gateway, suspects: &mut HashSet<String>) {
     }
     fence_swept(gw, &in_presence, suspects).await;
     for (session_id, user_id) in in_presence {
-        if !gw.is_local_session(&session_id) {
+        if !gw.sessions().contains(&session_id) {
             tracing::info!(session_id, "removing a gone socket from presence");
             let request = UnregisterSessionRequest {
                 session_id,
@@ -133,7 +133,8 @@ async fn fence_swept(
         return;
     };
     let missing: Vec<(String, LocalSession)> = gw
-        .local_sessions()
+        .sessions()
+        .snapshot()
         .into_iter()
         .filter(|(session_id, s)| {
             s.registered && s.revision <= applied && !in_presence.contains_key(session_id)
@@ -164,7 +165,7 @@ async fn fence_swept(
             }
         };
         // Unregistered meanwhile by the socket itself (it left or went away).
-        if held || gw.local_revision(&session_id) != Some(session.revision) {
+        if held || gw.sessions().revision(&session_id) != Some(session.revision) {
             continue;
         }
         tracing::warn!(
@@ -175,7 +176,7 @@ async fn fence_swept(
         crate::metrics::get().bus_error("session swept");
         // Forgotten first: the socket's cleanup then leaves the session as
         // the state has it (away, the client resumes it; or gone).
-        gw.forget_local(&session_id);
+        gw.sessions().remove(&session_id);
         gw.disconnect_session(&session_id);
     }
 }

@@ -128,8 +128,8 @@ pub async fn renew_lease(
 async fn fence(gw: &Gateway) {
     let grace = gw.limits().resume_grace;
     if grace.is_zero() {
-        for (session_id, _) in gw.local_sessions() {
-            gw.forget_local(&session_id);
+        for (session_id, _) in gw.sessions().snapshot() {
+            gw.sessions().remove(&session_id);
         }
     } else {
         let (handed, failed) = crate::handlers::cleanup::hand_over_all(gw, grace).await;

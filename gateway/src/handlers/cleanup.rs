@@ -89,12 +89,12 @@ pub(crate) async fn set_away(
 /// were handed over and how many could not be.
 pub(crate) async fn hand_over_all(gw: &crate::state::Gateway, grace: Duration) -> (usize, usize) {
     use futures::StreamExt;
-    let results: Vec<bool> = futures::stream::iter(gw.local_sessions())
+    let results: Vec<bool> = futures::stream::iter(gw.sessions().snapshot())
         .filter(|(_, s)| std::future::ready(s.registered))
         .map(|(session_id, session)| async move {
             let handed =
                 set_away(gw, &session.user_id, &session_id, grace, session.relay_seq).await;
-            gw.forget_local(&session_id);
+            gw.sessions().remove(&session_id);
             handed
         })
         .buffer_unordered(16)
@@ -116,7 +116,7 @@ impl SessionWorker {
         let session_id = self.session_id.clone();
         // Handed over already (the gateway is draining, or fenced the socket
         // while its session stays resumable): nothing is left to do here.
-        if !self.gw.is_local_session(&session_id) {
+        if !self.gw.sessions().contains(&session_id) {
             return;
         }
         let grace = self.gw.limits().resume_grace;
@@ -127,17 +127,20 @@ impl SessionWorker {
                 &me.user_id,
                 &session_id,
                 grace,
-                self.gw.local_relay_seq(&session_id).unwrap_or_default(),
+                self.gw
+                    .sessions()
+                    .relay_seq(&session_id)
+                    .unwrap_or_default(),
             )
             .await
         {
-            self.gw.forget_local(&session_id);
+            self.gw.sessions().remove(&session_id);
             tracing::debug!(session_id, user_id = %me.user_id, %reason, "socket gone; session away");
             return;
         }
         // Forgotten first: were the calls below to fail, the reconciler removes
         // what is left of this session once the services are back.
-        self.gw.forget_local(&session_id);
+        self.gw.sessions().remove(&session_id);
         let request = RemoveSessionRequest {
             session_id: session_id.clone(),
             call_ids: self.gw.mirror().calls_of_session(&session_id),

@@ -69,8 +69,8 @@ impl SessionWorker {
         // A socket registering again is the same session: its relays are
         // numbered on and those held for a replay stay; only its name changes.
         let undo = match &self.identity {
-            Some(_) => Undo::Rename(self.gw.rename_local(&self.session_id, &cmd.username)),
-            None => Undo::Restore(self.gw.set_local(
+            Some(_) => Undo::Rename(self.gw.sessions().rename(&self.session_id, &cmd.username)),
+            None => Undo::Restore(self.gw.sessions().insert(
                 &self.session_id,
                 LocalSession::registering(&cmd.id, &cmd.username, cmd.speaks_resume),
             )),
@@ -90,10 +90,10 @@ impl SessionWorker {
         if result.is_err() {
             match undo {
                 Undo::Rename(Some(username)) => {
-                    self.gw.rename_local(&self.session_id, &username);
+                    self.gw.sessions().rename(&self.session_id, &username);
                 }
                 Undo::Rename(None) => {}
-                Undo::Restore(previous) => self.gw.restore_local(&self.session_id, previous),
+                Undo::Restore(previous) => self.gw.sessions().restore(&self.session_id, previous),
             }
         }
         let response = result
@@ -101,7 +101,8 @@ impl SessionWorker {
             .into_inner();
         let user = response.user.unwrap_or_default();
         self.gw
-            .confirm_local(&self.session_id, user.joined_at, response.revision);
+            .sessions()
+            .confirm(&self.session_id, user.joined_at, response.revision);
         if self.identity.is_none() {
             metrics::get().registered_sockets.inc();
         }
@@ -138,7 +139,7 @@ impl SessionWorker {
     /// have shown the socket, sent before the ack.
     async fn resume(&mut self, cmd: &inbound::UserJoined) -> Result<Option<Answer>, AckError> {
         let (token, token_hash) = resume::new_token();
-        let previous_local = self.gw.set_local(
+        let previous_local = self.gw.sessions().insert(
             &self.session_id,
             LocalSession::registering(&cmd.id, &cmd.username, cmd.speaks_resume),
         );
@@ -159,7 +160,7 @@ impl SessionWorker {
         let response = match result {
             Ok(response) if response.get_ref().resumed => response.into_inner(),
             other => {
-                self.gw.restore_local(&self.session_id, previous_local);
+                self.gw.sessions().restore(&self.session_id, previous_local);
                 return other
                     .map(|_| None)
                     .map_err(|status| AckError::from_status(&status, "resume session"));
@@ -168,8 +169,10 @@ impl SessionWorker {
         let user = response.user.unwrap_or_default();
         let previous = response.previous.unwrap_or_default();
         self.gw
-            .confirm_local(&self.session_id, user.joined_at, response.revision);
+            .sessions()
+            .confirm(&self.session_id, user.joined_at, response.revision);
         self.gw
+            .sessions()
             .continue_relays(&self.session_id, previous.relays_given);
         metrics::get().registered_sockets.inc();
         self.identity = Some(Identity {
