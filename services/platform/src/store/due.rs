@@ -342,12 +342,16 @@ fn lock<V>(inner: &Inner<V>) -> std::sync::MutexGuard<'_, State<V>> {
 async fn head(bucket: &Bucket) -> Result<u64, StoreError> {
     match bucket {
         Bucket::Local(_) => Ok(0),
+        // Asked of the stream leader each time: the KV store's own `status()`
+        // answers the stream info cached when the bucket was opened, which
+        // made a view "caught up" that had not seen another replica's write.
         Bucket::Remote(kv) => {
-            let status = kv
-                .status()
+            let info = kv
+                .stream
+                .get_info()
                 .await
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-            Ok(status.info.state.last_sequence)
+            Ok(info.state.last_sequence)
         }
     }
 }
