@@ -527,6 +527,10 @@ def main():
     resume = kept("## Resume soak")
     if resume:
         lines.append(resume)
+    # bench/churn.sh's comparison of two builds: written by hand, kept as it is.
+    before_after = kept("## Call churn before and after")
+    if before_after:
+        lines.append(before_after)
     print("\n".join(lines))
 
 
